@@ -1,0 +1,27 @@
+//! The `berth.*` labels every Docker object berth creates carries.
+//!
+//! Labels are berth's only memory that survives a crash: `berth gc` and later reconciliation
+//! find objects by them, and the owner label says which live process (if any) still owns one.
+
+/// Present (value `true`) on everything berth creates.
+pub const MANAGED: &str = "berth.managed";
+/// berth's short id of the sandbox the object belongs to.
+pub const ID: &str = "berth.id";
+/// What the object is for: [`KIND_RUN`], [`KIND_NETWORK`], [`KIND_IMAGE`].
+pub const KIND: &str = "berth.kind";
+/// RFC 3339 creation time.
+pub const CREATED: &str = "berth.created";
+/// `host:pid:start-ticks` of the berth process that owns the object while it runs.
+pub const OWNER: &str = "berth.owner";
+
+/// A container made by a one-shot `berth run`.
+pub const KIND_RUN: &str = "run";
+/// A network berth made for one sandbox (`--network isolated`).
+pub const KIND_NETWORK: &str = "network";
+/// An image berth built.
+pub const KIND_IMAGE: &str = "image";
+
+/// The label filter that selects every berth object (`label=berth.managed=true`).
+pub fn managed_filter() -> String {
+    format!("{MANAGED}=true")
+}
