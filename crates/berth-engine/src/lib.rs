@@ -1,14 +1,19 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! The container engine seam.
+//!
+//! Third stop on berth's data path (CLI → spec → **engine** → container). [`Engine`] is the
+//! narrow trait everything above talks to; [`docker::DockerEngine`] implements it over the real
+//! Docker Engine API (through bollard), and a later Kubernetes backend or a unit-test fake fits
+//! the same seam. The types in [`types`] are engine-neutral: a [`ContainerPlan`] says *what*
+//! container to make, each backend decides *how*.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod docker;
+mod engine;
+mod error;
+pub mod types;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use engine::{ByteStream, Engine, OutputStream};
+pub use error::EngineError;
+pub use types::{
+    BindMount, BuildEvent, ContainerPlan, ContainerState, ContainerSummary, EngineInfo, ImageInfo,
+    NetworkPlan, NetworkSummary, Output,
+};

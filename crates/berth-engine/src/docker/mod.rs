@@ -1,0 +1,573 @@
+//! [`DockerEngine`]: the [`Engine`] trait over the real Docker Engine API, through bollard.
+//!
+//! Connects through `DOCKER_HOST` (`unix://` or `tcp://`) or the default socket, negotiates the
+//! API version down to what the daemon speaks, and turns bollard's errors into
+//! [`EngineError`]s that say what to do.
+
+mod config;
+mod endpoint;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::errors::Error as BollardError;
+use bollard::query_parameters::{
+    AttachContainerOptions, BuildImageOptions, CreateContainerOptions, CreateImageOptions,
+    DownloadFromContainerOptions, KillContainerOptions, ListContainersOptions,
+    ListNetworksOptions, LogsOptions, RemoveContainerOptions, StopContainerOptions,
+    UploadToContainerOptions, WaitContainerOptions,
+};
+use bollard::Docker;
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+
+pub use config::container_body;
+pub use endpoint::Endpoint;
+
+use crate::engine::{ByteStream, Engine, OutputStream};
+use crate::error::EngineError;
+use crate::types::{
+    BuildEvent, ContainerPlan, ContainerState, ContainerSummary, EngineInfo, ImageInfo,
+    NetworkPlan, NetworkSummary, Output,
+};
+
+/// How long a single request may wait for the daemon's response headers. Long-running
+/// streams (wait, attach, logs) are bounded by berth's own deadlines, not by this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// What a 404 means for the operation that got it.
+#[derive(Clone, Copy)]
+enum Subject<'a> {
+    Container(&'a str),
+    Image(&'a str),
+    Other,
+}
+
+/// A connection to a Docker Engine.
+#[derive(Clone)]
+pub struct DockerEngine {
+    docker: Docker,
+    endpoint: Endpoint,
+}
+
+impl DockerEngine {
+    /// Connects to the engine named by `DOCKER_HOST`, or the default socket, and negotiates
+    /// the API version (one round trip).
+    pub async fn connect() -> Result<Self, EngineError> {
+        Self::connect_to(Endpoint::from_env()).await
+    }
+
+    /// Connects to a given endpoint and negotiates the API version.
+    pub async fn connect_to(endpoint: Endpoint) -> Result<Self, EngineError> {
+        let client = Self::client(&endpoint)?;
+        let docker = client
+            .negotiate_version()
+            .await
+            .map_err(|e| classify(&endpoint, "connecting to the engine", Subject::Other, e))?;
+        Ok(Self { docker, endpoint })
+    }
+
+    fn client(endpoint: &Endpoint) -> Result<Docker, EngineError> {
+        let uri = endpoint.uri();
+        let result = if uri.starts_with("unix://") {
+            Docker::connect_with_unix(uri, REQUEST_TIMEOUT.as_secs(), bollard::API_DEFAULT_VERSION)
+        } else if uri.starts_with("tcp://") || uri.starts_with("http://") {
+            Docker::connect_with_http(uri, REQUEST_TIMEOUT.as_secs(), bollard::API_DEFAULT_VERSION)
+        } else {
+            return Err(EngineError::BadEndpoint {
+                endpoint: uri.to_string(),
+            });
+        };
+        result.map_err(|e| classify(endpoint, "connecting to the engine", Subject::Other, e))
+    }
+
+    /// The endpoint this engine was reached through.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn err(&self, operation: &'static str, subject: Subject<'_>, e: BollardError) -> EngineError {
+        classify(&self.endpoint, operation, subject, e)
+    }
+}
+
+/// Maps a bollard error to an [`EngineError`] that names the endpoint and a remedy.
+fn classify(
+    endpoint: &Endpoint,
+    operation: &'static str,
+    subject: Subject<'_>,
+    e: BollardError,
+) -> EngineError {
+    match e {
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => match (status_code, subject) {
+            (404, Subject::Container(id)) => EngineError::ContainerNotFound { id: id.to_string() },
+            (404, Subject::Image(image)) => EngineError::ImageNotFound {
+                image: image.to_string(),
+            },
+            _ => EngineError::Api {
+                operation,
+                status: status_code,
+                message: message.trim().to_string(),
+            },
+        },
+        BollardError::SocketNotFoundError(path) => EngineError::Unreachable {
+            endpoint: endpoint.uri().to_string(),
+            reason: format!("no socket at {path}"),
+        },
+        BollardError::UnsupportedURISchemeError { uri } => EngineError::BadEndpoint { endpoint: uri },
+        BollardError::RequestTimeoutError => EngineError::Unreachable {
+            endpoint: endpoint.uri().to_string(),
+            reason: "the request timed out".to_string(),
+        },
+        other => {
+            let io_kind = io_error_kind(&other);
+            match io_kind {
+                Some(std::io::ErrorKind::PermissionDenied) => EngineError::PermissionDenied {
+                    endpoint: endpoint.uri().to_string(),
+                },
+                Some(std::io::ErrorKind::NotFound) => EngineError::Unreachable {
+                    endpoint: endpoint.uri().to_string(),
+                    reason: "the socket does not exist".to_string(),
+                },
+                Some(std::io::ErrorKind::ConnectionRefused) => EngineError::Unreachable {
+                    endpoint: endpoint.uri().to_string(),
+                    reason: "connection refused".to_string(),
+                },
+                _ => EngineError::Transport {
+                    operation,
+                    message: error_chain(&other),
+                },
+            }
+        }
+    }
+}
+
+/// The first `io::ErrorKind` in an error's source chain.
+fn io_error_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        current = err.source();
+    }
+    None
+}
+
+/// An error and its sources joined with `: `.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut current = e.source();
+    while let Some(err) = current {
+        let part = err.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        current = err.source();
+    }
+    text
+}
+
+fn label_filters(labels: &[String]) -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_string(), labels.to_vec())])
+}
+
+fn into_output(item: bollard::container::LogOutput) -> Option<Output> {
+    use bollard::container::LogOutput;
+    match item {
+        LogOutput::StdOut { message } | LogOutput::Console { message } => {
+            Some(Output::Stdout(message))
+        }
+        LogOutput::StdErr { message } => Some(Output::Stderr(message)),
+        LogOutput::StdIn { .. } => None,
+    }
+}
+
+impl Engine for DockerEngine {
+    async fn info(&self) -> Result<EngineInfo, EngineError> {
+        let (version, info) = tokio::try_join!(
+            async {
+                self.docker
+                    .version()
+                    .await
+                    .map_err(|e| self.err("reading the engine version", Subject::Other, e))
+            },
+            async {
+                self.docker
+                    .info()
+                    .await
+                    .map_err(|e| self.err("reading the engine info", Subject::Other, e))
+            }
+        )?;
+        Ok(EngineInfo {
+            server_version: version.version.unwrap_or_default(),
+            api_version: version.api_version.unwrap_or_default(),
+            client_api_version: self.docker.client_version().to_string(),
+            operating_system: info.operating_system.unwrap_or_default(),
+            kernel_version: info.kernel_version.unwrap_or_default(),
+            cgroup_version: info
+                .cgroup_version
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            memory_limit: info.memory_limit.unwrap_or(false),
+            swap_limit: info.swap_limit.unwrap_or(false),
+            cpu_cfs_quota: info.cpu_cfs_quota.unwrap_or(false),
+            pids_limit: info.pids_limit.unwrap_or(false),
+            ncpu: info.ncpu.unwrap_or(0),
+            mem_total: info.mem_total.unwrap_or(0),
+        })
+    }
+
+    async fn image_inspect(&self, reference: &str) -> Result<Option<ImageInfo>, EngineError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(image) => Ok(Some(ImageInfo {
+                id: image.id.unwrap_or_default(),
+                repo_digests: image.repo_digests.unwrap_or_default(),
+                user: image
+                    .config
+                    .and_then(|c| c.user)
+                    .filter(|u| !u.is_empty()),
+                size: image.size,
+            })),
+            Err(e) => match self.err("inspecting an image", Subject::Image(reference), e) {
+                EngineError::ImageNotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn image_build(
+        &self,
+        context: Bytes,
+        tag: &str,
+        labels: &[(String, String)],
+        progress: &(dyn Fn(BuildEvent) + Send + Sync),
+    ) -> Result<ImageInfo, EngineError> {
+        let options = BuildImageOptions {
+            t: Some(tag.to_string()),
+            rm: true,
+            forcerm: true,
+            labels: Some(labels.iter().cloned().collect()),
+            ..Default::default()
+        };
+        let mut stream = self
+            .docker
+            .build_image(options, None, Some(bollard::body_full(context)));
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| self.err("building an image", Subject::Other, e))?;
+            if let Some(detail) = info.error_detail {
+                return Err(EngineError::Api {
+                    operation: "building an image",
+                    status: 0,
+                    message: detail.message.unwrap_or_default(),
+                });
+            }
+            if let Some(line) = info.stream {
+                let line = line.trim_end();
+                if !line.is_empty() {
+                    progress(BuildEvent::Log(line.to_string()));
+                }
+            }
+        }
+        self.image_inspect(tag)
+            .await?
+            .ok_or_else(|| EngineError::ImageNotFound {
+                image: tag.to_string(),
+            })
+    }
+
+    async fn image_pull(
+        &self,
+        reference: &str,
+        progress: &(dyn Fn(BuildEvent) + Send + Sync),
+    ) -> Result<ImageInfo, EngineError> {
+        let options = CreateImageOptions {
+            from_image: Some(reference.to_string()),
+            ..Default::default()
+        };
+        let mut stream = self.docker.create_image(Some(options), None, None);
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| self.err("pulling an image", Subject::Image(reference), e))?;
+            if let Some(detail) = info.error_detail {
+                return Err(EngineError::Api {
+                    operation: "pulling an image",
+                    status: 0,
+                    message: detail.message.unwrap_or_default(),
+                });
+            }
+            let (current, total) = info
+                .progress_detail
+                .map(|p| (p.current, p.total))
+                .unwrap_or((None, None));
+            progress(BuildEvent::Progress {
+                id: info.id.unwrap_or_default(),
+                status: info.status.unwrap_or_default(),
+                current,
+                total,
+            });
+        }
+        self.image_inspect(reference)
+            .await?
+            .ok_or_else(|| EngineError::ImageNotFound {
+                image: reference.to_string(),
+            })
+    }
+
+    async fn container_create(&self, plan: &ContainerPlan) -> Result<String, EngineError> {
+        let options = CreateContainerOptions {
+            name: Some(plan.name.clone()),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(Some(options), container_body(plan))
+            .await
+            .map_err(|e| self.err("creating a container", Subject::Image(&plan.image), e))?;
+        Ok(created.id)
+    }
+
+    async fn container_attach(&self, id: &str) -> Result<OutputStream, EngineError> {
+        let options = AttachContainerOptions {
+            stream: true,
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
+        let attached = self
+            .docker
+            .attach_container(id, Some(options))
+            .await
+            .map_err(|e| self.err("attaching to a container", Subject::Container(id), e))?;
+        let endpoint = self.endpoint.clone();
+        let stream = attached.output.filter_map(move |item| {
+            let mapped = match item {
+                Ok(out) => into_output(out).map(Ok),
+                Err(e) => Some(Err(classify(&endpoint, "reading output", Subject::Other, e))),
+            };
+            std::future::ready(mapped)
+        });
+        Ok(Box::pin(stream))
+    }
+
+    async fn container_start(&self, id: &str) -> Result<(), EngineError> {
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(|e| match self.err("starting a container", Subject::Container(id), e) {
+                EngineError::Api {
+                    status: 400 | 500,
+                    message,
+                    ..
+                } => EngineError::StartFailed {
+                    id: id.to_string(),
+                    message,
+                },
+                other => other,
+            })
+    }
+
+    async fn container_wait(&self, id: &str) -> Result<i64, EngineError> {
+        let options = WaitContainerOptions {
+            condition: "not-running".to_string(),
+        };
+        let mut stream = self.docker.wait_container(id, Some(options));
+        match stream.next().await {
+            Some(Ok(response)) => Ok(response.status_code),
+            Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(self.err("waiting for a container", Subject::Container(id), e)),
+            None => Err(EngineError::Transport {
+                operation: "waiting for a container",
+                message: "the engine closed the wait stream without an exit code".to_string(),
+            }),
+        }
+    }
+
+    async fn container_kill(&self, id: &str, signal: &str) -> Result<(), EngineError> {
+        let options = KillContainerOptions {
+            signal: signal.to_string(),
+        };
+        self.docker
+            .kill_container(id, Some(options))
+            .await
+            .map_err(|e| self.err("signalling a container", Subject::Container(id), e))
+    }
+
+    async fn container_stop(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
+        let options = StopContainerOptions {
+            t: Some(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX)),
+            signal: None,
+        };
+        self.docker
+            .stop_container(id, Some(options))
+            .await
+            .map_err(|e| self.err("stopping a container", Subject::Container(id), e))
+    }
+
+    async fn container_remove(&self, id: &str, force: bool) -> Result<(), EngineError> {
+        let options = RemoveContainerOptions {
+            force,
+            v: true,
+            ..Default::default()
+        };
+        self.docker
+            .remove_container(id, Some(options))
+            .await
+            .map_err(|e| self.err("removing a container", Subject::Container(id), e))
+    }
+
+    async fn container_inspect(&self, id: &str) -> Result<ContainerState, EngineError> {
+        let c = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| self.err("inspecting a container", Subject::Container(id), e))?;
+        let state = c.state.unwrap_or_default();
+        let config = c.config.unwrap_or_default();
+        Ok(ContainerState {
+            id: c.id.unwrap_or_default(),
+            name: c
+                .name
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_default(),
+            status: state.status.map(|s| s.to_string()).unwrap_or_default(),
+            running: state.running.unwrap_or(false),
+            exit_code: state.exit_code,
+            oom_killed: state.oom_killed.unwrap_or(false),
+            error: state.error.filter(|e| !e.is_empty()),
+            started_at: state.started_at,
+            finished_at: state.finished_at,
+            labels: config.labels.unwrap_or_default().into_iter().collect(),
+            image: config.image.unwrap_or_default(),
+        })
+    }
+
+    async fn container_list(&self, labels: &[String]) -> Result<Vec<ContainerSummary>, EngineError> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(label_filters(labels)),
+            ..Default::default()
+        };
+        let rows = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.err("listing containers", Subject::Other, e))?;
+        Ok(rows
+            .into_iter()
+            .map(|c| ContainerSummary {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .unwrap_or_default(),
+                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                status: c.status.unwrap_or_default(),
+                image: c.image.unwrap_or_default(),
+                labels: c.labels.unwrap_or_default().into_iter().collect(),
+            })
+            .collect())
+    }
+
+    async fn container_logs(&self, id: &str, follow: bool) -> Result<OutputStream, EngineError> {
+        let options = LogsOptions {
+            follow,
+            stdout: true,
+            stderr: true,
+            tail: "all".to_string(),
+            ..Default::default()
+        };
+        let endpoint = self.endpoint.clone();
+        let owned_id = id.to_string();
+        let stream = self.docker.logs(id, Some(options)).filter_map(move |item| {
+            let mapped = match item {
+                Ok(out) => into_output(out).map(Ok),
+                Err(e) => Some(Err(classify(
+                    &endpoint,
+                    "reading logs",
+                    Subject::Container(&owned_id),
+                    e,
+                ))),
+            };
+            std::future::ready(mapped)
+        });
+        Ok(Box::pin(stream))
+    }
+
+    async fn archive_upload(&self, id: &str, path: &str, tar: Bytes) -> Result<(), EngineError> {
+        let options = UploadToContainerOptions {
+            path: path.to_string(),
+            ..Default::default()
+        };
+        self.docker
+            .upload_to_container(id, Some(options), bollard::body_full(tar))
+            .await
+            .map_err(|e| self.err("uploading into a container", Subject::Container(id), e))
+    }
+
+    async fn archive_download(&self, id: &str, path: &str) -> Result<ByteStream, EngineError> {
+        let options = DownloadFromContainerOptions {
+            path: path.to_string(),
+        };
+        let endpoint = self.endpoint.clone();
+        let owned_id = id.to_string();
+        let stream = self
+            .docker
+            .download_from_container(id, Some(options))
+            .map_err(move |e| {
+                classify(
+                    &endpoint,
+                    "downloading from a container",
+                    Subject::Container(&owned_id),
+                    e,
+                )
+            });
+        Ok(Box::pin(stream))
+    }
+
+    async fn network_create(&self, plan: &NetworkPlan) -> Result<String, EngineError> {
+        let request = bollard::models::NetworkCreateRequest {
+            name: plan.name.clone(),
+            driver: Some("bridge".to_string()),
+            internal: Some(plan.internal),
+            labels: Some(plan.labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_network(request)
+            .await
+            .map_err(|e| self.err("creating a network", Subject::Other, e))?;
+        Ok(created.id)
+    }
+
+    async fn network_remove(&self, id: &str) -> Result<(), EngineError> {
+        self.docker
+            .remove_network(id)
+            .await
+            .map_err(|e| self.err("removing a network", Subject::Other, e))
+    }
+
+    async fn network_list(&self, labels: &[String]) -> Result<Vec<NetworkSummary>, EngineError> {
+        let options = ListNetworksOptions {
+            filters: Some(label_filters(labels)),
+        };
+        let rows = self
+            .docker
+            .list_networks(Some(options))
+            .await
+            .map_err(|e| self.err("listing networks", Subject::Other, e))?;
+        Ok(rows
+            .into_iter()
+            .map(|n| NetworkSummary {
+                id: n.id.unwrap_or_default(),
+                name: n.name.unwrap_or_default(),
+                labels: n.labels.unwrap_or_default().into_iter().collect(),
+            })
+            .collect())
+    }
+}
