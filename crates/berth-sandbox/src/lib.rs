@@ -1,14 +1,26 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Sandbox lifecycle on top of an [`berth_engine::Engine`].
+//!
+//! The middle of berth's data path (CLI → spec → engine → container): [`plan`] turns a
+//! `SandboxSpec` plus facts about the host into a hardened container plan, [`run`] drives a
+//! one-shot run from create to remove, [`gc`] finds what crashed runs left behind, [`images`]
+//! builds berth's images offline, and [`doctor`] says whether this machine can run berth.
+//! Everything here is generic over the engine, so unit tests use a fake and integration tests
+//! the real Docker daemon.
+
+mod error;
+pub mod doctor;
+pub mod gc;
+pub mod images;
+pub mod owner;
+pub mod plan;
+pub mod receipt;
+pub mod run;
+pub mod sink;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod fake;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use error::SandboxError;
+pub use receipt::{Outcome, Receipt, StreamDigest};
+pub use run::{run_once, RunOptions};
+pub use sink::{CaptureSink, OutputSink, StdioSink};

@@ -13,6 +13,8 @@ pub const KIND: &str = "berth.kind";
 pub const CREATED: &str = "berth.created";
 /// `host:pid:start-ticks` of the berth process that owns the object while it runs.
 pub const OWNER: &str = "berth.owner";
+/// Present (value `true`) on objects the user asked berth to keep (`--keep`).
+pub const KEEP: &str = "berth.keep";
 
 /// A container made by a one-shot `berth run`.
 pub const KIND_RUN: &str = "run";

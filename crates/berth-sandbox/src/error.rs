@@ -1,0 +1,54 @@
+//! [`SandboxError`]: why a sandbox could not be prepared or run.
+
+use std::path::PathBuf;
+
+use berth_engine::EngineError;
+use berth_spec::SpecError;
+
+/// A sandbox operation failed before the user's command could produce an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The user's input is invalid.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// A host path to mount does not exist.
+    #[error("{what} {given:?} does not exist (resolved to {resolved}); create it or fix the path, e.g. --workspace .")]
+    MissingPath {
+        what: &'static str,
+        given: String,
+        resolved: PathBuf,
+    },
+    /// A mount would hand the sandbox the engine's socket.
+    #[error("refusing to mount {given:?} into a sandbox: it exposes the Docker socket {socket}, which would give the sandbox control of the host; mount a narrower directory")]
+    DockerSocketMount { given: String, socket: PathBuf },
+    /// The image is not present and could not be made.
+    #[error("image {image} is not available: {reason}")]
+    ImageUnavailable { image: String, reason: String },
+    /// A host-side file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A host tool berth needs is missing.
+    #[error("{tool} is needed to {purpose} but was not found: {remedy}")]
+    MissingTool {
+        tool: String,
+        purpose: &'static str,
+        remedy: &'static str,
+    },
+}
+
+impl SandboxError {
+    /// Wraps an I/O error with what berth was doing.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}

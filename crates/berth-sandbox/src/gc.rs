@@ -1,0 +1,155 @@
+//! `berth gc`: finds and removes berth objects that no live berth process owns.
+//!
+//! An object is garbage when its owner label names a process on this host that is gone
+//! (berth crashed, was SIGKILLed, or the machine rebooted). Objects kept on purpose
+//! (`--keep`) and objects owned from other hosts are left alone unless `all` is set.
+
+use berth_engine::Engine;
+use berth_spec::labels;
+use serde::Serialize;
+
+use crate::error::SandboxError;
+use crate::owner::{owner_liveness, Liveness};
+
+/// What `berth gc` looks at.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GcOptions {
+    /// Only list; remove nothing.
+    pub dry_run: bool,
+    /// Also remove kept objects, objects of live runs and of other hosts.
+    pub all: bool,
+}
+
+/// One object gc found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GcItem {
+    /// `container` or `network`.
+    pub kind: &'static str,
+    /// Engine id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Why it is garbage.
+    pub reason: String,
+    /// It was removed (false in a dry run or on error).
+    pub removed: bool,
+    /// Why removal failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn verdict(
+    object_labels: &std::collections::BTreeMap<String, String>,
+    all: bool,
+) -> Option<String> {
+    let owner = object_labels
+        .get(labels::OWNER)
+        .cloned()
+        .unwrap_or_else(|| "unknown".to_string());
+    if all {
+        return Some("--all".to_string());
+    }
+    if object_labels.get(labels::KEEP).is_some_and(|v| v == "true") {
+        return None;
+    }
+    match owner_liveness(object_labels) {
+        Liveness::Gone => Some(format!("owner {owner} is gone")),
+        Liveness::Alive | Liveness::OtherHost => None,
+    }
+}
+
+/// Finds garbage and (unless a dry run) removes it: containers first, then networks.
+pub async fn collect<E: Engine>(engine: &E, options: GcOptions) -> Result<Vec<GcItem>, SandboxError> {
+    let filter = [labels::managed_filter()];
+    let (containers, networks) = tokio::try_join!(
+        engine.container_list(&filter),
+        engine.network_list(&filter)
+    )?;
+    let mut items = Vec::new();
+    for c in containers {
+        if let Some(reason) = verdict(&c.labels, options.all) {
+            let mut item = GcItem {
+                kind: "container",
+                id: c.id,
+                name: c.name,
+                reason,
+                removed: false,
+                error: None,
+            };
+            if !options.dry_run {
+                match engine.container_remove(&item.id, true).await {
+                    Ok(()) => item.removed = true,
+                    Err(e) if e.is_not_found() => item.removed = true,
+                    Err(e) => item.error = Some(e.to_string()),
+                }
+            }
+            items.push(item);
+        }
+    }
+    for n in networks {
+        if let Some(reason) = verdict(&n.labels, options.all) {
+            let mut item = GcItem {
+                kind: "network",
+                id: n.id,
+                name: n.name,
+                reason,
+                removed: false,
+                error: None,
+            };
+            if !options.dry_run {
+                match engine.network_remove(&item.id).await {
+                    Ok(()) => item.removed = true,
+                    Err(e) if e.is_not_found() => item.removed = true,
+                    Err(e) => item.error = Some(e.to_string()),
+                }
+            }
+            items.push(item);
+        }
+    }
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::{Call, FakeEngine};
+    use berth_engine::{ContainerSummary, NetworkSummary};
+    use std::collections::BTreeMap;
+
+    fn labelled(owner: &str, keep: bool) -> BTreeMap<String, String> {
+        let mut l = BTreeMap::from([
+            (labels::MANAGED.to_string(), "true".to_string()),
+            (labels::OWNER.to_string(), owner.to_string()),
+        ]);
+        if keep {
+            l.insert(labels::KEEP.to_string(), "true".to_string());
+        }
+        l
+    }
+
+    #[tokio::test]
+    async fn removes_only_what_dead_owners_left() {
+        let engine = FakeEngine::exiting(0, b"", b"");
+        let dead = format!("{}:999999999:1", crate::owner::hostname());
+        let live = crate::owner::current_owner();
+        *engine.containers.lock().unwrap() = vec![
+            ContainerSummary { id: "dead".into(), labels: labelled(&dead, false), ..Default::default() },
+            ContainerSummary { id: "live".into(), labels: labelled(&live, false), ..Default::default() },
+            ContainerSummary { id: "kept".into(), labels: labelled(&dead, true), ..Default::default() },
+        ];
+        *engine.networks.lock().unwrap() = vec![NetworkSummary {
+            id: "net".into(),
+            labels: labelled(&dead, false),
+            ..Default::default()
+        }];
+        let dry = collect(&engine, GcOptions { dry_run: true, all: false }).await.unwrap();
+        assert_eq!(dry.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["dead", "net"]);
+        assert!(dry.iter().all(|i| !i.removed));
+        assert!(!engine.calls().iter().any(|c| matches!(c, Call::Remove { .. } | Call::NetworkRemove)));
+
+        let done = collect(&engine, GcOptions::default()).await.unwrap();
+        assert!(done.iter().all(|i| i.removed));
+        let all = collect(&engine, GcOptions { dry_run: true, all: true }).await.unwrap();
+        assert_eq!(all.len(), 4);
+    }
+}

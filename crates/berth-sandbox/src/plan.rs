@@ -1,0 +1,396 @@
+//! From a [`SandboxSpec`] to a hardened [`ContainerPlan`].
+//!
+//! This is where berth's security policy is applied to every container it creates: all
+//! capabilities dropped, `no-new-privileges`, no swap, CPU and pids limits, a non-root user,
+//! `berth.*` labels, and never the engine's socket in a mount. Host facts (paths, owners, the
+//! socket's location) come in through [`HostFacts`] so the rules are unit-testable.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use berth_engine::{BindMount, ContainerPlan, NetworkPlan};
+use berth_spec::{
+    labels, MountSpec, NetworkMode, SandboxSpec, UserSpec, SANDBOX_GID, SANDBOX_UID, TMP_DIR,
+    WORKSPACE_DIR,
+};
+
+use crate::error::SandboxError;
+
+/// What the plan needs to know about the host.
+#[derive(Debug, Clone)]
+pub struct HostFacts {
+    /// Directory relative host paths are resolved against.
+    pub cwd: PathBuf,
+    /// The engine's unix socket, if the engine is reached through one.
+    pub engine_socket: Option<PathBuf>,
+    /// `host:pid:start` of the owning process.
+    pub owner: String,
+    /// RFC 3339 timestamp for the `created` label.
+    pub created: String,
+}
+
+impl HostFacts {
+    /// Facts about the current process and host.
+    pub fn detect(engine_socket: Option<PathBuf>) -> Result<Self, SandboxError> {
+        let cwd = std::env::current_dir()
+            .map_err(|e| SandboxError::io("reading the current directory", e))?;
+        Ok(Self {
+            cwd,
+            engine_socket,
+            owner: crate::owner::current_owner(),
+            created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        })
+    }
+}
+
+/// A mount resolved against the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedMount {
+    /// Canonical host path.
+    pub source: PathBuf,
+    /// Owner uid of the host path.
+    pub uid: u32,
+    /// Owner gid of the host path.
+    pub gid: u32,
+    /// Permission bits.
+    pub mode: u32,
+}
+
+/// The containers and networks one sandbox needs, plus notes for the user.
+#[derive(Debug, Clone)]
+pub struct SandboxPlan {
+    /// berth's id of the sandbox.
+    pub id: String,
+    /// The container.
+    pub container: ContainerPlan,
+    /// A network to create first (`--network isolated`).
+    pub network: Option<NetworkPlan>,
+    /// Warnings worth showing (e.g. the workspace will not be writable).
+    pub warnings: Vec<String>,
+}
+
+impl SandboxPlan {
+    /// Marks the sandbox's objects as kept on purpose, so `berth gc` leaves them alone
+    /// (unless `--all`) after the owning process exits.
+    pub fn mark_kept(&mut self) {
+        self.container
+            .labels
+            .insert(labels::KEEP.to_string(), "true".to_string());
+        if let Some(net) = &mut self.network {
+            net.labels.insert(labels::KEEP.to_string(), "true".to_string());
+        }
+    }
+}
+
+/// The labels every berth object of this sandbox carries.
+pub fn object_labels(id: &str, kind: &str, host: &HostFacts) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::MANAGED.to_string(), "true".to_string()),
+        (labels::ID.to_string(), id.to_string()),
+        (labels::KIND.to_string(), kind.to_string()),
+        (labels::CREATED.to_string(), host.created.clone()),
+        (labels::OWNER.to_string(), host.owner.clone()),
+    ])
+}
+
+/// Resolves a host path (`~`, relative) and checks it exists and is not the engine socket.
+pub fn resolve_mount(
+    what: &'static str,
+    mount: &MountSpec,
+    host: &HostFacts,
+) -> Result<ResolvedMount, SandboxError> {
+    let given = &mount.host;
+    let expanded = match given.strip_prefix('~') {
+        Some(rest) => {
+            let home = std::env::var("HOME").unwrap_or_else(|_| "/".to_string());
+            PathBuf::from(format!("{home}{rest}"))
+        }
+        None => PathBuf::from(given),
+    };
+    let joined = host.cwd.join(&expanded);
+    let source = std::fs::canonicalize(&joined).map_err(|_| SandboxError::MissingPath {
+        what,
+        given: given.clone(),
+        resolved: joined.clone(),
+    })?;
+    if let Some(socket) = &host.engine_socket {
+        refuse_engine_socket(given, &source, socket)?;
+    }
+    let meta = std::fs::metadata(&source)
+        .map_err(|e| SandboxError::io(format!("reading {}", source.display()), e))?;
+    Ok(ResolvedMount {
+        source,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mode: meta.mode(),
+    })
+}
+
+/// Fails when `source` is, or is a directory directly holding, the engine socket or any
+/// `docker.sock`.
+fn refuse_engine_socket(given: &str, source: &Path, socket: &Path) -> Result<(), SandboxError> {
+    let canonical_socket = std::fs::canonicalize(socket).unwrap_or_else(|_| socket.to_path_buf());
+    let refuse = |socket: PathBuf| SandboxError::DockerSocketMount {
+        given: given.to_string(),
+        socket,
+    };
+    if canonical_socket.starts_with(source) {
+        return Err(refuse(canonical_socket));
+    }
+    if source.file_name().is_some_and(|n| n == "docker.sock") {
+        return Err(refuse(source.to_path_buf()));
+    }
+    let inside = source.join("docker.sock");
+    if inside.exists() {
+        return Err(refuse(inside));
+    }
+    Ok(())
+}
+
+/// Builds the container plan for a one-shot or long-lived sandbox.
+pub fn plan_sandbox(
+    spec: &SandboxSpec,
+    id: &str,
+    kind: &str,
+    host: &HostFacts,
+) -> Result<SandboxPlan, SandboxError> {
+    if spec.command.is_empty() {
+        return Err(berth_spec::SpecError::NoCommand.into());
+    }
+    let mut warnings = Vec::new();
+    let labels = object_labels(id, kind, host);
+
+    let mut binds = Vec::new();
+    let mut workspace_owner = None;
+    if let Some(ws) = &spec.workspace {
+        let resolved = resolve_mount("workspace directory", ws, host)?;
+        if !resolved.source.is_dir() {
+            return Err(SandboxError::MissingPath {
+                what: "workspace directory",
+                given: ws.host.clone(),
+                resolved: resolved.source,
+            });
+        }
+        workspace_owner = Some(resolved.clone());
+        binds.push(BindMount {
+            source: resolved.source.display().to_string(),
+            target: WORKSPACE_DIR.to_string(),
+            read_only: ws.read_only,
+        });
+    }
+    for volume in &spec.volumes {
+        let resolved = resolve_mount("volume source", volume, host)?;
+        binds.push(BindMount {
+            source: resolved.source.display().to_string(),
+            target: volume.target.clone(),
+            read_only: volume.read_only,
+        });
+    }
+
+    let user = match &spec.user {
+        UserSpec::Root => "0:0".to_string(),
+        UserSpec::Explicit(u) => u.clone(),
+        UserSpec::Auto => match &workspace_owner {
+            Some(ws) if ws.uid != 0 => format!("{}:{}", ws.uid, ws.gid),
+            _ => format!("{SANDBOX_UID}:{SANDBOX_GID}"),
+        },
+    };
+    if let (Some(ws), Some(mount)) = (&workspace_owner, &spec.workspace) {
+        let world_writable = ws.mode & 0o002 != 0;
+        if !mount.read_only && spec.user == UserSpec::Auto && ws.uid == 0 && !world_writable {
+            warnings.push(format!(
+                "the workspace {} is owned by root, so the sandbox user {user} cannot write to it; \
+                 chown it to a normal user (files the sandbox writes then belong to that user), \
+                 or pass --user root to write as root",
+                ws.source.display()
+            ));
+        }
+    }
+
+    let mut env = vec![format!("HOME={TMP_DIR}")];
+    for var in &spec.env {
+        let value = match &var.value {
+            Some(v) => v.clone(),
+            None => match std::env::var(&var.name) {
+                Ok(v) => v,
+                Err(_) => continue,
+            },
+        };
+        env.retain(|e| e.split('=').next() != Some(var.name.as_str()));
+        env.push(format!("{}={value}", var.name));
+    }
+
+    let (network, network_plan) = match spec.network {
+        NetworkMode::None => ("none".to_string(), None),
+        NetworkMode::Bridge => ("bridge".to_string(), None),
+        NetworkMode::Isolated => {
+            let name = format!("berth-net-{id}");
+            let plan = NetworkPlan {
+                name: name.clone(),
+                internal: true,
+                labels: object_labels(id, labels::KIND_NETWORK, host),
+            };
+            (name, Some(plan))
+        }
+    };
+
+    let workdir = spec
+        .workdir
+        .clone()
+        .or_else(|| spec.workspace.as_ref().map(|_| WORKSPACE_DIR.to_string()));
+    let memory = i64::try_from(spec.limits.memory_bytes).unwrap_or(i64::MAX);
+    let container = ContainerPlan {
+        name: format!("berth-{kind}-{id}"),
+        image: spec.image.clone(),
+        entrypoint: None,
+        cmd: spec.command.clone(),
+        user,
+        workdir,
+        env,
+        labels,
+        memory_bytes: memory,
+        memory_swap_bytes: memory,
+        nano_cpus: i64::try_from(spec.limits.nano_cpus).unwrap_or(i64::MAX),
+        pids_limit: spec.limits.pids,
+        cap_drop: vec!["ALL".to_string()],
+        cap_add: spec.security.cap_add.clone(),
+        security_opt: if spec.security.no_new_privileges {
+            vec!["no-new-privileges".to_string()]
+        } else {
+            Vec::new()
+        },
+        read_only_rootfs: spec.security.read_only_rootfs,
+        tmpfs: BTreeMap::from([(
+            TMP_DIR.to_string(),
+            format!(
+                "rw,nosuid,nodev,mode=1777,size={}",
+                spec.limits.tmp_bytes
+            ),
+        )]),
+        binds,
+        network,
+        open_stdin: false,
+        tty: false,
+        stop_timeout: Some(2),
+    };
+    Ok(SandboxPlan {
+        id: id.to_string(),
+        container,
+        network: network_plan,
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_spec::{parse_env, MountSpec};
+    use std::os::unix::fs::PermissionsExt;
+
+    fn host(dir: &Path, socket: Option<PathBuf>) -> HostFacts {
+        HostFacts {
+            cwd: dir.to_path_buf(),
+            engine_socket: socket,
+            owner: "h:1:2".into(),
+            created: "2026-01-01T00:00:00.000Z".into(),
+        }
+    }
+
+    #[test]
+    fn every_default_is_hardened() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = SandboxSpec::new(vec!["true".into()]);
+        let plan = plan_sandbox(&spec, "abc", "run", &host(dir.path(), None)).unwrap();
+        let c = &plan.container;
+        assert_eq!(c.user, "1000:1000");
+        assert_eq!(c.cap_drop, ["ALL"]);
+        assert!(c.cap_add.is_empty());
+        assert_eq!(c.security_opt, ["no-new-privileges"]);
+        assert_eq!(c.memory_bytes, c.memory_swap_bytes);
+        assert_eq!(c.network, "none");
+        assert!(plan.network.is_none());
+        assert_eq!(c.labels[labels::MANAGED], "true");
+        assert_eq!(c.labels[labels::ID], "abc");
+        assert_eq!(c.labels[labels::KIND], "run");
+        assert_eq!(c.labels[labels::OWNER], "h:1:2");
+        assert!(c.tmpfs["/tmp"].contains("size=268435456"));
+        assert_eq!(c.env, ["HOME=/tmp"]);
+        assert!(c.binds.is_empty());
+    }
+
+    #[test]
+    fn workspace_owner_becomes_the_user_and_root_owner_warns() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        std::fs::create_dir(&ws).unwrap();
+        let mut spec = SandboxSpec::new(vec!["true".into()]);
+        spec.workspace = Some(MountSpec::parse_workspace("ws").unwrap());
+        let meta = std::fs::metadata(&ws).unwrap();
+        let plan = plan_sandbox(&spec, "abc", "run", &host(dir.path(), None)).unwrap();
+        assert_eq!(plan.container.workdir.as_deref(), Some("/workspace"));
+        assert_eq!(plan.container.binds[0].target, "/workspace");
+        if meta.uid() == 0 {
+            assert_eq!(plan.container.user, "1000:1000");
+            assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
+            std::fs::set_permissions(&ws, std::fs::Permissions::from_mode(0o777)).unwrap();
+            let plan = plan_sandbox(&spec, "abc", "run", &host(dir.path(), None)).unwrap();
+            assert!(plan.warnings.is_empty());
+        } else {
+            assert_eq!(plan.container.user, format!("{}:{}", meta.uid(), meta.gid()));
+            assert!(plan.warnings.is_empty());
+        }
+        spec.user = UserSpec::Root;
+        let plan = plan_sandbox(&spec, "abc", "run", &host(dir.path(), None)).unwrap();
+        assert_eq!(plan.container.user, "0:0");
+    }
+
+    #[test]
+    fn missing_paths_and_the_docker_socket_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = dir.path().join("run");
+        std::fs::create_dir(&run_dir).unwrap();
+        let socket = run_dir.join("docker.sock");
+        std::fs::write(&socket, b"").unwrap();
+        let h = host(dir.path(), Some(socket.clone()));
+        let mut spec = SandboxSpec::new(vec!["true".into()]);
+
+        spec.workspace = Some(MountSpec::parse_workspace("./nope").unwrap());
+        let e = plan_sandbox(&spec, "a", "run", &h).unwrap_err();
+        assert!(matches!(e, SandboxError::MissingPath { .. }), "{e}");
+        assert!(e.to_string().contains("\"./nope\" does not exist"), "{e}");
+
+        spec.workspace = None;
+        for bad in ["./run/docker.sock:/var/run/docker.sock", "./run:/hostrun", "/:/host:ro"] {
+            let mut s = spec.clone();
+            s.volumes = vec![MountSpec::parse_volume(bad).unwrap()];
+            let e = plan_sandbox(&s, "a", "run", &h).unwrap_err();
+            assert!(matches!(e, SandboxError::DockerSocketMount { .. }), "{bad}: {e}");
+        }
+        let mut s = spec.clone();
+        s.volumes = vec![MountSpec::parse_volume("./run:/r:ro").unwrap()];
+        std::fs::remove_file(&socket).unwrap();
+        // With the socket elsewhere and no docker.sock inside, the directory is fine.
+        let h2 = host(dir.path(), Some(PathBuf::from("/nonexistent/docker.sock")));
+        assert!(plan_sandbox(&s, "a", "run", &h2).is_ok());
+    }
+
+    #[test]
+    fn env_only_what_is_named_and_isolated_network() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = SandboxSpec::new(vec!["true".into()]);
+        spec.env = vec![
+            parse_env("A=1").unwrap(),
+            parse_env("HOME=/h").unwrap(),
+            parse_env("BERTH_TEST_SURELY_UNSET_VAR").unwrap(),
+        ];
+        spec.network = NetworkMode::Isolated;
+        let plan = plan_sandbox(&spec, "xyz", "run", &host(dir.path(), None)).unwrap();
+        assert_eq!(plan.container.env, ["A=1", "HOME=/h"]);
+        let net = plan.network.unwrap();
+        assert!(net.internal);
+        assert_eq!(net.name, "berth-net-xyz");
+        assert_eq!(plan.container.network, "berth-net-xyz");
+        assert_eq!(net.labels[labels::KIND], labels::KIND_NETWORK);
+    }
+}
