@@ -1,3 +1,99 @@
-fn main() {
-    println!("Hello, world!");
+//! `berth`: run commands and coding agents in hardened Docker sandboxes.
+//!
+//! The first stop on berth's data path (**CLI** → spec → engine → container). This binary only
+//! parses flags into a `SandboxSpec`, wires signals and output, and prints results; the logic
+//! lives in `berth-sandbox` and `berth-engine`.
+
+mod args;
+mod commands;
+mod progress;
+mod signals;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command, ImageCommand};
+
+/// berth's own failure (bad flags, engine errors), as `docker run` uses it.
+pub const EXIT_BERTH: u8 = 125;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp
+                | clap::error::ErrorKind::DisplayVersion
+                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+                _ => EXIT_BERTH,
+            };
+            let _ = e.print();
+            return ExitCode::from(if code == 0 && !e.use_stderr() {
+                0
+            } else {
+                code
+            });
+        }
+    };
+    init_tracing(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_BERTH);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => commands::run::run(*args).await,
+            Command::Doctor(args) => commands::doctor::run(args).await,
+            Command::Gc(args) => commands::gc::run(args).await,
+            Command::Image {
+                command: ImageCommand::Build(args),
+            } => commands::image::build(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("berth: {}", describe(&e));
+            ExitCode::from(EXIT_BERTH)
+        }
+    }
+}
+
+/// An error and its causes, without repeating a cause already in the message.
+fn describe(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }

@@ -7,7 +7,9 @@ pub enum EngineError {
     #[error("unsupported engine address {endpoint:?}: use unix:///path/to/docker.sock or tcp://host:port in DOCKER_HOST")]
     BadEndpoint { endpoint: String },
     /// Nothing answers at the endpoint.
-    #[error("Docker daemon not reachable at {endpoint}: {reason}. Is it running? Try `berth doctor`")]
+    #[error(
+        "Docker daemon not reachable at {endpoint}: {reason}. Is it running? Try `berth doctor`"
+    )]
     Unreachable { endpoint: String, reason: String },
     /// The socket exists but this user may not use it.
     #[error("permission denied on {endpoint}: add your user to the docker group (`sudo usermod -aG docker $USER`, then log in again) or run as root")]

@@ -53,7 +53,12 @@ impl Check {
         }
     }
 
-    fn bad(name: &'static str, status: Status, detail: impl Into<String>, remedy: impl Into<String>) -> Self {
+    fn bad(
+        name: &'static str,
+        status: Status,
+        detail: impl Into<String>,
+        remedy: impl Into<String>,
+    ) -> Self {
         Self {
             name,
             status,
@@ -89,7 +94,12 @@ pub fn socket_check(endpoint: &Endpoint) -> Check {
         );
     }
     let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
-        return Check::bad(NAME, Status::Fail, "socket path contains a NUL byte", "fix DOCKER_HOST");
+        return Check::bad(
+            NAME,
+            Status::Fail,
+            "socket path contains a NUL byte",
+            "fix DOCKER_HOST",
+        );
     };
     // SAFETY: `c_path` is a valid NUL-terminated string that outlives the call; access(2)
     // only reads it.
@@ -121,11 +131,21 @@ pub async fn run(endpoint: &Endpoint) -> Vec<Check> {
     {
         Ok(Ok(engine)) => engine,
         Ok(Err(e)) => {
-            checks.push(Check::bad("engine reachable", Status::Fail, e.to_string(), "start the Docker daemon (`sudo systemctl start docker`) and check DOCKER_HOST"));
+            checks.push(Check::bad(
+                "engine reachable",
+                Status::Fail,
+                e.to_string(),
+                "start the Docker daemon (`sudo systemctl start docker`) and check DOCKER_HOST",
+            ));
             return checks;
         }
         Err(_) => {
-            checks.push(Check::bad("engine reachable", Status::Fail, format!("{endpoint} did not answer within 10s"), "restart the Docker daemon (`sudo systemctl restart docker`)"));
+            checks.push(Check::bad(
+                "engine reachable",
+                Status::Fail,
+                format!("{endpoint} did not answer within 10s"),
+                "restart the Docker daemon (`sudo systemctl restart docker`)",
+            ));
             return checks;
         }
     };
@@ -139,7 +159,12 @@ pub async fn engine_checks<E: Engine>(engine: &E) -> Vec<Check> {
     let info = match engine.info().await {
         Ok(info) => info,
         Err(e) => {
-            checks.push(Check::bad("engine reachable", Status::Fail, e.to_string(), "check the Docker daemon's logs (`journalctl -u docker`)"));
+            checks.push(Check::bad(
+                "engine reachable",
+                Status::Fail,
+                e.to_string(),
+                "check the Docker daemon's logs (`journalctl -u docker`)",
+            ));
             return checks;
         }
     };
@@ -153,12 +178,18 @@ pub async fn engine_checks<E: Engine>(engine: &E) -> Vec<Check> {
     match parse_api(&info.api_version) {
         Some(v) if v >= MIN_API_VERSION => checks.push(Check::ok(
             "API version",
-            format!("engine speaks {}, berth uses {}", info.api_version, info.client_api_version),
+            format!(
+                "engine speaks {}, berth uses {}",
+                info.api_version, info.client_api_version
+            ),
         )),
         _ => checks.push(Check::bad(
             "API version",
             Status::Warn,
-            format!("engine API {} is older than {}.{}", info.api_version, MIN_API_VERSION.0, MIN_API_VERSION.1),
+            format!(
+                "engine API {} is older than {}.{}",
+                info.api_version, MIN_API_VERSION.0, MIN_API_VERSION.1
+            ),
             "upgrade Docker Engine to 20.10 or newer",
         )),
     }
@@ -168,11 +199,18 @@ pub async fn engine_checks<E: Engine>(engine: &E) -> Vec<Check> {
         ("cpu quota", info.cpu_cfs_quota),
         ("pids", info.pids_limit),
     ];
-    let missing: Vec<&str> = limits.iter().filter(|(_, on)| !on).map(|(n, _)| *n).collect();
+    let missing: Vec<&str> = limits
+        .iter()
+        .filter(|(_, on)| !on)
+        .map(|(n, _)| *n)
+        .collect();
     if missing.is_empty() {
         checks.push(Check::ok(
             "cgroup limits",
-            format!("memory, swap, cpu quota and pids limits are enforceable (cgroup v{})", info.cgroup_version),
+            format!(
+                "memory, swap, cpu quota and pids limits are enforceable (cgroup v{})",
+                info.cgroup_version
+            ),
         ));
     } else {
         checks.push(Check::bad(
@@ -183,18 +221,29 @@ pub async fn engine_checks<E: Engine>(engine: &E) -> Vec<Check> {
         ));
     }
     match engine.image_inspect(DEFAULT_IMAGE).await {
-        Ok(Some(image)) => checks.push(Check::ok("default image", format!("{DEFAULT_IMAGE} ({})", short(&image.id)))),
+        Ok(Some(image)) => checks.push(Check::ok(
+            "default image",
+            format!("{DEFAULT_IMAGE} ({})", short(&image.id)),
+        )),
         Ok(None) => checks.push(Check::bad(
             "default image",
             Status::Warn,
             format!("{DEFAULT_IMAGE} is not built yet"),
             "run `berth image build` (berth run also builds it on first use)",
         )),
-        Err(e) => checks.push(Check::bad("default image", Status::Fail, e.to_string(), "check the Docker daemon")),
+        Err(e) => checks.push(Check::bad(
+            "default image",
+            Status::Fail,
+            e.to_string(),
+            "check the Docker daemon",
+        )),
     }
     let busybox = busybox_path();
     match is_static_elf(&busybox) {
-        Ok(true) => checks.push(Check::ok("image builder", format!("static busybox at {}", busybox.display()))),
+        Ok(true) => checks.push(Check::ok(
+            "image builder",
+            format!("static busybox at {}", busybox.display()),
+        )),
         _ => checks.push(Check::bad(
             "image builder",
             Status::Warn,

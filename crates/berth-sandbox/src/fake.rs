@@ -188,7 +188,10 @@ impl Engine for FakeEngine {
         })
     }
 
-    async fn container_list(&self, _labels: &[String]) -> Result<Vec<ContainerSummary>, EngineError> {
+    async fn container_list(
+        &self,
+        _labels: &[String],
+    ) -> Result<Vec<ContainerSummary>, EngineError> {
         self.record(Call::List);
         Ok(self.containers.lock().unwrap().clone())
     }

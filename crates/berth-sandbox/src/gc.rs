@@ -59,12 +59,13 @@ fn verdict(
 }
 
 /// Finds garbage and (unless a dry run) removes it: containers first, then networks.
-pub async fn collect<E: Engine>(engine: &E, options: GcOptions) -> Result<Vec<GcItem>, SandboxError> {
+pub async fn collect<E: Engine>(
+    engine: &E,
+    options: GcOptions,
+) -> Result<Vec<GcItem>, SandboxError> {
     let filter = [labels::managed_filter()];
-    let (containers, networks) = tokio::try_join!(
-        engine.container_list(&filter),
-        engine.network_list(&filter)
-    )?;
+    let (containers, networks) =
+        tokio::try_join!(engine.container_list(&filter), engine.network_list(&filter))?;
     let mut items = Vec::new();
     for c in containers {
         if let Some(reason) = verdict(&c.labels, options.all) {
@@ -133,23 +134,57 @@ mod tests {
         let dead = format!("{}:999999999:1", crate::owner::hostname());
         let live = crate::owner::current_owner();
         *engine.containers.lock().unwrap() = vec![
-            ContainerSummary { id: "dead".into(), labels: labelled(&dead, false), ..Default::default() },
-            ContainerSummary { id: "live".into(), labels: labelled(&live, false), ..Default::default() },
-            ContainerSummary { id: "kept".into(), labels: labelled(&dead, true), ..Default::default() },
+            ContainerSummary {
+                id: "dead".into(),
+                labels: labelled(&dead, false),
+                ..Default::default()
+            },
+            ContainerSummary {
+                id: "live".into(),
+                labels: labelled(&live, false),
+                ..Default::default()
+            },
+            ContainerSummary {
+                id: "kept".into(),
+                labels: labelled(&dead, true),
+                ..Default::default()
+            },
         ];
         *engine.networks.lock().unwrap() = vec![NetworkSummary {
             id: "net".into(),
             labels: labelled(&dead, false),
             ..Default::default()
         }];
-        let dry = collect(&engine, GcOptions { dry_run: true, all: false }).await.unwrap();
-        assert_eq!(dry.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["dead", "net"]);
+        let dry = collect(
+            &engine,
+            GcOptions {
+                dry_run: true,
+                all: false,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            dry.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+            ["dead", "net"]
+        );
         assert!(dry.iter().all(|i| !i.removed));
-        assert!(!engine.calls().iter().any(|c| matches!(c, Call::Remove { .. } | Call::NetworkRemove)));
+        assert!(!engine
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::Remove { .. } | Call::NetworkRemove)));
 
         let done = collect(&engine, GcOptions::default()).await.unwrap();
         assert!(done.iter().all(|i| i.removed));
-        let all = collect(&engine, GcOptions { dry_run: true, all: true }).await.unwrap();
+        let all = collect(
+            &engine,
+            GcOptions {
+                dry_run: true,
+                all: true,
+            },
+        )
+        .await
+        .unwrap();
         assert_eq!(all.len(), 4);
     }
 }

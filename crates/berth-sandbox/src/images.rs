@@ -35,7 +35,10 @@ pub fn busybox_path() -> PathBuf {
 /// True when `path` is an ELF executable without a dynamic loader (a static binary).
 pub fn is_static_elf(path: &Path) -> std::io::Result<bool> {
     let data = std::fs::read(path)?;
-    let read_u16 = |at: usize| data.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let read_u16 = |at: usize| {
+        data.get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
     let read_u32 = |at: usize| {
         data.get(at..at + 4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -51,7 +54,8 @@ pub fn is_static_elf(path: &Path) -> std::io::Result<bool> {
     if data.get(0..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1]) {
         return Ok(false);
     }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (read_u64(0x20), read_u16(0x36), read_u16(0x38))
+    let (Some(phoff), Some(phentsize), Some(phnum)) =
+        (read_u64(0x20), read_u16(0x36), read_u16(0x38))
     else {
         return Ok(false);
     };
@@ -134,7 +138,9 @@ pub fn base_context(busybox: &Path) -> Result<Bytes, SandboxError> {
     ];
     for (path, mode, uid) in dirs {
         let mut h = header(tar::EntryType::Directory, mode, uid, 0);
-        rootfs.append_data(&mut h, path, std::io::empty()).map_err(tar_err)?;
+        rootfs
+            .append_data(&mut h, path, std::io::empty())
+            .map_err(tar_err)?;
     }
     let mut h = header(tar::EntryType::Regular, 0o755, 0, binary.len() as u64);
     rootfs
@@ -179,7 +185,9 @@ fn context_with(dockerfile: &str, rootfs: &[u8]) -> Result<Bytes, SandboxError> 
         .append_data(&mut h, "Dockerfile", dockerfile.as_bytes())
         .map_err(tar_err)?;
     let mut h = header(tar::EntryType::Regular, 0o644, 0, rootfs.len() as u64);
-    context.append_data(&mut h, "rootfs.tar", rootfs).map_err(tar_err)?;
+    context
+        .append_data(&mut h, "rootfs.tar", rootfs)
+        .map_err(tar_err)?;
     Ok(Bytes::from(context.into_inner().map_err(tar_err)?))
 }
 
@@ -206,7 +214,11 @@ pub async fn build_debian<E: Engine>(
         .map_err(|e| SandboxError::io("creating a temporary directory", e))?;
     let root = work.path().join("rootfs");
     let mut child = Command::new("debootstrap")
-        .args(["--variant=minbase", &format!("--include={DEBIAN_PACKAGES}"), DEBIAN_SUITE])
+        .args([
+            "--variant=minbase",
+            &format!("--include={DEBIAN_PACKAGES}"),
+            DEBIAN_SUITE,
+        ])
         .arg(&root)
         .arg(mirror)
         .stdout(Stdio::piped())
@@ -240,7 +252,12 @@ pub async fn build_debian<E: Engine>(
     let rootfs_tar = work.path().join("rootfs.tar");
     progress(BuildEvent::Log("packing the root file system".to_string()));
     let packed = Command::new("tar")
-        .args(["--numeric-owner", "--exclude=./dev/*", "--exclude=./proc/*", "--exclude=./sys/*"])
+        .args([
+            "--numeric-owner",
+            "--exclude=./dev/*",
+            "--exclude=./proc/*",
+            "--exclude=./sys/*",
+        ])
         .args(["--exclude=./var/cache/apt/archives/*.deb", "-C"])
         .arg(&root)
         .arg("-cf")

@@ -7,8 +7,8 @@
 //! Everything here is generic over the engine, so unit tests use a fake and integration tests
 //! the real Docker daemon.
 
-mod error;
 pub mod doctor;
+mod error;
 pub mod gc;
 pub mod images;
 pub mod owner;

@@ -78,7 +78,8 @@ impl SandboxPlan {
             .labels
             .insert(labels::KEEP.to_string(), "true".to_string());
         if let Some(net) = &mut self.network {
-            net.labels.insert(labels::KEEP.to_string(), "true".to_string());
+            net.labels
+                .insert(labels::KEEP.to_string(), "true".to_string());
         }
     }
 }
@@ -263,10 +264,7 @@ pub fn plan_sandbox(
         read_only_rootfs: spec.security.read_only_rootfs,
         tmpfs: BTreeMap::from([(
             TMP_DIR.to_string(),
-            format!(
-                "rw,nosuid,nodev,mode=1777,size={}",
-                spec.limits.tmp_bytes
-            ),
+            format!("rw,nosuid,nodev,mode=1777,size={}", spec.limits.tmp_bytes),
         )]),
         binds,
         network,
@@ -337,7 +335,10 @@ mod tests {
             let plan = plan_sandbox(&spec, "abc", "run", &host(dir.path(), None)).unwrap();
             assert!(plan.warnings.is_empty());
         } else {
-            assert_eq!(plan.container.user, format!("{}:{}", meta.uid(), meta.gid()));
+            assert_eq!(
+                plan.container.user,
+                format!("{}:{}", meta.uid(), meta.gid())
+            );
             assert!(plan.warnings.is_empty());
         }
         spec.user = UserSpec::Root;
@@ -361,11 +362,18 @@ mod tests {
         assert!(e.to_string().contains("\"./nope\" does not exist"), "{e}");
 
         spec.workspace = None;
-        for bad in ["./run/docker.sock:/var/run/docker.sock", "./run:/hostrun", "/:/host:ro"] {
+        for bad in [
+            "./run/docker.sock:/var/run/docker.sock",
+            "./run:/hostrun",
+            "/:/host:ro",
+        ] {
             let mut s = spec.clone();
             s.volumes = vec![MountSpec::parse_volume(bad).unwrap()];
             let e = plan_sandbox(&s, "a", "run", &h).unwrap_err();
-            assert!(matches!(e, SandboxError::DockerSocketMount { .. }), "{bad}: {e}");
+            assert!(
+                matches!(e, SandboxError::DockerSocketMount { .. }),
+                "{bad}: {e}"
+            );
         }
         let mut s = spec.clone();
         s.volumes = vec![MountSpec::parse_volume("./run:/r:ro").unwrap()];

@@ -14,7 +14,9 @@ use futures_util::StreamExt;
 
 use crate::error::SandboxError;
 use crate::plan::SandboxPlan;
-use crate::receipt::{AppliedLimits, AppliedSecurity, Outcome, Receipt, StreamDigest, StreamHasher};
+use crate::receipt::{
+    AppliedLimits, AppliedSecurity, Outcome, Receipt, StreamDigest, StreamHasher,
+};
 use crate::sink::OutputSink;
 
 /// Exit code for a run killed at its deadline (as `timeout(1)`).
@@ -377,14 +379,22 @@ pub fn classify_start_failure(message: &str) -> (i32, String) {
     let lower = message.to_ascii_lowercase();
     let about_exec = lower.contains("exec: ") || lower.contains("starting container process");
     if about_exec
-        && (lower.contains("executable file not found") || lower.contains("no such file or directory"))
+        && (lower.contains("executable file not found")
+            || lower.contains("no such file or directory"))
     {
         (EXIT_NOT_FOUND, format!("command not found: {detail}"))
-    } else if about_exec && (lower.contains("permission denied") || lower.contains("exec format error"))
+    } else if about_exec
+        && (lower.contains("permission denied") || lower.contains("exec format error"))
     {
-        (EXIT_NOT_EXECUTABLE, format!("command cannot be executed: {detail}"))
+        (
+            EXIT_NOT_EXECUTABLE,
+            format!("command cannot be executed: {detail}"),
+        )
     } else {
-        (EXIT_BERTH_FAILED, format!("the sandbox could not start: {message}"))
+        (
+            EXIT_BERTH_FAILED,
+            format!("the sandbox could not start: {message}"),
+        )
     }
 }
 
@@ -436,7 +446,10 @@ mod tests {
         assert_eq!(r.stderr_text.as_deref(), Some("err"));
         let calls = engine.calls();
         assert!(matches!(calls[0], Call::Create(ref p) if p.cap_drop == ["ALL"]));
-        let attach = calls.iter().position(|c| matches!(c, Call::Attach)).unwrap();
+        let attach = calls
+            .iter()
+            .position(|c| matches!(c, Call::Attach))
+            .unwrap();
         let start = calls.iter().position(|c| matches!(c, Call::Start)).unwrap();
         assert!(attach < start, "attach must precede start: {calls:?}");
         assert!(matches!(calls.last(), Some(Call::Remove { force: true })));
@@ -445,20 +458,40 @@ mod tests {
     #[tokio::test]
     async fn keep_leaves_the_container() {
         let engine = FakeEngine::exiting(0, b"", b"");
-        let options = RunOptions { keep: true, ..Default::default() };
-        let r = run_once(&engine, &plan(NetworkMode::None), &ImageInfo::default(), &options, CaptureSink::new(0), never())
-            .await
-            .unwrap();
+        let options = RunOptions {
+            keep: true,
+            ..Default::default()
+        };
+        let r = run_once(
+            &engine,
+            &plan(NetworkMode::None),
+            &ImageInfo::default(),
+            &options,
+            CaptureSink::new(0),
+            never(),
+        )
+        .await
+        .unwrap();
         assert!(r.kept);
-        assert!(!engine.calls().iter().any(|c| matches!(c, Call::Remove { .. })));
+        assert!(!engine
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::Remove { .. })));
     }
 
     #[tokio::test]
     async fn isolated_network_is_created_and_removed() {
         let engine = FakeEngine::exiting(0, b"", b"");
-        run_once(&engine, &plan(NetworkMode::Isolated), &ImageInfo::default(), &RunOptions::default(), CaptureSink::new(0), never())
-            .await
-            .unwrap();
+        run_once(
+            &engine,
+            &plan(NetworkMode::Isolated),
+            &ImageInfo::default(),
+            &RunOptions::default(),
+            CaptureSink::new(0),
+            never(),
+        )
+        .await
+        .unwrap();
         let calls = engine.calls();
         assert!(matches!(calls[0], Call::NetworkCreate(ref n) if n.internal));
         assert!(matches!(calls.last(), Some(Call::NetworkRemove)));
@@ -469,22 +502,42 @@ mod tests {
         let engine = FakeEngine::failing_start(
             "OCI runtime create failed: runc create failed: unable to start container process: exec: \"nope\": executable file not found in $PATH: unknown",
         );
-        let r = run_once(&engine, &plan(NetworkMode::None), &ImageInfo::default(), &RunOptions::default(), CaptureSink::new(0), never())
-            .await
-            .unwrap();
+        let r = run_once(
+            &engine,
+            &plan(NetworkMode::None),
+            &ImageInfo::default(),
+            &RunOptions::default(),
+            CaptureSink::new(0),
+            never(),
+        )
+        .await
+        .unwrap();
         assert_eq!(r.exit_code, 127);
         assert_eq!(r.outcome, Outcome::StartFailed);
-        assert!(r.error.unwrap().contains("\"nope\": executable file not found"));
+        assert!(r
+            .error
+            .unwrap()
+            .contains("\"nope\": executable file not found"));
         assert!(matches!(engine.calls().last(), Some(Call::Remove { .. })));
     }
 
     #[tokio::test]
     async fn timeout_kills_and_reports_124() {
         let engine = FakeEngine::hanging();
-        let options = RunOptions { timeout: Some(Duration::from_millis(50)), keep: false };
-        let r = run_once(&engine, &plan(NetworkMode::None), &ImageInfo::default(), &options, CaptureSink::new(0), never())
-            .await
-            .unwrap();
+        let options = RunOptions {
+            timeout: Some(Duration::from_millis(50)),
+            keep: false,
+        };
+        let r = run_once(
+            &engine,
+            &plan(NetworkMode::None),
+            &ImageInfo::default(),
+            &options,
+            CaptureSink::new(0),
+            never(),
+        )
+        .await
+        .unwrap();
         assert_eq!(r.exit_code, 124);
         assert!(r.timed_out);
         assert!(engine.calls().iter().any(|c| matches!(c, Call::Kill)));
@@ -495,11 +548,21 @@ mod tests {
         let engine = FakeEngine::hanging();
         let signal = async {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            Interrupt { name: "SIGINT", number: 2 }
+            Interrupt {
+                name: "SIGINT",
+                number: 2,
+            }
         };
-        let r = run_once(&engine, &plan(NetworkMode::None), &ImageInfo::default(), &RunOptions::default(), CaptureSink::new(0), signal)
-            .await
-            .unwrap();
+        let r = run_once(
+            &engine,
+            &plan(NetworkMode::None),
+            &ImageInfo::default(),
+            &RunOptions::default(),
+            CaptureSink::new(0),
+            signal,
+        )
+        .await
+        .unwrap();
         assert_eq!(r.exit_code, 130);
         assert_eq!(r.interrupted_by.as_deref(), Some("SIGINT"));
         let calls = engine.calls();
@@ -510,9 +573,16 @@ mod tests {
     #[tokio::test]
     async fn oom_is_named() {
         let engine = FakeEngine::oom();
-        let r = run_once(&engine, &plan(NetworkMode::None), &ImageInfo::default(), &RunOptions::default(), CaptureSink::new(0), never())
-            .await
-            .unwrap();
+        let r = run_once(
+            &engine,
+            &plan(NetworkMode::None),
+            &ImageInfo::default(),
+            &RunOptions::default(),
+            CaptureSink::new(0),
+            never(),
+        )
+        .await
+        .unwrap();
         assert_eq!(r.exit_code, 137);
         assert_eq!(r.outcome, Outcome::OomKilled);
         assert!(r.oom_killed);
@@ -520,8 +590,17 @@ mod tests {
 
     #[test]
     fn start_failures_are_classified() {
-        assert_eq!(classify_start_failure("starting container process caused: exec: \"/x\": permission denied: unknown").0, 126);
+        assert_eq!(
+            classify_start_failure(
+                "starting container process caused: exec: \"/x\": permission denied: unknown"
+            )
+            .0,
+            126
+        );
         assert_eq!(classify_start_failure("starting container process caused: exec: \"/x\": stat /x: no such file or directory: unknown").0, 127);
-        assert_eq!(classify_start_failure("error while mounting volume: no such file or directory").0, 125);
+        assert_eq!(
+            classify_start_failure("error while mounting volume: no such file or directory").0,
+            125
+        );
     }
 }

@@ -86,8 +86,10 @@ mod tests {
     #[test]
     fn capture_is_bounded() {
         let mut s = CaptureSink::new(4);
-        s.write(&Output::Stdout(Bytes::from_static(b"abc"))).unwrap();
-        s.write(&Output::Stdout(Bytes::from_static(b"def"))).unwrap();
+        s.write(&Output::Stdout(Bytes::from_static(b"abc")))
+            .unwrap();
+        s.write(&Output::Stdout(Bytes::from_static(b"def")))
+            .unwrap();
         s.write(&Output::Stderr(Bytes::from_static(b"e"))).unwrap();
         assert_eq!(s.captured(), Some(("abcd".into(), "e".into(), true)));
     }

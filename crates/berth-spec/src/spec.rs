@@ -272,7 +272,11 @@ impl MountSpec {
             [host, target, "ro"] => (*host, *target, true),
             [host, target, "rw"] => (*host, *target, false),
             [_, _, _] => return Err(err("the only options are ro and rw")),
-            _ => return Err(err("it needs a host path and a sandbox path separated by ':'")),
+            _ => {
+                return Err(err(
+                    "it needs a host path and a sandbox path separated by ':'",
+                ))
+            }
         };
         if host.is_empty() || target.is_empty() {
             return Err(err("a path is empty"));
@@ -412,12 +416,23 @@ mod tests {
     #[test]
     fn workspace_and_volumes() {
         let w = MountSpec::parse_workspace(".:ro").unwrap();
-        assert_eq!((w.host.as_str(), w.target.as_str(), w.read_only), (".", WORKSPACE_DIR, true));
+        assert_eq!(
+            (w.host.as_str(), w.target.as_str(), w.read_only),
+            (".", WORKSPACE_DIR, true)
+        );
         assert!(!MountSpec::parse_workspace("./repo").unwrap().read_only);
         assert!(MountSpec::parse_workspace("./repo:xx").is_err());
         let v = MountSpec::parse_volume("/data:/data:ro").unwrap();
         assert!(v.read_only);
-        for bad in ["/data", "/a:b", "/a:/", "named:/data", "/a:/b:rx", "/a:/b:ro:x", ":/b"] {
+        for bad in [
+            "/data",
+            "/a:b",
+            "/a:/",
+            "named:/data",
+            "/a:/b:rx",
+            "/a:/b:ro:x",
+            ":/b",
+        ] {
             let e = MountSpec::parse_volume(bad).expect_err(bad);
             assert!(e.to_string().contains("./data:/data:ro"), "{e}");
         }
@@ -427,7 +442,10 @@ mod tests {
     fn env_and_caps_and_network() {
         assert_eq!(
             parse_env("A=1=2").unwrap(),
-            EnvVar { name: "A".into(), value: Some("1=2".into()) }
+            EnvVar {
+                name: "A".into(),
+                value: Some("1=2".into())
+            }
         );
         assert_eq!(parse_env("A").unwrap().value, None);
         assert!(parse_env("=x").is_err());
@@ -437,6 +455,9 @@ mod tests {
         assert!(NetworkMode::parse("host").is_err());
         assert!(Limits::parse("1g", "1", 0, "1m").is_err());
         let e = Limits::parse("1x", "1", 5, "1m").unwrap_err();
-        assert!(e.to_string().starts_with("--memory: invalid size \"1x\""), "{e}");
+        assert!(
+            e.to_string().starts_with("--memory: invalid size \"1x\""),
+            "{e}"
+        );
     }
 }

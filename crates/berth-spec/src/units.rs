@@ -13,7 +13,9 @@ pub enum UnitError {
     #[error("invalid size {value:?}: expected a number with an optional unit b, k, m, g or t (binary, case-insensitive), e.g. 512m, 1g or 1.5g")]
     Size { value: String },
     /// not a CPU count
-    #[error("invalid CPU count {value:?}: expected a positive decimal number of CPUs, e.g. 0.5, 1 or 2")]
+    #[error(
+        "invalid CPU count {value:?}: expected a positive decimal number of CPUs, e.g. 0.5, 1 or 2"
+    )]
     Cpus { value: String },
     /// not a duration
     #[error("invalid duration {value:?}: expected a number with a unit ms, s, m or h (parts may be combined), e.g. 90s, 2m, 1h30m; a bare number means seconds and 0 disables")]
@@ -114,7 +116,12 @@ pub fn parse_duration(value: &str) -> Result<Duration, UnitError> {
 
 /// Formats bytes the way Docker prints them: `512MiB`, `1GiB`, `1.5GiB`.
 pub fn format_bytes(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    const UNITS: [(&str, u64); 4] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
     for (name, size) in UNITS {
         if bytes >= size {
             let value = bytes as f64 / size as f64;
@@ -147,7 +154,9 @@ mod tests {
 
     #[test]
     fn bad_sizes_name_the_value_and_an_example() {
-        for bad in ["", "g", "12x", "-1g", "1.g", ".5g", "1gg", "one", "1 g b", "1e3"] {
+        for bad in [
+            "", "g", "12x", "-1g", "1.g", ".5g", "1gg", "one", "1 g b", "1e3",
+        ] {
             let e = parse_size(bad).expect_err(bad);
             let msg = e.to_string();
             assert!(msg.contains(&format!("{bad:?}")), "{msg}");

@@ -13,9 +13,9 @@ use std::time::Duration;
 use bollard::errors::Error as BollardError;
 use bollard::query_parameters::{
     AttachContainerOptions, BuildImageOptions, CreateContainerOptions, CreateImageOptions,
-    DownloadFromContainerOptions, KillContainerOptions, ListContainersOptions,
-    ListNetworksOptions, LogsOptions, RemoveContainerOptions, StopContainerOptions,
-    UploadToContainerOptions, WaitContainerOptions,
+    DownloadFromContainerOptions, KillContainerOptions, ListContainersOptions, ListNetworksOptions,
+    LogsOptions, RemoveContainerOptions, StopContainerOptions, UploadToContainerOptions,
+    WaitContainerOptions,
 };
 use bollard::Docker;
 use bytes::Bytes;
@@ -117,7 +117,9 @@ fn classify(
             endpoint: endpoint.uri().to_string(),
             reason: format!("no socket at {path}"),
         },
-        BollardError::UnsupportedURISchemeError { uri } => EngineError::BadEndpoint { endpoint: uri },
+        BollardError::UnsupportedURISchemeError { uri } => {
+            EngineError::BadEndpoint { endpoint: uri }
+        }
         BollardError::RequestTimeoutError => EngineError::Unreachable {
             endpoint: endpoint.uri().to_string(),
             reason: "the request timed out".to_string(),
@@ -227,10 +229,7 @@ impl Engine for DockerEngine {
             Ok(image) => Ok(Some(ImageInfo {
                 id: image.id.unwrap_or_default(),
                 repo_digests: image.repo_digests.unwrap_or_default(),
-                user: image
-                    .config
-                    .and_then(|c| c.user)
-                    .filter(|u| !u.is_empty()),
+                user: image.config.and_then(|c| c.user).filter(|u| !u.is_empty()),
                 size: image.size,
             })),
             Err(e) => match self.err("inspecting an image", Subject::Image(reference), e) {
@@ -291,7 +290,8 @@ impl Engine for DockerEngine {
         };
         let mut stream = self.docker.create_image(Some(options), None, None);
         while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| self.err("pulling an image", Subject::Image(reference), e))?;
+            let info =
+                item.map_err(|e| self.err("pulling an image", Subject::Image(reference), e))?;
             if let Some(detail) = info.error_detail {
                 return Err(EngineError::Api {
                     operation: "pulling an image",
@@ -346,7 +346,12 @@ impl Engine for DockerEngine {
         let stream = attached.output.filter_map(move |item| {
             let mapped = match item {
                 Ok(out) => into_output(out).map(Ok),
-                Err(e) => Some(Err(classify(&endpoint, "reading output", Subject::Other, e))),
+                Err(e) => Some(Err(classify(
+                    &endpoint,
+                    "reading output",
+                    Subject::Other,
+                    e,
+                ))),
             };
             std::future::ready(mapped)
         });
@@ -354,10 +359,8 @@ impl Engine for DockerEngine {
     }
 
     async fn container_start(&self, id: &str) -> Result<(), EngineError> {
-        self.docker
-            .start_container(id, None)
-            .await
-            .map_err(|e| match self.err("starting a container", Subject::Container(id), e) {
+        self.docker.start_container(id, None).await.map_err(|e| {
+            match self.err("starting a container", Subject::Container(id), e) {
                 EngineError::Api {
                     status: 400 | 500,
                     message,
@@ -367,7 +370,8 @@ impl Engine for DockerEngine {
                     message,
                 },
                 other => other,
-            })
+            }
+        })
     }
 
     async fn container_wait(&self, id: &str) -> Result<i64, EngineError> {
@@ -445,7 +449,10 @@ impl Engine for DockerEngine {
         })
     }
 
-    async fn container_list(&self, labels: &[String]) -> Result<Vec<ContainerSummary>, EngineError> {
+    async fn container_list(
+        &self,
+        labels: &[String],
+    ) -> Result<Vec<ContainerSummary>, EngineError> {
         let options = ListContainersOptions {
             all: true,
             filters: Some(label_filters(labels)),

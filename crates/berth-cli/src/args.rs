@@ -1,0 +1,279 @@
+//! The command line, as clap sees it. Defaults shown in `--help` are the hardening policy.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use berth_spec::{
+    parse_env, EnvVar, Limits, MountSpec, NetworkMode, SandboxSpec, Security, SpecError, UserSpec,
+    DEFAULT_CPUS, DEFAULT_IMAGE, DEFAULT_MEMORY, DEFAULT_PIDS, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE,
+};
+use clap::{Args, Parser, Subcommand};
+
+/// Run commands and coding agents in hardened Docker sandboxes.
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth",
+    version,
+    about,
+    after_help = "Examples:\n  berth doctor\n  berth image build\n  berth run -- echo hello\n  berth run --workspace . --timeout 30s --memory 1g --cpus 2 -- sh -c 'make test'\n  berth run --json -- ls /\n  berth gc --dry-run"
+)]
+pub struct Cli {
+    /// More log output on stderr (--verbose info, twice debug); BERTH_LOG overrides.
+    #[arg(long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command once in a fresh hardened sandbox, then remove it.
+    #[command(
+        after_help = "Exit codes: the command's own; 124 timed out; 125 berth or the engine failed; \
+126 command not executable; 127 command not found; 137 killed (OOM is named); 130/143 interrupted.\n\n\
+Examples:\n  berth run -- echo hello\n  berth run --workspace . --timeout 30s --memory 1g --cpus 2 -- sh -c 'make test'\n  \
+berth run --workspace ./repo:ro --network isolated -- ls /workspace\n  berth run --json -- ls /\n  \
+berth run --receipt run.json --env API_TOKEN -- ./job.sh"
+    )]
+    Run(Box<RunArgs>),
+    /// Check that this machine can run berth, and say what to fix if not.
+    #[command(after_help = "Examples:\n  berth doctor\n  berth doctor --json")]
+    Doctor(DoctorArgs),
+    /// Remove containers and networks that berth left behind (owner process gone).
+    #[command(after_help = "Examples:\n  berth gc --dry-run\n  berth gc\n  berth gc --all --json")]
+    Gc(GcArgs),
+    /// Manage berth's sandbox images.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build berth's images offline: berth/base from the host's static busybox, or with
+    /// --debian a fuller Debian image (bash, coreutils, python3, git) made with debootstrap.
+    #[command(
+        after_help = "Examples:\n  berth image build\n  berth image build --debian\n  berth image build --debian --mirror http://deb.debian.org/debian"
+    )]
+    Build(ImageBuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImageBuildArgs {
+    /// Build berth/debian (debootstrap, needs root and a Debian mirror) instead of berth/base.
+    #[arg(long)]
+    pub debian: bool,
+    /// Debian mirror for --debian.
+    #[arg(
+        long,
+        default_value = "http://deb.debian.org/debian",
+        value_name = "URL"
+    )]
+    pub mirror: String,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print the checks as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// List what would be removed; remove nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Also remove kept sandboxes and those of running berth processes.
+    #[arg(long)]
+    pub all: bool,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn size_arg(value: &str) -> Result<String, String> {
+    berth_spec::parse_size(value)
+        .map(|_| value.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn cpus_arg(value: &str) -> Result<String, String> {
+    berth_spec::parse_cpus(value)
+        .map(|_| value.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn duration_arg(value: &str) -> Result<Duration, String> {
+    berth_spec::parse_duration(value).map_err(|e| e.to_string())
+}
+
+fn spec_arg<T>(
+    parse: fn(&str) -> Result<T, SpecError>,
+) -> impl Fn(&str) -> Result<T, String> + Clone {
+    move |value| parse(value).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Image to run (berth/base is built offline on first use; others are pulled).
+    #[arg(long, default_value = DEFAULT_IMAGE)]
+    pub image: String,
+
+    /// Mount DIR at /workspace (DIR:ro for read-only); the command starts there.
+    #[arg(long, short = 'w', value_name = "DIR[:ro]", value_parser = spec_arg(MountSpec::parse_workspace))]
+    pub workspace: Option<MountSpec>,
+
+    /// Bind a host path into the sandbox (repeatable). The Docker socket is always refused.
+    #[arg(long = "volume", short = 'v', value_name = "HOST:PATH[:ro]", value_parser = spec_arg(MountSpec::parse_volume))]
+    pub volumes: Vec<MountSpec>,
+
+    /// Set NAME=VALUE, or pass NAME from your environment (repeatable). Nothing else leaks in.
+    #[arg(long = "env", short = 'e', value_name = "NAME[=VALUE]", value_parser = spec_arg(parse_env))]
+    pub env: Vec<EnvVar>,
+
+    /// Working directory inside the sandbox (default /workspace with --workspace).
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// User to run as: auto (the workspace owner, or 1000:1000 if root owns it), UID[:GID],
+    /// or root (weakens isolation).
+    #[arg(long, short = 'u', default_value = "auto", value_parser = spec_arg(UserSpec::parse))]
+    pub user: UserSpec,
+
+    /// Memory limit; swap is set equal (no swap).
+    #[arg(long, short = 'm', default_value = DEFAULT_MEMORY, value_name = "SIZE", value_parser = size_arg)]
+    pub memory: String,
+
+    /// CPU quota, in CPUs.
+    #[arg(long, default_value = DEFAULT_CPUS, value_name = "N", value_parser = cpus_arg)]
+    pub cpus: String,
+
+    /// Maximum number of processes (fork bombs stop here).
+    #[arg(long, default_value_t = DEFAULT_PIDS, value_name = "N")]
+    pub pids_limit: i64,
+
+    /// Size of the writable tmpfs at /tmp (counts against --memory).
+    #[arg(long, default_value = DEFAULT_TMP_SIZE, value_name = "SIZE", value_parser = size_arg)]
+    pub tmp_size: String,
+
+    /// Kill the command after this long (90s, 2m, 1h30m); 0 disables.
+    #[arg(long, short = 't', default_value = DEFAULT_TIMEOUT, value_name = "DURATION", value_parser = duration_arg)]
+    pub timeout: Duration,
+
+    /// none (only loopback), isolated (a private network with no egress, made and removed by
+    /// berth), or bridge (egress; weakens isolation).
+    #[arg(long, default_value = "none", value_name = "MODE", value_parser = spec_arg(NetworkMode::parse))]
+    pub network: NetworkMode,
+
+    /// Mount the root file system read-only (only /tmp, the workspace and volumes are writable).
+    #[arg(long)]
+    pub read_only: bool,
+
+    /// Add a capability back after dropping all (repeatable; weakens isolation).
+    #[arg(long = "cap-add", value_name = "CAP", value_parser = spec_arg(Security::parse_capability))]
+    pub cap_add: Vec<String>,
+
+    /// Allow setuid programs to gain privileges (turns off no-new-privileges; weakens isolation).
+    #[arg(long)]
+    pub allow_privilege_escalation: bool,
+
+    /// Keep the stopped container instead of removing it (`berth gc --all` removes it).
+    #[arg(long)]
+    pub keep: bool,
+
+    /// Capture the output and print only a JSON receipt on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also write the JSON receipt to FILE (output still streams live).
+    #[arg(long, value_name = "FILE")]
+    pub receipt: Option<PathBuf>,
+
+    /// With --json: how much of each stream to include in the receipt.
+    #[arg(long, default_value = "1m", value_name = "SIZE", value_parser = size_arg)]
+    pub capture_limit: String,
+
+    /// The command and its arguments, after `--`. No shell is added: use `sh -c '…'` for one.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
+}
+
+impl RunArgs {
+    /// The sandbox spec these flags describe.
+    pub fn spec(&self) -> Result<SandboxSpec, SpecError> {
+        let mut spec = SandboxSpec::new(self.command.clone());
+        spec.image = self.image.clone();
+        spec.workspace = self.workspace.clone();
+        spec.volumes = self.volumes.clone();
+        spec.env = self.env.clone();
+        spec.workdir = self.workdir.clone();
+        spec.user = self.user.clone();
+        spec.limits = Limits::parse(&self.memory, &self.cpus, self.pids_limit, &self.tmp_size)?;
+        spec.network = self.network;
+        spec.security = Security {
+            cap_add: self.cap_add.clone(),
+            no_new_privileges: !self.allow_privilege_escalation,
+            read_only_rootfs: self.read_only,
+        };
+        spec.timeout = (!self.timeout.is_zero()).then_some(self.timeout);
+        Ok(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_defaults_are_hardened() {
+        let cli = Cli::try_parse_from(["berth", "run", "--", "echo", "-n", "hi"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.command, ["echo", "-n", "hi"]);
+        let spec = args.spec().unwrap();
+        assert_eq!(spec, {
+            let mut s = SandboxSpec::new(vec!["echo".into(), "-n".into(), "hi".into()]);
+            s.image = DEFAULT_IMAGE.into();
+            s
+        });
+    }
+
+    #[test]
+    fn bad_values_name_the_flag_and_value() {
+        let e = Cli::try_parse_from(["berth", "run", "--memory", "12x", "--", "true"]).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("--memory") && msg.contains("12x") && msg.contains("512m"),
+            "{msg}"
+        );
+        assert!(Cli::try_parse_from(["berth", "run", "--timeout", "soon", "--", "true"]).is_err());
+        assert!(Cli::try_parse_from(["berth", "run", "--",]).is_err());
+    }
+
+    #[test]
+    fn timeout_zero_disables() {
+        let cli = Cli::try_parse_from(["berth", "run", "--timeout", "0", "--", "true"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.spec().unwrap().timeout, None);
+    }
+}
