@@ -74,6 +74,9 @@ pub struct NetworkPlan {
     pub name: String,
     /// `true`: no route to the outside (Docker's `--internal`).
     pub internal: bool,
+    /// `false`: the host itself is unreachable too (no host-side address on the network), so a
+    /// sandbox cannot reach services listening on the host's interfaces.
+    pub host_reachable: bool,
     /// Labels (always includes the `berth.*` set).
     pub labels: BTreeMap<String, String>,
 }

@@ -230,6 +230,7 @@ pub fn plan_sandbox(
             let plan = NetworkPlan {
                 name: name.clone(),
                 internal: true,
+                host_reachable: false,
                 labels: object_labels(id, labels::KIND_NETWORK, host),
             };
             (name, Some(plan))
@@ -397,6 +398,7 @@ mod tests {
         assert_eq!(plan.container.env, ["A=1", "HOME=/h"]);
         let net = plan.network.unwrap();
         assert!(net.internal);
+        assert!(!net.host_reachable);
         assert_eq!(net.name, "berth-net-xyz");
         assert_eq!(plan.container.network, "berth-net-xyz");
         assert_eq!(net.labels[labels::KIND], labels::KIND_NETWORK);

@@ -542,6 +542,13 @@ impl Engine for DockerEngine {
             driver: Some("bridge".to_string()),
             internal: Some(plan.internal),
             labels: Some(plan.labels.clone().into_iter().collect()),
+            options: (!plan.host_reachable).then(|| {
+                // No address on the host's side of the bridge: nothing routes to the host.
+                HashMap::from([(
+                    "com.docker.network.bridge.inhibit_ipv4".to_string(),
+                    "true".to_string(),
+                )])
+            }),
             ..Default::default()
         };
         let created = self

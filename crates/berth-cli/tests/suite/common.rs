@@ -1,0 +1,139 @@
+//! Helpers shared by the integration tests.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub const BASE: &str = "berth/base:latest";
+
+/// A `berth` command with a clean logging environment.
+pub fn berth() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.env_remove("BERTH_LOG").stdin(Stdio::null());
+    cmd
+}
+
+/// Builds berth/base once per test binary if the engine does not have it.
+pub fn ensure_base_image() {
+    static BUILT: Mutex<bool> = Mutex::new(false);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if *built {
+        return;
+    }
+    let present = docker(&["image", "inspect", BASE]).status.success();
+    if !present {
+        let out = berth().args(["image", "build"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "berth image build failed (is busybox-static installed?): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    *built = true;
+}
+
+/// Runs `berth run ARGS` (image ensured) and returns its output.
+pub fn run(args: &[&str]) -> Output {
+    ensure_base_image();
+    berth().arg("run").args(args).output().unwrap()
+}
+
+/// Runs `berth run --json ARGS` and returns the receipt and the exit code.
+pub fn run_json(args: &[&str]) -> (serde_json::Value, i32) {
+    ensure_base_image();
+    let out = berth().args(["run", "--json"]).args(args).output().unwrap();
+    let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON receipt ({e}); stdout: {} stderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (receipt, out.status.code().unwrap_or(-1))
+}
+
+/// Runs the docker CLI.
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker").args(args).output().unwrap()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Ids of containers (any state) carrying `label` (`key=value`).
+pub fn containers_with(label: &str) -> Vec<String> {
+    let out = docker(&[
+        "ps",
+        "-aq",
+        "--no-trunc",
+        "--filter",
+        &format!("label={label}"),
+    ]);
+    stdout(&out).lines().map(str::to_string).collect()
+}
+
+/// Ids of networks carrying `label`.
+pub fn networks_with(label: &str) -> Vec<String> {
+    let out = docker(&["network", "ls", "-q", "--filter", &format!("label={label}")]);
+    stdout(&out).lines().map(str::to_string).collect()
+}
+
+/// The running berth container owned by process `pid`, waiting for it to appear.
+pub fn running_container_of(pid: u32) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = docker(&[
+            "ps",
+            "--no-trunc",
+            "--filter",
+            "label=berth.managed=true",
+            "--format",
+            "{{.ID}} {{.Label \"berth.owner\"}}",
+        ]);
+        for line in stdout(&out).lines() {
+            if let Some((id, owner)) = line.split_once(' ') {
+                if owner.contains(&format!(":{pid}:")) {
+                    return id.to_string();
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no running container for berth pid {pid}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Removes containers by id, ignoring ones already gone.
+pub fn remove_containers(ids: &[String]) {
+    for id in ids {
+        let _ = docker(&["rm", "-f", id]);
+    }
+}
+
+/// Sends `signal` to `pid`.
+pub fn kill(pid: u32, signal: i32) {
+    // SAFETY: kill(2) with a pid we spawned and a valid signal number has no memory effects.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal})");
+}
+
+/// A temporary directory owned by `uid:gid` (tests run as root, so they can chown).
+pub fn dir_owned_by(uid: u32, gid: u32) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+    dir
+}
+
+pub fn owner_of(path: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap();
+    (m.uid(), m.gid())
+}

@@ -1,0 +1,5 @@
+mod common;
+mod doctor_and_engine;
+mod hardening;
+mod lifecycle;
+mod run;
