@@ -297,6 +297,8 @@ fn bad_values_are_rejected_with_an_example() {
 }
 
 #[test]
+// The child is reaped with wait4(2), which also reports berth's peak memory.
+#[allow(clippy::zombie_processes)]
 fn a_hundred_megabytes_stream_through_with_bounded_memory() {
     ensure_base_image();
     const SIZE: usize = 100_000_000;
