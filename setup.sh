@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Sets berth up on a fresh Debian machine and runs a first sandboxed command:
+# installs the Debian packages berth needs, builds berth, installs it on PATH,
+# checks the engine (berth doctor), builds the default image offline, and runs
+# `berth run -- echo …` in a hardened sandbox.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+say() { printf '\n==> %s\n' "$*"; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+command -v docker >/dev/null 2>&1 || missing+=(docker.io)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  say "starting the Docker engine"
+  as_root systemctl start docker 2>/dev/null || as_root service docker start 2>/dev/null || true
+fi
+
+command -v cargo >/dev/null 2>&1 || { echo "berth needs a Rust toolchain (https://rustup.rs)"; exit 1; }
+say "building berth (release)"
+cargo build --release --locked -p berth-cli
+bindir="${CARGO_HOME:-$HOME/.cargo}/bin"
+install -D -m 0755 target/release/berth "$bindir/berth"
+export PATH="$bindir:$PATH"
+echo "installed $bindir/berth"
+
+say "berth doctor"
+berth doctor
+
+say "berth image build"
+berth image build
+
+say "berth run -- echo hello from a berth sandbox"
+berth run -- sh -c 'echo "hello from a berth sandbox: uid $(id -u), network: $(ls /sys/class/net)"'
