@@ -55,8 +55,13 @@ impl Progress {
         match &self.bar {
             Some(bar) => bar.set_message(line),
             None => {
+                // Without a terminal, print milestones only: build steps and finished layers.
+                let milestone = line.starts_with("Step")
+                    || line.contains("complete")
+                    || line.starts_with(" Digest")
+                    || line.starts_with(" Status");
                 if let Ok(mut last) = self.last_line.lock() {
-                    if *last != line && line.starts_with("Step") {
+                    if *last != line && milestone {
                         eprintln!("  {line}");
                     }
                     *last = line;

@@ -188,3 +188,116 @@ fn debian_image_has_real_toolchains() {
     assert_eq!(lines[1..], ["42", "git version", "berth"], "{text}");
     assert!(lines[0].parse::<u32>().unwrap() >= 5, "{text}");
 }
+
+/// A minimal read-only registry (Docker Registry HTTP API v2) on loopback, serving one image
+/// made from `docker save` of berth/base. Docker treats 127.0.0.0/8 as an insecure registry,
+/// so it pulls over plain HTTP.
+fn serve_registry(repo: &'static str, tag: &'static str) -> u16 {
+    use sha2::{Digest, Sha256};
+    use std::collections::HashMap;
+    use std::io::BufRead;
+
+    ensure_base_image();
+    let saved = docker(&["save", BASE]).stdout;
+    let mut files: HashMap<String, Vec<u8>> = HashMap::new();
+    for entry in tar::Archive::new(saved.as_slice()).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().display().to_string();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        files.insert(name, data);
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    let digest = |b: &[u8]| format!("sha256:{}", hex::encode(Sha256::digest(b)));
+    let mut blobs: HashMap<String, Vec<u8>> = HashMap::new();
+    let config = files[manifest[0]["Config"].as_str().unwrap()].clone();
+    let config_desc = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.config.v1+json",
+        "digest": digest(&config), "size": config.len(),
+    });
+    blobs.insert(digest(&config), config);
+    let mut layers = Vec::new();
+    for layer in manifest[0]["Layers"].as_array().unwrap() {
+        let data = files[layer.as_str().unwrap()].clone();
+        layers.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": digest(&data), "size": data.len(),
+        }));
+        blobs.insert(digest(&data), data);
+    }
+    let oci = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config_desc,
+        "layers": layers,
+    }))
+    .unwrap();
+    let manifest_digest = digest(&oci);
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut request_line = String::new();
+            let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) <= 2 {
+                    break;
+                }
+            }
+            let mut parts = request_line.split_whitespace();
+            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let (status, content_type, body): (&str, &str, &[u8]) = if path == "/v2/" {
+                ("200 OK", "application/json", b"{}")
+            } else if path == format!("/v2/{repo}/manifests/{tag}")
+                || path == format!("/v2/{repo}/manifests/{manifest_digest}")
+            {
+                ("200 OK", "application/vnd.oci.image.manifest.v1+json", &oci)
+            } else if let Some(blob) = path
+                .strip_prefix(&format!("/v2/{repo}/blobs/"))
+                .and_then(|d| blobs.get(d))
+            {
+                ("200 OK", "application/octet-stream", blob)
+            } else {
+                (
+                    "404 Not Found",
+                    "application/json",
+                    b"{\"errors\":[{\"code\":\"NAME_UNKNOWN\"}]}",
+                )
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nDocker-Content-Digest: {}\r\nConnection: close\r\n\r\n",
+                body.len(),
+                if content_type.contains("manifest") { manifest_digest.as_str() } else { "" },
+            );
+            let _ = conn.write_all(head.as_bytes());
+            if method != "HEAD" {
+                let _ = conn.write_all(body);
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn images_from_a_registry_are_pulled_with_progress() {
+    let port = serve_registry("berth-test/pulled", "1");
+    let reference = format!("127.0.0.1:{port}/berth-test/pulled:1");
+    let _ = docker(&["rmi", "-f", &reference]);
+    let out = berth()
+        .args(["run", "--image", &reference, "--", "echo", "pulled"])
+        .output()
+        .unwrap();
+    let _ = docker(&["rmi", "-f", &reference]);
+    assert_eq!(stdout(&out), "pulled\n", "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("preparing image {reference}")),
+        "{err}"
+    );
+    assert!(err.contains("Downloaded newer image"), "{err}");
+}
