@@ -58,6 +58,32 @@ fn verdict(
     }
 }
 
+/// Runs one removal (if any) and records how it went; "already gone" counts as removed.
+async fn settle(
+    kind: &'static str,
+    id: String,
+    name: String,
+    reason: String,
+    removal: Option<impl std::future::Future<Output = Result<(), berth_engine::EngineError>>>,
+) -> GcItem {
+    let (removed, error) = match removal {
+        None => (false, None),
+        Some(fut) => match fut.await {
+            Ok(()) => (true, None),
+            Err(e) if e.is_not_found() => (true, None),
+            Err(e) => (false, Some(e.to_string())),
+        },
+    };
+    GcItem {
+        kind,
+        id,
+        name,
+        reason,
+        removed,
+        error,
+    }
+}
+
 /// Finds garbage and (unless a dry run) removes it: containers first, then networks.
 pub async fn collect<E: Engine>(
     engine: &E,
@@ -67,44 +93,17 @@ pub async fn collect<E: Engine>(
     let (containers, networks) =
         tokio::try_join!(engine.container_list(&filter), engine.network_list(&filter))?;
     let mut items = Vec::new();
+    // Containers first: a network cannot be removed while a container is attached.
     for c in containers {
         if let Some(reason) = verdict(&c.labels, options.all) {
-            let mut item = GcItem {
-                kind: "container",
-                id: c.id,
-                name: c.name,
-                reason,
-                removed: false,
-                error: None,
-            };
-            if !options.dry_run {
-                match engine.container_remove(&item.id, true).await {
-                    Ok(()) => item.removed = true,
-                    Err(e) if e.is_not_found() => item.removed = true,
-                    Err(e) => item.error = Some(e.to_string()),
-                }
-            }
-            items.push(item);
+            let removal = (!options.dry_run).then(|| engine.container_remove(&c.id, true));
+            items.push(settle("container", c.id.clone(), c.name, reason, removal).await);
         }
     }
     for n in networks {
         if let Some(reason) = verdict(&n.labels, options.all) {
-            let mut item = GcItem {
-                kind: "network",
-                id: n.id,
-                name: n.name,
-                reason,
-                removed: false,
-                error: None,
-            };
-            if !options.dry_run {
-                match engine.network_remove(&item.id).await {
-                    Ok(()) => item.removed = true,
-                    Err(e) if e.is_not_found() => item.removed = true,
-                    Err(e) => item.error = Some(e.to_string()),
-                }
-            }
-            items.push(item);
+            let removal = (!options.dry_run).then(|| engine.network_remove(&n.id));
+            items.push(settle("network", n.id.clone(), n.name, reason, removal).await);
         }
     }
     Ok(items)

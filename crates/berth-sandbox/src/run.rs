@@ -426,19 +426,29 @@ mod tests {
         std::future::pending()
     }
 
+    /// Runs a plan with the given network against a fake, capturing output.
+    async fn run_fake(
+        engine: &FakeEngine,
+        network: NetworkMode,
+        options: RunOptions,
+        interrupt: impl Future<Output = Interrupt>,
+    ) -> Receipt {
+        run_once(
+            engine,
+            &plan(network),
+            &ImageInfo::default(),
+            &options,
+            CaptureSink::new(1024),
+            interrupt,
+        )
+        .await
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn exit_code_and_output_and_removal() {
         let engine = FakeEngine::exiting(42, b"out", b"err");
-        let r = run_once(
-            &engine,
-            &plan(NetworkMode::None),
-            &ImageInfo::default(),
-            &RunOptions::default(),
-            CaptureSink::new(1024),
-            never(),
-        )
-        .await
-        .unwrap();
+        let r = run_fake(&engine, NetworkMode::None, RunOptions::default(), never()).await;
         assert_eq!(r.exit_code, 42);
         assert_eq!(r.outcome, Outcome::Exited);
         assert_eq!(r.stdout.bytes, 3);
@@ -462,16 +472,7 @@ mod tests {
             keep: true,
             ..Default::default()
         };
-        let r = run_once(
-            &engine,
-            &plan(NetworkMode::None),
-            &ImageInfo::default(),
-            &options,
-            CaptureSink::new(0),
-            never(),
-        )
-        .await
-        .unwrap();
+        let r = run_fake(&engine, NetworkMode::None, options, never()).await;
         assert!(r.kept);
         assert!(!engine
             .calls()
@@ -482,16 +483,13 @@ mod tests {
     #[tokio::test]
     async fn isolated_network_is_created_and_removed() {
         let engine = FakeEngine::exiting(0, b"", b"");
-        run_once(
+        run_fake(
             &engine,
-            &plan(NetworkMode::Isolated),
-            &ImageInfo::default(),
-            &RunOptions::default(),
-            CaptureSink::new(0),
+            NetworkMode::Isolated,
+            RunOptions::default(),
             never(),
         )
-        .await
-        .unwrap();
+        .await;
         let calls = engine.calls();
         assert!(matches!(calls[0], Call::NetworkCreate(ref n) if n.internal));
         assert!(matches!(calls.last(), Some(Call::NetworkRemove)));
@@ -502,16 +500,7 @@ mod tests {
         let engine = FakeEngine::failing_start(
             "OCI runtime create failed: runc create failed: unable to start container process: exec: \"nope\": executable file not found in $PATH: unknown",
         );
-        let r = run_once(
-            &engine,
-            &plan(NetworkMode::None),
-            &ImageInfo::default(),
-            &RunOptions::default(),
-            CaptureSink::new(0),
-            never(),
-        )
-        .await
-        .unwrap();
+        let r = run_fake(&engine, NetworkMode::None, RunOptions::default(), never()).await;
         assert_eq!(r.exit_code, 127);
         assert_eq!(r.outcome, Outcome::StartFailed);
         assert!(r
@@ -528,16 +517,7 @@ mod tests {
             timeout: Some(Duration::from_millis(50)),
             keep: false,
         };
-        let r = run_once(
-            &engine,
-            &plan(NetworkMode::None),
-            &ImageInfo::default(),
-            &options,
-            CaptureSink::new(0),
-            never(),
-        )
-        .await
-        .unwrap();
+        let r = run_fake(&engine, NetworkMode::None, options, never()).await;
         assert_eq!(r.exit_code, 124);
         assert!(r.timed_out);
         assert!(engine.calls().iter().any(|c| matches!(c, Call::Kill)));
@@ -553,16 +533,7 @@ mod tests {
                 number: 2,
             }
         };
-        let r = run_once(
-            &engine,
-            &plan(NetworkMode::None),
-            &ImageInfo::default(),
-            &RunOptions::default(),
-            CaptureSink::new(0),
-            signal,
-        )
-        .await
-        .unwrap();
+        let r = run_fake(&engine, NetworkMode::None, RunOptions::default(), signal).await;
         assert_eq!(r.exit_code, 130);
         assert_eq!(r.interrupted_by.as_deref(), Some("SIGINT"));
         let calls = engine.calls();
@@ -573,16 +544,7 @@ mod tests {
     #[tokio::test]
     async fn oom_is_named() {
         let engine = FakeEngine::oom();
-        let r = run_once(
-            &engine,
-            &plan(NetworkMode::None),
-            &ImageInfo::default(),
-            &RunOptions::default(),
-            CaptureSink::new(0),
-            never(),
-        )
-        .await
-        .unwrap();
+        let r = run_fake(&engine, NetworkMode::None, RunOptions::default(), never()).await;
         assert_eq!(r.exit_code, 137);
         assert_eq!(r.outcome, Outcome::OomKilled);
         assert!(r.oom_killed);

@@ -4,6 +4,27 @@ use std::process::Stdio;
 
 use super::common::*;
 
+/// Starts `berth run ARGS` in the background; returns it, its running container and berth id.
+fn spawn_run(args: &[&str]) -> (std::process::Child, String, String) {
+    ensure_base_image();
+    let child = berth()
+        .arg("run")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let container = running_container_of(child.id());
+    let labels = docker(&[
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"berth.id\"}}",
+        &container,
+    ]);
+    let id = stdout(&labels).trim().to_string();
+    (child, container, id)
+}
+
 fn interrupted_run_leaves_nothing(signal: i32, expected_exit: i32) {
     ensure_base_image();
     let child = berth()
@@ -97,14 +118,7 @@ fn a_crashed_berth_is_cleaned_up_by_gc() {
 
 #[test]
 fn gc_leaves_live_runs_alone() {
-    ensure_base_image();
-    let mut child = berth()
-        .args(["run", "--", "sleep", "300"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let container = running_container_of(child.id());
+    let (mut child, container, _) = spawn_run(&["--", "sleep", "300"]);
     let gc = berth().args(["gc", "--json"]).output().unwrap();
     let listed: serde_json::Value = serde_json::from_slice(&gc.stdout).unwrap();
     assert!(!listed["items"]
