@@ -1,0 +1,371 @@
+//! The `Exec` stream: start a process, pump stdin/stdout/stderr, forward resizes and signals,
+//! enforce the timeout on the whole process tree, and report exactly one exit after the output.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_protocol::v1::{
+    exec_input, exec_output, ExecInput, ExecOutput, ExecStart, Exited, StartFailed, Started,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+
+use crate::identity::{parse_user, Identity};
+use crate::reaper::{Exit, Reaper};
+use crate::spawn::{spawn, SpawnSpec, EXEC_MARKER};
+
+/// Output chunk size: large enough for throughput, small enough for latency.
+const CHUNK: usize = 256 * 1024;
+/// After the process exits, how long to wait for output still held open by its descendants.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Everything an exec needs from the agent.
+pub struct ExecContext {
+    pub identity: Identity,
+    pub reaper: Reaper,
+    pub next_id: AtomicU64,
+}
+
+type Out = mpsc::Sender<Result<ExecOutput, Status>>;
+
+async fn send(tx: &Out, output: exec_output::Output) -> bool {
+    tx.send(Ok(ExecOutput {
+        output: Some(output),
+    }))
+    .await
+    .is_ok()
+}
+
+/// Serves one `Exec` stream until the process has exited and been reported.
+pub async fn run(ctx: Arc<ExecContext>, mut input: Streaming<ExecInput>, tx: Out) {
+    let start = match input.message().await {
+        Ok(Some(ExecInput {
+            input: Some(exec_input::Input::Start(start)),
+        })) => start,
+        _ => {
+            let _ = tx
+                .send(Err(Status::invalid_argument(
+                    "the first message of an Exec stream must be `start`",
+                )))
+                .await;
+            return;
+        }
+    };
+    let spec = match spawn_spec(&ctx, &start) {
+        Ok(spec) => spec,
+        Err(message) => {
+            let _ = tx.send(Err(Status::invalid_argument(message))).await;
+            return;
+        }
+    };
+    let mut spawned = match spawn(&ctx.reaper, &spec) {
+        Ok(s) => s,
+        Err(f) => {
+            send(
+                &tx,
+                exec_output::Output::StartFailed(StartFailed {
+                    exit_code: f.exit_code,
+                    errno: f.errno,
+                    message: f.message,
+                }),
+            )
+            .await;
+            return;
+        }
+    };
+    let pid = spawned.pid;
+    send(
+        &tx,
+        exec_output::Output::Started(Started {
+            pid: u32::try_from(pid).unwrap_or(0),
+        }),
+    )
+    .await;
+
+    // Output pumps.
+    let mut pumps = Vec::new();
+    let pty_fd = spawned.pty.as_ref().map(AsRawFd::as_raw_fd);
+    let pty_writer = match &spawned.pty {
+        Some(master) => master.try_clone().ok(),
+        None => None,
+    };
+    if let Some(master) = spawned.pty.take() {
+        pumps.push(tokio::spawn(pump(master, tx.clone(), true, true)));
+    }
+    if let Some(out) = spawned.stdout.take() {
+        pumps.push(tokio::spawn(pump(out, tx.clone(), true, false)));
+    }
+    if let Some(err) = spawned.stderr.take() {
+        pumps.push(tokio::spawn(pump(err, tx.clone(), false, false)));
+    }
+
+    // Input: stdin, resizes, signals. Ends with the client's stream.
+    let stdin_fd = spawned.stdin.take().or(pty_writer);
+    let input_task = tokio::spawn(feed(input, stdin_fd, pty_fd, pid));
+
+    let timeout = (start.timeout_ms > 0).then(|| Duration::from_millis(start.timeout_ms));
+    let mut exit_rx = spawned.exit;
+    let (exit, timed_out) = match timeout {
+        Some(t) => tokio::select! {
+            exit = &mut exit_rx => (exit.unwrap_or(Exit::Signal(libc::SIGKILL)), false),
+            () = tokio::time::sleep(t) => {
+                kill_tree(pid, &spec.marker).await;
+                (exit_rx.await.unwrap_or(Exit::Signal(libc::SIGKILL)), true)
+            }
+        },
+        None => (exit_rx.await.unwrap_or(Exit::Signal(libc::SIGKILL)), false),
+    };
+    if timed_out {
+        // Anything that escaped is dead by now; let the pumps reach EOF.
+        kill_tree(pid, &spec.marker).await;
+    }
+    let drained = futures_join(pumps);
+    if tokio::time::timeout(LINGER, drained).await.is_err() {
+        // Descendants still hold the output open; the process itself has exited.
+    }
+    input_task.abort();
+    let (code, signal) = match exit {
+        Exit::Code(c) => (c, 0),
+        Exit::Signal(s) => (128 + s, s),
+    };
+    send(
+        &tx,
+        exec_output::Output::Exited(Exited {
+            code: if timed_out { 124 } else { code },
+            signal,
+            timed_out,
+        }),
+    )
+    .await;
+}
+
+async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+fn spawn_spec(ctx: &ExecContext, start: &ExecStart) -> Result<SpawnSpec, String> {
+    let id = &ctx.identity;
+    let (uid, gid) = if start.user.is_empty() {
+        (id.uid, id.gid)
+    } else {
+        parse_user(&start.user)?
+    };
+    let mut env: BTreeMap<String, String> = id.base_env.clone();
+    env.extend(start.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let tty = start.tty.then(|| {
+        let size = start.size.unwrap_or_default();
+        (
+            u16::try_from(size.rows).unwrap_or(24).max(1),
+            u16::try_from(size.cols).unwrap_or(80).max(1),
+        )
+    });
+    if tty.is_some() {
+        env.entry("TERM".to_string()).or_insert_with(|| "xterm".to_string());
+    }
+    Ok(SpawnSpec {
+        argv: start.argv.clone(),
+        env,
+        cwd: if start.cwd.is_empty() {
+            id.workdir.clone()
+        } else {
+            start.cwd.clone()
+        },
+        uid,
+        gid,
+        tty,
+        stdin: start.stdin || start.tty,
+        marker: format!(
+            "{}-{}",
+            std::process::id(),
+            ctx.next_id.fetch_add(1, Ordering::Relaxed)
+        ),
+    })
+}
+
+/// Copies a pipe or PTY master to the stream until EOF (EIO on a PTY means the slave closed).
+async fn pump(fd: OwnedFd, tx: Out, stdout: bool, pty: bool) {
+    set_nonblocking(&fd);
+    let file = std::fs::File::from(fd);
+    let mut reader = match tokio::net::unix::pipe::Receiver::from_file_unchecked(file) {
+        Ok(r) => r,
+        Err(_) => return,
+    };
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                let data = buf[..n].to_vec();
+                let out = if stdout {
+                    exec_output::Output::Stdout(data)
+                } else {
+                    exec_output::Output::Stderr(data)
+                };
+                if !send(&tx, out).await {
+                    break;
+                }
+            }
+            Err(e) if pty && e.raw_os_error() == Some(libc::EIO) => break,
+            Err(_) => break,
+        }
+    }
+}
+
+/// Applies the client's input messages: stdin bytes, close, resize, signals.
+async fn feed(mut input: Streaming<ExecInput>, stdin: Option<OwnedFd>, pty: Option<i32>, pid: i32) {
+    let mut writer = stdin.and_then(|fd| {
+        set_nonblocking(&fd);
+        tokio::net::unix::pipe::Sender::from_file_unchecked(std::fs::File::from(fd)).ok()
+    });
+    while let Ok(Some(msg)) = input.message().await {
+        match msg.input {
+            Some(exec_input::Input::Stdin(data)) => {
+                if let Some(w) = writer.as_mut() {
+                    if w.write_all(&data).await.is_err() {
+                        writer = None;
+                    }
+                }
+            }
+            Some(exec_input::Input::CloseStdin(true)) => {
+                if pty.is_some() {
+                    // A terminal has no half-close: send EOF (Ctrl-D) instead.
+                    if let Some(w) = writer.as_mut() {
+                        let _ = w.write_all(&[4]).await;
+                    }
+                } else {
+                    writer = None;
+                }
+            }
+            Some(exec_input::Input::Resize(size)) => {
+                if let Some(fd) = pty {
+                    resize(fd, size.rows, size.cols);
+                }
+            }
+            Some(exec_input::Input::Signal(sig)) => {
+                // SAFETY: kill(2) on the process group we created; no memory is touched.
+                unsafe {
+                    libc::kill(-pid, sig);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// tokio's pipe wrappers need non-blocking descriptors.
+fn set_nonblocking(fd: &OwnedFd) {
+    let raw = fd.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own; only its status flags change.
+    unsafe {
+        let flags = libc::fcntl(raw, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
+}
+
+/// Sets a PTY's window size; the foreground process group gets SIGWINCH.
+pub fn resize(master: i32, rows: u32, cols: u32) {
+    let size = libc::winsize {
+        ws_row: u16::try_from(rows).unwrap_or(u16::MAX),
+        ws_col: u16::try_from(cols).unwrap_or(u16::MAX),
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a valid winsize from a pointer that outlives the call.
+    unsafe {
+        libc::ioctl(master, libc::TIOCSWINSZ, &size);
+    }
+}
+
+/// Kills an exec's whole tree: its process group, its session, and every process carrying its
+/// marker (those that started their own session or were re-parented to PID 1).
+pub async fn kill_tree(pid: i32, marker: &str) {
+    // SAFETY: kill(2) with a negative pid signals the process group; no memory is touched.
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+    }
+    let marker = format!("{EXEC_MARKER}={marker}");
+    let _ = tokio::task::spawn_blocking(move || {
+        for victim in find_tree(pid, &marker) {
+            // SAFETY: as above, for single pids found in /proc.
+            unsafe {
+                libc::kill(victim, libc::SIGKILL);
+            }
+        }
+    })
+    .await;
+}
+
+/// Pids in the session of `sid`, or whose environment has `marker`.
+fn find_tree(sid: i32, marker: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let path = entry.path();
+        let in_session = std::fs::read_to_string(path.join("stat"))
+            .ok()
+            .and_then(|s| {
+                let rest = &s[s.rfind(')')? + 1..];
+                rest.split_whitespace().nth(3)?.parse::<i32>().ok()
+            })
+            == Some(sid);
+        if in_session || environ_has(&path, marker) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Reads /proc/PID/environ as the process's owner (fsuid), which the kernel requires.
+fn environ_has(proc_dir: &std::path::Path, marker: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(proc_dir) else {
+        return false;
+    };
+    // SAFETY: setfsuid only changes this thread's file-system uid; it is restored below.
+    let previous = unsafe { libc::setfsuid(meta.uid()) };
+    let environ = std::fs::read(proc_dir.join("environ"));
+    // SAFETY: restores the previous fsuid of this thread.
+    unsafe {
+        libc::setfsuid(u32::try_from(previous).unwrap_or(0));
+    }
+    environ.is_ok_and(|bytes| bytes.split(|b| *b == 0).any(|v| v == marker.as_bytes()))
+}
+
+/// Copies the main process's output to the agent's own stdout/stderr (the container log).
+pub async fn copy_to_log(fd: OwnedFd, to_stderr: bool) {
+    set_nonblocking(&fd);
+    let Ok(mut reader) = tokio::net::unix::pipe::Receiver::from_file_unchecked(std::fs::File::from(fd)) else {
+        return;
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = reader.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let written = if to_stderr {
+            tokio::io::stderr().write_all(&buf[..n]).await
+        } else {
+            tokio::io::stdout().write_all(&buf[..n]).await
+        };
+        if written.is_err() {
+            break;
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! `berth-agent`: the process berth injects into every long-lived sandbox as PID 1.
+//!
+//! It reaps every zombie, forwards SIGTERM/SIGINT, runs the image's own entrypoint as the
+//! sandbox's main process, and serves berth's protocol (`berth-protocol`) on a unix socket in
+//! the bind-mounted `/.berth` directory: exec with separate streams, timeouts that end the whole
+//! process tree, background processes, and files. It must run in any image (no shell, no
+//! `/tmp`), so it is one static binary with no runtime dependencies.
+//!
+//! Usage (set up by berth, not by hand): `berth-agent init [-- MAIN_COMMAND...]`.
+
+mod exec;
+mod files;
+mod identity;
+mod reaper;
+mod server;
+mod spawn;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("init") => {
+            let main_command = match args.iter().position(|a| a == "--") {
+                Some(i) => args[i + 1..].to_vec(),
+                None => Vec::new(),
+            };
+            run_init(main_command)
+        }
+        Some("version") => {
+            println!(
+                "berth-agent {} ({})",
+                env!("CARGO_PKG_VERSION"),
+                berth_protocol::PROTOCOL
+            );
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("usage: berth-agent init [-- MAIN_COMMAND...] | berth-agent version");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_init(main_command: Vec<String>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_stack_size(256 * 1024)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth-agent: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(server::serve(main_command)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("berth-agent: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! PID 1 and the gRPC service: reaper, signal forwarding, the main process, and the socket.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_protocol::v1::agent_server::{Agent, AgentServer};
+use berth_protocol::v1::{
+    AttachRequest, DataChunk, Empty, ExecInput, ExecOutput, FileInfo, HelloReply, HelloRequest,
+    ListDirReply, ListProcessesReply, ListProcessesRequest, PathRequest, RemoveRequest,
+    RenameRequest, SignalRequest, UploadChunk,
+};
+use berth_protocol::{AUTH_HEADER, PROTOCOL, SANDBOX_DIR, SOCKET_NAME, SOCKET_SUBDIR};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_stream::Stream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::exec::ExecContext;
+use crate::identity::Identity;
+use crate::reaper::Reaper;
+use crate::spawn::{spawn, SpawnSpec};
+
+/// How long processes get between SIGTERM and the agent's exit.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+struct Service {
+    ctx: Arc<ExecContext>,
+}
+
+#[tonic::async_trait]
+impl Agent for Service {
+    async fn hello(&self, _: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
+        Ok(Response::new(HelloReply {
+            protocol: PROTOCOL.to_string(),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            sandbox_id: self.ctx.identity.sandbox_id.clone(),
+        }))
+    }
+
+    type ExecStream = BoxStream<ExecOutput>;
+
+    async fn exec(
+        &self,
+        request: Request<Streaming<ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(crate::exec::run(self.ctx.clone(), request.into_inner(), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_processes(
+        &self,
+        _: Request<ListProcessesRequest>,
+    ) -> Result<Response<ListProcessesReply>, Status> {
+        Err(Status::unimplemented("background processes are not implemented yet"))
+    }
+
+    type AttachStream = BoxStream<ExecOutput>;
+
+    async fn attach(&self, _: Request<AttachRequest>) -> Result<Response<Self::AttachStream>, Status> {
+        Err(Status::unimplemented("background processes are not implemented yet"))
+    }
+
+    async fn signal(&self, request: Request<SignalRequest>) -> Result<Response<Empty>, Status> {
+        let req = request.into_inner();
+        if !req.tag.is_empty() || req.pid == 0 {
+            return Err(Status::unimplemented("signals by tag are not implemented yet; give a pid"));
+        }
+        let pid = i32::try_from(req.pid).map_err(|_| Status::invalid_argument("bad pid"))?;
+        // SAFETY: kill(2) on a process group by number; no memory is touched.
+        let rc = unsafe { libc::kill(-pid, req.signal) };
+        if rc != 0 {
+            return Err(Status::not_found(format!("no process group {pid}")));
+        }
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn upload(&self, request: Request<Streaming<UploadChunk>>) -> Result<Response<Empty>, Status> {
+        crate::files::upload(&self.ctx.identity, request.into_inner()).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    type DownloadStream = BoxStream<DataChunk>;
+
+    async fn download(&self, request: Request<PathRequest>) -> Result<Response<Self::DownloadStream>, Status> {
+        let rx = crate::files::download(&request.into_inner().path)?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn stat(&self, request: Request<PathRequest>) -> Result<Response<FileInfo>, Status> {
+        Ok(Response::new(crate::files::stat(&request.into_inner().path)?))
+    }
+
+    async fn list_dir(&self, request: Request<PathRequest>) -> Result<Response<ListDirReply>, Status> {
+        Ok(Response::new(crate::files::list_dir(&request.into_inner().path)?))
+    }
+
+    async fn make_dir(&self, request: Request<PathRequest>) -> Result<Response<Empty>, Status> {
+        crate::files::make_dir(&self.ctx.identity, &request.into_inner().path)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn remove(&self, request: Request<RemoveRequest>) -> Result<Response<Empty>, Status> {
+        let req = request.into_inner();
+        crate::files::remove(&req.path, req.recursive)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn rename(&self, request: Request<RenameRequest>) -> Result<Response<Empty>, Status> {
+        let req = request.into_inner();
+        crate::files::rename(&req.from, &req.to)?;
+        Ok(Response::new(Empty {}))
+    }
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Runs PID 1 until SIGTERM/SIGINT; returns the agent's exit code.
+pub async fn serve(main_command: Vec<String>) -> Result<u8, String> {
+    let identity = Identity::from_env()?;
+    let reaper = Reaper::default();
+    reaper.start().map_err(|e| format!("cannot watch child processes: {e}"))?;
+
+    let dir = Path::new(SANDBOX_DIR).join(SOCKET_SUBDIR);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("cannot set permissions on {}: {e}", dir.display()))?;
+    let socket = dir.join(SOCKET_NAME);
+    let _ = std::fs::remove_file(&socket);
+    let listener = tokio::net::UnixListener::bind(&socket)
+        .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+    // Any local user may connect; the token decides who is served.
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| format!("cannot set permissions on {}: {e}", socket.display()))?;
+
+    let ctx = Arc::new(ExecContext {
+        identity: identity.clone(),
+        reaper: reaper.clone(),
+        next_id: AtomicU64::new(1),
+    });
+
+    if !main_command.is_empty() {
+        start_main(&ctx, main_command);
+    }
+
+    let token = format!("Bearer {}", identity.token);
+    let server = AgentServer::new(Service { ctx })
+        .max_decoding_message_size(16 << 20)
+        .max_encoding_message_size(16 << 20);
+    let service = InterceptedService::new(server, move |req: Request<()>| {
+        let given = req
+            .metadata()
+            .get(AUTH_HEADER)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if same(given, token.as_bytes()) {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated("missing or wrong sandbox token"))
+        }
+    });
+
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(4 << 20)
+        .initial_connection_window_size(8 << 20)
+        .add_service(service)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| format!("serving the socket failed: {e}"))?;
+
+    stop_everything().await;
+    Ok(0)
+}
+
+/// Runs the image's entrypoint and command as the sandbox's main process; its output goes to
+/// the container log. Its exit does not end the sandbox.
+fn start_main(ctx: &Arc<ExecContext>, argv: Vec<String>) {
+    let id = &ctx.identity;
+    let spec = SpawnSpec {
+        argv: argv.clone(),
+        env: id.base_env.clone(),
+        cwd: id.workdir.clone(),
+        uid: id.uid,
+        gid: id.gid,
+        tty: None,
+        stdin: false,
+        marker: "main".to_string(),
+    };
+    match spawn(&ctx.reaper, &spec) {
+        Ok(mut spawned) => {
+            for (fd, to_stderr) in [(spawned.stdout.take(), false), (spawned.stderr.take(), true)] {
+                if let Some(fd) = fd {
+                    tokio::spawn(crate::exec::copy_to_log(fd, to_stderr));
+                }
+            }
+            tokio::spawn(async move {
+                if let Ok(exit) = spawned.exit.await {
+                    eprintln!("berth-agent: main process {argv:?} exited with {}", exit.code());
+                }
+            });
+        }
+        Err(f) => eprintln!("berth-agent: main process could not start: {}", f.message),
+    }
+}
+
+/// SIGTERM to every process in the sandbox, then SIGKILL after the grace period.
+async fn stop_everything() {
+    // SAFETY: kill(2) with pid -1 from PID 1 signals every other process in the namespace.
+    unsafe {
+        libc::kill(-1, libc::SIGTERM);
+    }
+    let deadline = tokio::time::Instant::now() + STOP_GRACE;
+    while tokio::time::Instant::now() < deadline {
+        let others = std::fs::read_dir("/proc")
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_str().is_some_and(|n| n.parse::<u32>().is_ok_and(|p| p != std::process::id())))
+                    .count()
+            })
+            .unwrap_or(0);
+        if others == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(-1, libc::SIGKILL);
+    }
+}
