@@ -166,7 +166,8 @@ fn spawn_spec(ctx: &ExecContext, start: &ExecStart) -> Result<SpawnSpec, String>
         )
     });
     if tty.is_some() {
-        env.entry("TERM".to_string()).or_insert_with(|| "xterm".to_string());
+        env.entry("TERM".to_string())
+            .or_insert_with(|| "xterm".to_string());
     }
     Ok(SpawnSpec {
         argv: start.argv.clone(),
@@ -311,7 +312,11 @@ fn find_tree(sid: i32, marker: &str) -> Vec<i32> {
     };
     let mut found = Vec::new();
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         if pid == me {
@@ -332,18 +337,20 @@ fn find_tree(sid: i32, marker: &str) -> Vec<i32> {
     found
 }
 
-/// Reads /proc/PID/environ as the process's owner (fsuid), which the kernel requires.
+/// Reads /proc/PID/environ as the process's owner (fsuid and fsgid), which the kernel requires
+/// of a reader without CAP_SYS_PTRACE.
 fn environ_has(proc_dir: &std::path::Path, marker: &str) -> bool {
     use std::os::unix::fs::MetadataExt;
     let Ok(meta) = std::fs::metadata(proc_dir) else {
         return false;
     };
-    // SAFETY: setfsuid only changes this thread's file-system uid; it is restored below.
-    let previous = unsafe { libc::setfsuid(meta.uid()) };
+    // SAFETY: setfsgid/setfsuid only change this thread's file-system ids; restored below.
+    let (old_gid, old_uid) = unsafe { (libc::setfsgid(meta.gid()), libc::setfsuid(meta.uid())) };
     let environ = std::fs::read(proc_dir.join("environ"));
-    // SAFETY: restores the previous fsuid of this thread.
+    // SAFETY: restores this thread's previous file-system ids (uid first: it holds the caps).
     unsafe {
-        libc::setfsuid(u32::try_from(previous).unwrap_or(0));
+        libc::setfsuid(u32::try_from(old_uid).unwrap_or(0));
+        libc::setfsgid(u32::try_from(old_gid).unwrap_or(0));
     }
     environ.is_ok_and(|bytes| bytes.split(|b| *b == 0).any(|v| v == marker.as_bytes()))
 }
@@ -351,7 +358,9 @@ fn environ_has(proc_dir: &std::path::Path, marker: &str) -> bool {
 /// Copies the main process's output to the agent's own stdout/stderr (the container log).
 pub async fn copy_to_log(fd: OwnedFd, to_stderr: bool) {
     set_nonblocking(&fd);
-    let Ok(mut reader) = tokio::net::unix::pipe::Receiver::from_file_unchecked(std::fs::File::from(fd)) else {
+    let Ok(mut reader) =
+        tokio::net::unix::pipe::Receiver::from_file_unchecked(std::fs::File::from(fd))
+    else {
         return;
     };
     let mut buf = vec![0u8; 64 * 1024];

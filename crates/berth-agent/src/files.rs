@@ -48,7 +48,10 @@ pub fn confine(path: &str) -> Result<PathBuf, Status> {
     let mut existing = normal.clone();
     let mut rest = Vec::new();
     while std::fs::symlink_metadata(&existing).is_err() {
-        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+        match (
+            existing.file_name().map(|n| n.to_os_string()),
+            existing.parent(),
+        ) {
             (Some(name), Some(parent)) => {
                 rest.push(name);
                 existing = parent.to_path_buf();
@@ -62,7 +65,9 @@ pub fn confine(path: &str) -> Result<PathBuf, Status> {
     }
     for forbidden in [SANDBOX_DIR, AGENT_PATH] {
         if resolved.starts_with(forbidden) {
-            return Err(Status::permission_denied(format!("{path:?} is reserved for berth")));
+            return Err(Status::permission_denied(format!(
+                "{path:?} is reserved for berth"
+            )));
         }
     }
     Ok(resolved)
@@ -205,7 +210,8 @@ pub async fn upload(identity: &Identity, mut stream: Streaming<UploadChunk>) -> 
             .entries()
             .map_err(|e| io_status("reading the upload into", &unpack_dest, &e))?;
         for entry in entries {
-            let mut entry = entry.map_err(|e| io_status("reading the upload into", &unpack_dest, &e))?;
+            let mut entry =
+                entry.map_err(|e| io_status("reading the upload into", &unpack_dest, &e))?;
             let relative = entry
                 .path()
                 .map_err(|e| io_status("reading the upload into", &unpack_dest, &e))?
@@ -214,7 +220,8 @@ pub async fn upload(identity: &Identity, mut stream: Streaming<UploadChunk>) -> 
                 .unpack_in(&unpack_dest)
                 .map_err(|e| io_status("unpacking into", &unpack_dest, &e))?;
             if unpacked {
-                let _ = std::os::unix::fs::lchown(unpack_dest.join(&relative), Some(uid), Some(gid));
+                let _ =
+                    std::os::unix::fs::lchown(unpack_dest.join(&relative), Some(uid), Some(gid));
             }
         }
         // Drain anything after the archive's end so the sender is never stuck.
@@ -223,7 +230,9 @@ pub async fn upload(identity: &Identity, mut stream: Streaming<UploadChunk>) -> 
         Ok(())
     });
     if !first.data.is_empty() && tx.send(first.data).await.is_err() {
-        return unpacker.await.map_err(|e| Status::internal(e.to_string()))?;
+        return unpacker
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
     }
     while let Some(chunk) = stream.message().await? {
         if tx.send(chunk.data).await.is_err() {
@@ -231,7 +240,9 @@ pub async fn upload(identity: &Identity, mut stream: Streaming<UploadChunk>) -> 
         }
     }
     drop(tx);
-    unpacker.await.map_err(|e| Status::internal(e.to_string()))?
+    unpacker
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
 }
 
 /// Sends written bytes to the async side in chunks.
@@ -243,7 +254,9 @@ impl Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.tx
             .blocking_send(Ok(DataChunk { data: buf.to_vec() }))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "download cancelled"))?;
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "download cancelled")
+            })?;
         Ok(buf.len())
     }
 

@@ -31,7 +31,9 @@ impl Identity {
             gid,
             workdir: std::env::var(WORKDIR_ENV).unwrap_or_else(|_| "/".into()),
             base_env: std::env::vars()
-                .filter(|(k, _)| ![TOKEN_ENV, SANDBOX_ID_ENV, USER_ENV, WORKDIR_ENV].contains(&k.as_str()))
+                .filter(|(k, _)| {
+                    ![TOKEN_ENV, SANDBOX_ID_ENV, USER_ENV, WORKDIR_ENV].contains(&k.as_str())
+                })
                 .collect(),
         };
         Ok(identity)

@@ -61,19 +61,28 @@ impl Agent for Service {
         &self,
         _: Request<ListProcessesRequest>,
     ) -> Result<Response<ListProcessesReply>, Status> {
-        Err(Status::unimplemented("background processes are not implemented yet"))
+        Err(Status::unimplemented(
+            "background processes are not implemented yet",
+        ))
     }
 
     type AttachStream = BoxStream<ExecOutput>;
 
-    async fn attach(&self, _: Request<AttachRequest>) -> Result<Response<Self::AttachStream>, Status> {
-        Err(Status::unimplemented("background processes are not implemented yet"))
+    async fn attach(
+        &self,
+        _: Request<AttachRequest>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        Err(Status::unimplemented(
+            "background processes are not implemented yet",
+        ))
     }
 
     async fn signal(&self, request: Request<SignalRequest>) -> Result<Response<Empty>, Status> {
         let req = request.into_inner();
         if !req.tag.is_empty() || req.pid == 0 {
-            return Err(Status::unimplemented("signals by tag are not implemented yet; give a pid"));
+            return Err(Status::unimplemented(
+                "signals by tag are not implemented yet; give a pid",
+            ));
         }
         let pid = i32::try_from(req.pid).map_err(|_| Status::invalid_argument("bad pid"))?;
         // SAFETY: kill(2) on a process group by number; no memory is touched.
@@ -84,24 +93,37 @@ impl Agent for Service {
         Ok(Response::new(Empty {}))
     }
 
-    async fn upload(&self, request: Request<Streaming<UploadChunk>>) -> Result<Response<Empty>, Status> {
+    async fn upload(
+        &self,
+        request: Request<Streaming<UploadChunk>>,
+    ) -> Result<Response<Empty>, Status> {
         crate::files::upload(&self.ctx.identity, request.into_inner()).await?;
         Ok(Response::new(Empty {}))
     }
 
     type DownloadStream = BoxStream<DataChunk>;
 
-    async fn download(&self, request: Request<PathRequest>) -> Result<Response<Self::DownloadStream>, Status> {
+    async fn download(
+        &self,
+        request: Request<PathRequest>,
+    ) -> Result<Response<Self::DownloadStream>, Status> {
         let rx = crate::files::download(&request.into_inner().path)?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn stat(&self, request: Request<PathRequest>) -> Result<Response<FileInfo>, Status> {
-        Ok(Response::new(crate::files::stat(&request.into_inner().path)?))
+        Ok(Response::new(crate::files::stat(
+            &request.into_inner().path,
+        )?))
     }
 
-    async fn list_dir(&self, request: Request<PathRequest>) -> Result<Response<ListDirReply>, Status> {
-        Ok(Response::new(crate::files::list_dir(&request.into_inner().path)?))
+    async fn list_dir(
+        &self,
+        request: Request<PathRequest>,
+    ) -> Result<Response<ListDirReply>, Status> {
+        Ok(Response::new(crate::files::list_dir(
+            &request.into_inner().path,
+        )?))
     }
 
     async fn make_dir(&self, request: Request<PathRequest>) -> Result<Response<Empty>, Status> {
@@ -131,7 +153,9 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 pub async fn serve(main_command: Vec<String>) -> Result<u8, String> {
     let identity = Identity::from_env()?;
     let reaper = Reaper::default();
-    reaper.start().map_err(|e| format!("cannot watch child processes: {e}"))?;
+    reaper
+        .start()
+        .map_err(|e| format!("cannot watch child processes: {e}"))?;
 
     let dir = Path::new(SANDBOX_DIR).join(SOCKET_SUBDIR);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -208,14 +232,20 @@ fn start_main(ctx: &Arc<ExecContext>, argv: Vec<String>) {
     };
     match spawn(&ctx.reaper, &spec) {
         Ok(mut spawned) => {
-            for (fd, to_stderr) in [(spawned.stdout.take(), false), (spawned.stderr.take(), true)] {
+            for (fd, to_stderr) in [
+                (spawned.stdout.take(), false),
+                (spawned.stderr.take(), true),
+            ] {
                 if let Some(fd) = fd {
                     tokio::spawn(crate::exec::copy_to_log(fd, to_stderr));
                 }
             }
             tokio::spawn(async move {
                 if let Ok(exit) = spawned.exit.await {
-                    eprintln!("berth-agent: main process {argv:?} exited with {}", exit.code());
+                    eprintln!(
+                        "berth-agent: main process {argv:?} exited with {}",
+                        exit.code()
+                    );
                 }
             });
         }
@@ -234,7 +264,11 @@ async fn stop_everything() {
         let others = std::fs::read_dir("/proc")
             .map(|d| {
                 d.flatten()
-                    .filter(|e| e.file_name().to_str().is_some_and(|n| n.parse::<u32>().is_ok_and(|p| p != std::process::id())))
+                    .filter(|e| {
+                        e.file_name().to_str().is_some_and(|n| {
+                            n.parse::<u32>().is_ok_and(|p| p != std::process::id())
+                        })
+                    })
                     .count()
             })
             .unwrap_or(0);

@@ -1,6 +1,6 @@
 //! Starting one workload process: its own session and process group, the sandbox user with
-//! no capabilities left (bounding set emptied before `setuid`), a normal OOM score (the agent
-//! keeps its protected one), and pipes or a pseudo-terminal for its stdio.
+//! no capabilities left (bounding set emptied before `setuid`), an OOM score that makes it the
+//! kernel's choice over the agent, and pipes or a pseudo-terminal for its stdio.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -14,6 +14,10 @@ use crate::reaper::{Exit, Reaper};
 /// Environment variable that marks every process of one exec (inherited by descendants), so a
 /// timeout can find those that left the process group and session.
 pub const EXEC_MARKER: &str = "BERTH_EXEC_ID";
+
+/// OOM score of every workload process: far above the agent's, so memory exhaustion inside
+/// the sandbox kills workloads and leaves the agent answering.
+pub const WORKLOAD_OOM_SCORE_ADJ: &[u8] = b"500";
 
 /// What to start.
 pub struct SpawnSpec {
@@ -103,19 +107,20 @@ pub fn spawn(reaper: &Reaper, spec: &SpawnSpec) -> Result<Spawned, StartFailure>
             let pty = nix::pty::openpty(Some(&size), None)
                 .map_err(|e| StartFailure::from_io(argv0, &std::io::Error::from(e)))?;
             slave_fd = pty.slave.as_raw_fd();
-            let clone = |fd: &OwnedFd| {
-                fd.try_clone()
-                    .map_err(|e| StartFailure::from_io(argv0, &e))
-            };
+            let clone = |fd: &OwnedFd| fd.try_clone().map_err(|e| StartFailure::from_io(argv0, &e));
             cmd.stdin(Stdio::from(clone(&pty.slave)?))
                 .stdout(Stdio::from(clone(&pty.slave)?))
                 .stderr(Stdio::from(pty.slave));
             pty_master = Some(pty.master);
         }
         None => {
-            cmd.stdin(if spec.stdin { Stdio::piped() } else { Stdio::null() })
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
+            cmd.stdin(if spec.stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         }
     }
 
@@ -162,10 +167,16 @@ fn child_setup(uid: u32, gid: u32, tty: bool) -> std::io::Result<()> {
         if tty {
             check(libc::ioctl(0, libc::TIOCSCTTY, 0))?;
         }
-        // The agent runs with a protected OOM score; workloads must be killed first.
+        // Workloads are the OOM killer's first choice, never the agent. Raising the score
+        // needs no privilege (lowering the agent's would need CAP_SYS_RESOURCE, which some
+        // engines cannot grant).
         let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
         if fd >= 0 {
-            libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::write(
+                fd,
+                WORKLOAD_OOM_SCORE_ADJ.as_ptr().cast(),
+                WORKLOAD_OOM_SCORE_ADJ.len(),
+            );
             libc::close(fd);
         }
         // Empty the bounding set so no capability can come back, even for uid 0.

@@ -37,6 +37,41 @@ berth run --workspace ./repo:ro --network isolated -- ls /workspace\n  berth run
 berth run --receipt run.json --env API_TOKEN -- ./job.sh"
     )]
     Run(Box<RunArgs>),
+    /// Create a long-lived sandbox with berth's agent inside; prints its id.
+    #[command(
+        after_help = "The sandbox runs the image's own entrypoint and command (or COMMAND) as its main \
+process; it lives until `berth stop`/`berth rm`, whatever the main process does.\n\n\
+Examples:\n  id=$(berth create --workspace . --memory 1g)\n  berth create --name dev --network isolated --image berth/debian\n  \
+berth create --json -- sh -c 'echo main process running; sleep infinity'"
+    )]
+    Create(Box<CreateArgs>),
+    /// Run a command in a sandbox through its agent.
+    #[command(
+        after_help = "Exit codes: the command's own; 124 timed out (its whole process tree is killed); \
+125 berth failed or the sandbox is not running; 126 not executable; 127 not found.\n\n\
+Examples:\n  berth exec $id -- python3 -c 'print(1)'\n  berth exec -it $id -- sh\n  \
+berth exec --timeout 5s --env A=1 --cwd /tmp $id -- ./long-job\n  echo data | berth exec -i $id -- wc -c"
+    )]
+    Exec(ExecArgs),
+    /// Copy files and directories between the host and a sandbox (one side is SANDBOX:PATH).
+    #[command(
+        after_help = "Examples:\n  berth cp ./data.tar $id:/workspace/\n  berth cp $id:/workspace/out ./out\n  berth cp ./src dev:/tmp/src"
+    )]
+    Cp(CpArgs),
+    /// List sandboxes.
+    #[command(after_help = "Examples:\n  berth ps\n  berth ps --json")]
+    Ps(PsArgs),
+    /// Show a sandbox's settings and state as JSON.
+    Inspect(SandboxRef),
+    /// Show a sandbox's main-process output (the container log).
+    #[command(after_help = "Examples:\n  berth logs $id\n  berth logs -f $id")]
+    Logs(LogsArgs),
+    /// Stop sandboxes (SIGTERM to every process, SIGKILL after the grace period).
+    Stop(StopArgs),
+    /// Start stopped sandboxes and wait until their agents answer.
+    Start(SandboxRefs),
+    /// Remove sandboxes (with -f also running ones): container, network and local record.
+    Rm(RmArgs),
     /// Check that this machine can run berth, and say what to fix if not.
     #[command(after_help = "Examples:\n  berth doctor\n  berth doctor --json")]
     Doctor(DoctorArgs),
@@ -48,6 +83,114 @@ berth run --receipt run.json --env API_TOKEN -- ./job.sh"
         #[command(subcommand)]
         command: ImageCommand,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub sandbox: SandboxFlags,
+    /// A name to refer to the sandbox by (besides its id).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Print the sandbox as JSON instead of just its id.
+    #[arg(long)]
+    pub json: bool,
+    /// Main process (default: the image's entrypoint and command).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Pass stdin to the command.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Run in a pseudo-terminal whose size follows yours.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Kill the command's whole process tree after this long (90s, 2m); 0: no limit.
+    #[arg(long, default_value = "0", value_name = "DURATION", value_parser = duration_arg)]
+    pub timeout: Duration,
+    /// Set NAME=VALUE, or pass NAME from your environment (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "NAME[=VALUE]", value_parser = spec_arg(parse_env))]
+    pub env: Vec<EnvVar>,
+    /// Working directory (default: the sandbox's).
+    #[arg(long = "cwd", short = 'w', value_name = "DIR")]
+    pub cwd: Option<String>,
+    /// UID[:GID] to run as (default: the sandbox's user); 0 runs as root without capabilities.
+    #[arg(long, short = 'u', value_name = "UID[:GID]")]
+    pub user: Option<String>,
+    /// Sandbox id, name or unique id prefix.
+    pub sandbox: String,
+    /// The command and its arguments, after `--`. No shell is added.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Source: a host path or SANDBOX:PATH.
+    pub source: String,
+    /// Destination: a host path or SANDBOX:PATH.
+    pub destination: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxRef {
+    /// Sandbox id, name or unique id prefix.
+    pub sandbox: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxRefs {
+    /// Sandbox ids, names or unique id prefixes.
+    #[arg(required = true)]
+    pub sandboxes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Follow the log until the sandbox stops.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Sandbox id, name or unique id prefix.
+    pub sandbox: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds between SIGTERM and SIGKILL.
+    #[arg(short = 't', long = "time", default_value_t = 10)]
+    pub grace: u64,
+    /// Sandbox ids, names or unique id prefixes.
+    #[arg(required = true)]
+    pub sandboxes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Remove running sandboxes too (they are killed).
+    #[arg(short, long)]
+    pub force: bool,
+    /// Sandbox ids, names or unique id prefixes.
+    #[arg(required = true)]
+    pub sandboxes: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,8 +262,9 @@ fn spec_arg<T>(
     move |value| parse(value).map_err(|e| e.to_string())
 }
 
+/// The hardening and resource flags shared by `run` and `create`.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub struct SandboxFlags {
     /// Image to run (berth/base is built offline on first use; others are pulled).
     #[arg(long, default_value = DEFAULT_IMAGE)]
     pub image: String,
@@ -162,10 +306,6 @@ pub struct RunArgs {
     #[arg(long, default_value = DEFAULT_TMP_SIZE, value_name = "SIZE", value_parser = size_arg)]
     pub tmp_size: String,
 
-    /// Kill the command after this long (90s, 2m, 1h30m); 0 disables.
-    #[arg(long, short = 't', default_value = DEFAULT_TIMEOUT, value_name = "DURATION", value_parser = duration_arg)]
-    pub timeout: Duration,
-
     /// none (only loopback), isolated (a private network with no egress, made and removed by
     /// berth), or bridge (egress; weakens isolation).
     #[arg(long, default_value = "none", value_name = "MODE", value_parser = spec_arg(NetworkMode::parse))]
@@ -182,6 +322,16 @@ pub struct RunArgs {
     /// Allow setuid programs to gain privileges (turns off no-new-privileges; weakens isolation).
     #[arg(long)]
     pub allow_privilege_escalation: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub sandbox: SandboxFlags,
+
+    /// Kill the command after this long (90s, 2m, 1h30m); 0 disables.
+    #[arg(long, short = 't', default_value = DEFAULT_TIMEOUT, value_name = "DURATION", value_parser = duration_arg)]
+    pub timeout: Duration,
 
     /// Keep the stopped container instead of removing it (`berth gc --all` removes it).
     #[arg(long)]
@@ -212,7 +362,16 @@ pub struct RunArgs {
 impl RunArgs {
     /// The sandbox spec these flags describe.
     pub fn spec(&self) -> Result<SandboxSpec, SpecError> {
-        let mut spec = SandboxSpec::new(self.command.clone());
+        let mut spec = self.sandbox.spec(self.command.clone())?;
+        spec.timeout = (!self.timeout.is_zero()).then_some(self.timeout);
+        Ok(spec)
+    }
+}
+
+impl SandboxFlags {
+    /// The sandbox spec these flags describe, running `command`.
+    pub fn spec(&self, command: Vec<String>) -> Result<SandboxSpec, SpecError> {
+        let mut spec = SandboxSpec::new(command);
         spec.image = self.image.clone();
         spec.workspace = self.workspace.clone();
         spec.volumes = self.volumes.clone();
@@ -226,7 +385,6 @@ impl RunArgs {
             no_new_privileges: !self.allow_privilege_escalation,
             read_only_rootfs: self.read_only,
         };
-        spec.timeout = (!self.timeout.is_zero()).then_some(self.timeout);
         Ok(spec)
     }
 }

@@ -51,6 +51,15 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => commands::run::run(*args).await,
+            Command::Create(args) => commands::sandbox::create(*args).await,
+            Command::Exec(args) => commands::exec::run(args).await,
+            Command::Cp(args) => commands::cp::run(args).await,
+            Command::Ps(args) => commands::sandbox::ps(args).await,
+            Command::Inspect(args) => commands::sandbox::inspect(args).await,
+            Command::Logs(args) => commands::sandbox::logs(args).await,
+            Command::Stop(args) => commands::sandbox::stop(args).await,
+            Command::Start(args) => commands::sandbox::start(args).await,
+            Command::Rm(args) => commands::sandbox::rm(args).await,
             Command::Doctor(args) => commands::doctor::run(args).await,
             Command::Gc(args) => commands::gc::run(args).await,
             Command::Image {

@@ -54,6 +54,8 @@ pub struct ContainerPlan {
     pub tty: bool,
     /// Seconds the engine waits after the stop signal before killing.
     pub stop_timeout: Option<i64>,
+    /// OOM-killer preference of the container's first process (-1000..1000; lower survives).
+    pub oom_score_adj: Option<i64>,
 }
 
 /// A host path bound into the container.
@@ -154,6 +156,12 @@ pub struct ImageInfo {
     pub repo_digests: Vec<String>,
     /// The image's configured user, if any.
     pub user: Option<String>,
+    /// The image's entrypoint.
+    pub entrypoint: Vec<String>,
+    /// The image's default command.
+    pub cmd: Vec<String>,
+    /// The image's working directory, if set.
+    pub workdir: Option<String>,
     /// Size in bytes.
     pub size: Option<i64>,
 }

@@ -34,6 +34,26 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
+    /// Talking to a sandbox's agent failed.
+    #[error(transparent)]
+    Agent(#[from] crate::agent_client::AgentError),
+    /// The agent does not answer because the sandbox is not running.
+    #[error("sandbox {id} is not running: {state}; start it with `berth start {id}`")]
+    AgentDown { id: String, state: String },
+    /// No sandbox matches.
+    #[error("no sandbox {reference:?}: see `berth ps` for the sandboxes on this machine")]
+    NoSandbox { reference: String },
+    /// Several sandboxes match an id prefix.
+    #[error("{reference:?} matches several sandboxes: give more of the id")]
+    Ambiguous { reference: String },
+    /// A sandbox with that name exists.
+    #[error("a sandbox named {name:?} already exists: pick another --name or remove it (`berth rm -f {name}`)")]
+    Exists { name: String },
+    /// Refusing to remove a running sandbox without force.
+    #[error(
+        "sandbox {id} is running: stop it first (`berth stop {id}`) or use `berth rm -f {id}`"
+    )]
+    Running { id: String },
     /// A host tool berth needs is missing.
     #[error("{tool} is needed to {purpose} but was not found: {remedy}")]
     MissingTool {

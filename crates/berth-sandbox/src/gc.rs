@@ -2,7 +2,8 @@
 //!
 //! An object is garbage when its owner label names a process on this host that is gone
 //! (berth crashed, was SIGKILLed, or the machine rebooted). Objects kept on purpose
-//! (`--keep`) and objects owned from other hosts are left alone unless `all` is set.
+//! (`--keep`), long-lived sandboxes (`berth create`: no owner process by design) and objects
+//! owned from other hosts are left alone unless `all` is set.
 
 use berth_engine::Engine;
 use berth_spec::labels;
@@ -42,13 +43,13 @@ fn verdict(
     object_labels: &std::collections::BTreeMap<String, String>,
     all: bool,
 ) -> Option<String> {
-    let owner = object_labels
-        .get(labels::OWNER)
-        .cloned()
-        .unwrap_or_else(|| "unknown".to_string());
     if all {
         return Some("--all".to_string());
     }
+    let Some(owner) = object_labels.get(labels::OWNER) else {
+        // Long-lived sandboxes and their networks: removed with `berth rm`, not by gc.
+        return None;
+    };
     if object_labels.get(labels::KEEP).is_some_and(|v| v == "true") {
         return None;
     }
@@ -148,6 +149,11 @@ mod tests {
                 labels: labelled(&dead, true),
                 ..Default::default()
             },
+            ContainerSummary {
+                id: "sandbox".into(),
+                labels: BTreeMap::from([(labels::MANAGED.to_string(), "true".to_string())]),
+                ..Default::default()
+            },
         ];
         *engine.networks.lock().unwrap() = vec![NetworkSummary {
             id: "net".into(),
@@ -184,6 +190,6 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(all.len(), 4);
+        assert_eq!(all.len(), 5);
     }
 }

@@ -7,6 +7,7 @@
 //! Everything here is generic over the engine, so unit tests use a fake and integration tests
 //! the real Docker daemon.
 
+pub mod agent_client;
 pub mod doctor;
 mod error;
 pub mod gc;
@@ -15,6 +16,7 @@ pub mod owner;
 pub mod plan;
 pub mod receipt;
 pub mod run;
+pub mod sandbox;
 pub mod sink;
 
 #[cfg(test)]

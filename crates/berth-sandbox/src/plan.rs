@@ -156,7 +156,7 @@ pub fn plan_sandbox(
     kind: &str,
     host: &HostFacts,
 ) -> Result<SandboxPlan, SandboxError> {
-    if spec.command.is_empty() {
+    if spec.command.is_empty() && kind == labels::KIND_RUN {
         return Err(berth_spec::SpecError::NoCommand.into());
     }
     let mut warnings = Vec::new();
@@ -272,6 +272,7 @@ pub fn plan_sandbox(
         open_stdin: false,
         tty: false,
         stop_timeout: Some(2),
+        oom_score_adj: None,
     };
     Ok(SandboxPlan {
         id: id.to_string(),

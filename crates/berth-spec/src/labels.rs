@@ -18,6 +18,10 @@ pub const KEEP: &str = "berth.keep";
 
 /// A container made by a one-shot `berth run`.
 pub const KIND_RUN: &str = "run";
+/// A long-lived sandbox (`berth create`), with berth's agent as PID 1.
+pub const KIND_SANDBOX: &str = "sandbox";
+/// The user-given name of a sandbox.
+pub const NAME: &str = "berth.name";
 /// A network berth made for one sandbox (`--network isolated`).
 pub const KIND_NETWORK: &str = "network";
 /// An image berth built.

@@ -1,6 +1,32 @@
 //! One module per `berth` verb.
 
+pub mod cp;
 pub mod doctor;
+pub mod exec;
 pub mod gc;
 pub mod image;
 pub mod run;
+pub mod sandbox;
+
+use berth_engine::docker::DockerEngine;
+use berth_engine::{Engine, ImageInfo};
+
+use crate::progress::Progress;
+
+/// The image, built (berth/base) or pulled with progress if it is not present.
+pub async fn ensure_image(engine: &DockerEngine, reference: &str) -> anyhow::Result<ImageInfo> {
+    if let Some(image) = engine.image_inspect(reference).await? {
+        return Ok(image);
+    }
+    let progress = Progress::start(&format!("preparing image {reference}"));
+    match berth_sandbox::images::ensure(engine, reference, &|e| progress.event(e)).await {
+        Ok(image) => {
+            progress.finish(&format!("image {reference} ready"));
+            Ok(image)
+        }
+        Err(e) => {
+            progress.abandon();
+            Err(e.into())
+        }
+    }
+}

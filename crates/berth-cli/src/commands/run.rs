@@ -4,14 +4,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use berth_engine::docker::DockerEngine;
-use berth_engine::Engine;
 use berth_sandbox::plan::{plan_sandbox, HostFacts};
 use berth_sandbox::receipt::Outcome;
-use berth_sandbox::{images, owner, run_once, CaptureSink, Receipt, RunOptions, StdioSink};
+use berth_sandbox::{owner, run_once, CaptureSink, Receipt, RunOptions, StdioSink};
 use berth_spec::{format_bytes, labels};
 
 use crate::args::RunArgs;
-use crate::progress::Progress;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let interrupt = crate::signals::interrupted().context("installing signal handlers")?;
@@ -26,22 +24,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("berth: warning: {warning}");
     }
 
-    let image = match engine.image_inspect(&spec.image).await? {
-        Some(image) => image,
-        None => {
-            let progress = Progress::start(&format!("preparing image {}", spec.image));
-            match images::ensure(&engine, &spec.image, &|e| progress.event(e)).await {
-                Ok(image) => {
-                    progress.finish(&format!("image {} ready", spec.image));
-                    image
-                }
-                Err(e) => {
-                    progress.abandon();
-                    return Err(e.into());
-                }
-            }
-        }
-    };
+    let image = super::ensure_image(&engine, &spec.image).await?;
 
     let options = RunOptions {
         timeout: spec.timeout,

@@ -36,6 +36,7 @@ pub fn container_body(plan: &ContainerPlan) -> ContainerCreateBody {
         binds: (!binds.is_empty()).then_some(binds),
         network_mode: Some(plan.network.clone()),
         privileged: Some(false),
+        oom_score_adj: plan.oom_score_adj,
         init: Some(false),
         ..Default::default()
     };

@@ -226,12 +226,18 @@ impl Engine for DockerEngine {
 
     async fn image_inspect(&self, reference: &str) -> Result<Option<ImageInfo>, EngineError> {
         match self.docker.inspect_image(reference).await {
-            Ok(image) => Ok(Some(ImageInfo {
-                id: image.id.unwrap_or_default(),
-                repo_digests: image.repo_digests.unwrap_or_default(),
-                user: image.config.and_then(|c| c.user).filter(|u| !u.is_empty()),
-                size: image.size,
-            })),
+            Ok(image) => {
+                let config = image.config.unwrap_or_default();
+                Ok(Some(ImageInfo {
+                    id: image.id.unwrap_or_default(),
+                    repo_digests: image.repo_digests.unwrap_or_default(),
+                    user: config.user.filter(|u| !u.is_empty()),
+                    entrypoint: config.entrypoint.unwrap_or_default(),
+                    cmd: config.cmd.unwrap_or_default(),
+                    workdir: config.working_dir.filter(|w| !w.is_empty()),
+                    size: image.size,
+                }))
+            }
             Err(e) => match self.err("inspecting an image", Subject::Image(reference), e) {
                 EngineError::ImageNotFound { .. } => Ok(None),
                 other => Err(other),

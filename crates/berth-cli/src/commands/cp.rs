@@ -1,0 +1,230 @@
+//! `berth cp`: files and directory trees between the host and a sandbox, as tar streams
+//! (constant memory for any size), with `docker cp`'s naming rules.
+
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use berth_protocol::v1::{PathRequest, UploadChunk};
+use berth_sandbox::sandbox;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::args::CpArgs;
+
+const CHUNK: usize = 1 << 20;
+
+/// `SANDBOX:/path` → (sandbox, path).
+fn remote(spec: &str) -> Option<(String, String)> {
+    let (sandbox, path) = spec.split_once(':')?;
+    (!sandbox.is_empty() && !sandbox.contains('/') && path.starts_with('/'))
+        .then(|| (sandbox.to_string(), path.to_string()))
+}
+
+pub async fn run(args: CpArgs) -> anyhow::Result<ExitCode> {
+    match (remote(&args.source), remote(&args.destination)) {
+        (None, Some((sb, path))) => upload(Path::new(&args.source), &sb, &path).await?,
+        (Some((sb, path)), None) => download(&sb, &path, Path::new(&args.destination)).await?,
+        _ => bail!(
+            "exactly one of SOURCE and DESTINATION must be SANDBOX:/ABSOLUTE/PATH, e.g. `berth cp ./data.tar $id:/workspace/` or `berth cp $id:/workspace/out ./out`"
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes each buffer as one upload chunk.
+struct ChunkWriter {
+    tx: mpsc::Sender<UploadChunk>,
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tx
+            .blocking_send(UploadChunk {
+                path: String::new(),
+                data: buf.to_vec(),
+            })
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "upload ended"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn upload(source: &Path, reference: &str, dest: &str) -> anyhow::Result<()> {
+    let meta = std::fs::metadata(source)
+        .with_context(|| format!("cannot read {}: check the path", source.display()))?;
+    let record = sandbox::find(reference)?;
+    let mut client = super::exec::connect(&record).await?;
+    let source_name = source
+        .canonicalize()?
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "root".to_string());
+    // docker cp rules: into DEST if it ends with / or is a directory, else as DEST.
+    let (dir, name) = if dest.ends_with('/') {
+        (dest.to_string(), source_name)
+    } else {
+        match client
+            .stat(PathRequest {
+                path: dest.to_string(),
+            })
+            .await
+        {
+            Ok(info) if info.get_ref().kind == "dir" => (dest.to_string(), source_name),
+            _ => {
+                let p = Path::new(dest);
+                let parent = p
+                    .parent()
+                    .map_or("/".to_string(), |p| p.display().to_string());
+                let name = p
+                    .file_name()
+                    .map_or(source_name, |n| n.to_string_lossy().into_owned());
+                (parent, name)
+            }
+        }
+    };
+    let (tx, rx) = mpsc::channel::<UploadChunk>(8);
+    tx.send(UploadChunk {
+        path: dir,
+        data: Vec::new(),
+    })
+    .await?;
+    let source = source.to_path_buf();
+    let packer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let writer = std::io::BufWriter::with_capacity(CHUNK, ChunkWriter { tx });
+        let mut builder = tar::Builder::new(writer);
+        builder.follow_symlinks(false);
+        if meta.is_dir() {
+            builder.append_dir_all(&name, &source)?;
+        } else {
+            builder.append_path_with_name(&source, &name)?;
+        }
+        builder.into_inner()?.flush()
+    });
+    let sent = client.upload(ReceiverStream::new(rx)).await;
+    let packed = packer.await?;
+    if let Err(status) = sent {
+        return Err(super::exec::explain_broken(&record, &status).await);
+    }
+    packed.context("reading the files to upload")?;
+    Ok(())
+}
+
+/// Reads chunks arriving from the async side.
+struct ChunkReader {
+    rx: mpsc::Receiver<Vec<u8>>,
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.current.len() {
+            match self.rx.blocking_recv() {
+                Some(next) => {
+                    self.current = next;
+                    self.pos = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+async fn download(reference: &str, path: &str, dest: &Path) -> anyhow::Result<()> {
+    let record = sandbox::find(reference)?;
+    let mut client = super::exec::connect(&record).await?;
+    let mut stream = match client
+        .download(PathRequest {
+            path: path.to_string(),
+        })
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(status)
+            if status.code() == tonic::Code::NotFound
+                || status.code() == tonic::Code::PermissionDenied =>
+        {
+            bail!("{}", status.message())
+        }
+        Err(status) => return Err(super::exec::explain_broken(&record, &status).await),
+    };
+    // Into DEST if it is a directory, else as DEST.
+    let (base, rename) = if dest.is_dir() {
+        (dest.to_path_buf(), None)
+    } else {
+        let parent = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = dest
+            .file_name()
+            .context("the destination needs a file name")?
+            .to_os_string();
+        (parent.to_path_buf(), Some(name))
+    };
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
+    let unpacker = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut archive = tar::Archive::new(ChunkReader {
+            rx,
+            current: Vec::new(),
+            pos: 0,
+        });
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            let original = entry.path()?.into_owned();
+            let mut relative = PathBuf::new();
+            for (i, c) in original.components().enumerate() {
+                match c {
+                    Component::Normal(part) if i == 0 => {
+                        relative.push(rename.clone().unwrap_or_else(|| part.to_os_string()))
+                    }
+                    Component::Normal(part) => relative.push(part),
+                    Component::CurDir => {}
+                    _ => bail!(
+                        "refusing an unsafe path in the archive: {}",
+                        original.display()
+                    ),
+                }
+            }
+            let target = base.join(&relative);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            entry.set_preserve_permissions(true);
+            entry
+                .unpack(&target)
+                .with_context(|| format!("writing {}", target.display()))?;
+        }
+        Ok(())
+    });
+    let mut failure = None;
+    loop {
+        match stream.message().await {
+            Ok(Some(chunk)) => {
+                if tx.send(chunk.data).await.is_err() {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(status) => {
+                failure = Some(status);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let unpacked = unpacker.await?;
+    if let Some(status) = failure {
+        bail!("downloading {path} failed: {}", status.message());
+    }
+    unpacked
+}

@@ -1,0 +1,461 @@
+//! Long-lived sandboxes: `berth create` … `berth rm`, with berth's agent as PID 1.
+//!
+//! Creating one: plan the container like a one-shot run (same hardening), then hand PID 1 to
+//! the agent — bind-mounted read-only from the host — with the image's own entrypoint and
+//! command as its main process. The agent runs as container root with only the capabilities it
+//! needs to start workloads as the unprivileged sandbox user (who gets none); workloads raise
+//! their own OOM score so the kernel kills them, not the agent. It listens in a per-sandbox host directory; the sandbox is ready when it answers.
+//!
+//! berth stays daemonless: what a later invocation needs (the token, the socket directory) is a
+//! record in berth's state directory, and everything else is on the container's labels.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use berth_engine::{BindMount, ContainerState, Engine, ImageInfo};
+use berth_protocol::{AGENT_PATH, SANDBOX_DIR, SANDBOX_ID_ENV, TOKEN_ENV, USER_ENV, WORKDIR_ENV};
+use berth_spec::{labels, SandboxSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::agent_client::{self, AgentClient, AgentError};
+use crate::error::SandboxError;
+use crate::plan::{plan_sandbox, HostFacts};
+
+/// Capabilities the agent keeps: enough to start processes as the sandbox user, signal them,
+/// and manage files for them. Workloads get none (their bounding set is emptied).
+pub const AGENT_CAPABILITIES: [&str; 7] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+];
+/// How long `create`/`start` wait for the agent to answer.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a later berth invocation needs to reach a sandbox. Stored 0600: it holds the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub name: Option<String>,
+    pub container_id: String,
+    pub container_name: String,
+    pub image: String,
+    pub token: String,
+    pub run_dir: PathBuf,
+    pub user: String,
+    pub workdir: String,
+    pub created: String,
+}
+
+/// berth's state directory: `$BERTH_STATE_DIR`, `$XDG_STATE_HOME/berth` or
+/// `~/.local/state/berth`.
+pub fn state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BERTH_STATE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(dir).join("berth");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(home).join(".local/state/berth")
+}
+
+fn sandboxes_dir() -> PathBuf {
+    state_dir().join("sandboxes")
+}
+
+fn record_path(id: &str) -> PathBuf {
+    sandboxes_dir().join(id).join("sandbox.json")
+}
+
+/// Finds the agent binary: `$BERTH_AGENT`, next to the berth executable, or in the
+/// development build directory (`target/agent/…`, made by `scripts/build-agent`).
+pub fn agent_binary() -> Result<PathBuf, SandboxError> {
+    let missing = || SandboxError::MissingTool {
+        tool: "berth-agent (the static in-sandbox agent)".to_string(),
+        purpose: "create sandboxes",
+        remedy: "run scripts/build-agent (or ./setup.sh), or set BERTH_AGENT to its path",
+    };
+    let mut candidates = Vec::new();
+    if let Some(p) = std::env::var_os("BERTH_AGENT") {
+        candidates.push(PathBuf::from(p));
+    } else if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            candidates.push(dir.join("berth-agent"));
+            // target/{debug,release}/berth → target/agent/<host>/release/berth-agent
+            if let Some(target) = dir.parent() {
+                if let Ok(hosts) = std::fs::read_dir(target.join("agent")) {
+                    for host in hosts.flatten() {
+                        candidates.push(host.path().join("release/berth-agent"));
+                    }
+                }
+            }
+        }
+    }
+    candidates
+        .into_iter()
+        .find(|p| crate::images::is_static_elf(p).unwrap_or(false))
+        .ok_or_else(missing)
+}
+
+fn numeric_user(user: &str) -> Result<(), SandboxError> {
+    let ok = user
+        .split(':')
+        .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(berth_spec::SpecError::User {
+            value: user.to_string(),
+        }
+        .into())
+    }
+}
+
+/// Options for [`create`].
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// The static agent binary to inject.
+    pub agent: PathBuf,
+    /// A name to find the sandbox by, besides its id.
+    pub name: Option<String>,
+}
+
+/// Creates and starts a sandbox, and waits until its agent answers.
+pub async fn create<E: Engine>(
+    engine: &E,
+    spec: &SandboxSpec,
+    image: &ImageInfo,
+    engine_socket: Option<PathBuf>,
+    options: &CreateOptions,
+) -> Result<SandboxRecord, SandboxError> {
+    if let Some(name) = &options.name {
+        if find(name).is_ok() {
+            return Err(SandboxError::Exists { name: name.clone() });
+        }
+    }
+    let id = crate::owner::new_id();
+    let host = HostFacts::detect(engine_socket)?;
+    let mut plan = plan_sandbox(spec, &id, labels::KIND_SANDBOX, &host)?;
+    numeric_user(&plan.container.user)?;
+
+    let dir = sandboxes_dir().join(&id);
+    let run_dir = dir.join("run");
+    std::fs::create_dir_all(&run_dir)
+        .map_err(|e| SandboxError::io(format!("creating {}", run_dir.display()), e))?;
+    std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o755)).map_err(|e| {
+        SandboxError::io(format!("setting permissions on {}", run_dir.display()), e)
+    })?;
+
+    let mut token = [0u8; 32];
+    getrandom::fill(&mut token).map_err(|e| {
+        SandboxError::io("generating a token", std::io::Error::other(e.to_string()))
+    })?;
+    let token = hex::encode(token);
+    let main: Vec<String> = if spec.command.is_empty() {
+        image.entrypoint.iter().chain(&image.cmd).cloned().collect()
+    } else {
+        spec.command.clone()
+    };
+    let workdir = plan
+        .container
+        .workdir
+        .clone()
+        .or_else(|| image.workdir.clone())
+        .unwrap_or_else(|| "/".to_string());
+
+    let c = &mut plan.container;
+    let user = std::mem::replace(&mut c.user, "0:0".to_string());
+    c.entrypoint = Some(vec![
+        AGENT_PATH.to_string(),
+        "init".to_string(),
+        "--".to_string(),
+    ]);
+    c.cmd = main;
+    c.env.extend([
+        format!("{TOKEN_ENV}={token}"),
+        format!("{SANDBOX_ID_ENV}={id}"),
+        format!("{USER_ENV}={user}"),
+        format!("{WORKDIR_ENV}={workdir}"),
+    ]);
+    c.binds.push(BindMount {
+        source: options.agent.display().to_string(),
+        target: AGENT_PATH.to_string(),
+        read_only: true,
+    });
+    c.binds.push(BindMount {
+        source: run_dir.display().to_string(),
+        target: SANDBOX_DIR.to_string(),
+        read_only: false,
+    });
+    c.cap_add
+        .extend(AGENT_CAPABILITIES.iter().map(|s| s.to_string()));
+    c.stop_timeout = Some(10);
+    // A sandbox outlives the berth process that made it: no owner process.
+    c.labels.remove(labels::OWNER);
+    if let Some(name) = &options.name {
+        c.labels.insert(labels::NAME.to_string(), name.clone());
+    }
+
+    let record = SandboxRecord {
+        id: id.clone(),
+        name: options.name.clone(),
+        container_id: String::new(),
+        container_name: plan.container.name.clone(),
+        image: spec.image.clone(),
+        token,
+        run_dir,
+        user,
+        workdir,
+        created: host.created.clone(),
+    };
+    let made = make(engine, &plan, record).await;
+    if made.is_err() {
+        remove_objects(engine, &id).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    made
+}
+
+async fn make<E: Engine>(
+    engine: &E,
+    plan: &crate::plan::SandboxPlan,
+    mut record: SandboxRecord,
+) -> Result<SandboxRecord, SandboxError> {
+    if let Some(network) = &plan.network {
+        let mut network = network.clone();
+        network.labels.remove(labels::OWNER);
+        engine.network_create(&network).await?;
+    }
+    record.container_id = engine.container_create(&plan.container).await?;
+    save(&record)?;
+    engine.container_start(&record.container_id).await?;
+    wait_ready(engine, &record).await?;
+    Ok(record)
+}
+
+fn save(record: &SandboxRecord) -> Result<(), SandboxError> {
+    use std::io::Write;
+    let path = record_path(&record.id);
+    let json = serde_json::to_vec_pretty(record)
+        .map_err(|e| SandboxError::io("encoding the sandbox record", std::io::Error::other(e)))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| SandboxError::io(format!("writing {}", path.display()), e))?;
+    file.write_all(&json)
+        .map_err(|e| SandboxError::io(format!("writing {}", path.display()), e))
+}
+
+/// Waits until the agent answers, failing fast if the container stops.
+pub async fn wait_ready<E: Engine>(
+    engine: &E,
+    record: &SandboxRecord,
+) -> Result<AgentClient, SandboxError> {
+    let started = Instant::now();
+    let mut tries = 0u32;
+    loop {
+        match agent_client::connect(&record.run_dir, &record.token).await {
+            Ok(mut client) => match agent_client::hello(&mut client).await {
+                Ok(_) => return Ok(client),
+                Err(e) if started.elapsed() > READY_TIMEOUT => return Err(e.into()),
+                Err(_) => {}
+            },
+            Err(e @ AgentError::Untrusted { .. }) => return Err(e.into()),
+            Err(e) if started.elapsed() > READY_TIMEOUT => return Err(e.into()),
+            Err(_) => {}
+        }
+        tries += 1;
+        if tries.is_multiple_of(40) {
+            let state = engine.container_inspect(&record.container_id).await?;
+            if !state.running {
+                return Err(SandboxError::AgentDown {
+                    id: record.id.clone(),
+                    state: describe_state(&state),
+                });
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(if tries < 200 { 2 } else { 20 })).await;
+    }
+}
+
+/// "exited with 137 (OOM-killed)" and the like.
+pub fn describe_state(state: &ContainerState) -> String {
+    let mut text = match (state.status.as_str(), state.exit_code) {
+        ("exited", Some(code)) => format!("its container exited with {code}"),
+        (status, _) => format!("its container is {status}"),
+    };
+    if state.oom_killed {
+        text.push_str(" (killed: out of memory)");
+    }
+    if let Some(error) = &state.error {
+        text.push_str(&format!(": {error}"));
+    }
+    text
+}
+
+/// All local sandbox records.
+pub fn records() -> Vec<SandboxRecord> {
+    let Ok(entries) = std::fs::read_dir(sandboxes_dir()) else {
+        return Vec::new();
+    };
+    let mut out: Vec<SandboxRecord> = entries
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("sandbox.json")).ok())
+        .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
+        .collect();
+    out.sort_by(|a, b| a.created.cmp(&b.created));
+    out
+}
+
+/// Finds a sandbox by id, name, or unique id prefix.
+pub fn find(reference: &str) -> Result<SandboxRecord, SandboxError> {
+    let all = records();
+    if let Some(r) = all.iter().find(|r| {
+        r.id == reference || r.name.as_deref() == Some(reference) || r.container_name == reference
+    }) {
+        return Ok(r.clone());
+    }
+    let matches: Vec<&SandboxRecord> = all.iter().filter(|r| r.id.starts_with(reference)).collect();
+    match matches.as_slice() {
+        [one] if !reference.is_empty() => Ok((*one).clone()),
+        [] | [_] => Err(SandboxError::NoSandbox {
+            reference: reference.to_string(),
+        }),
+        _ => Err(SandboxError::Ambiguous {
+            reference: reference.to_string(),
+        }),
+    }
+}
+
+/// Connects to a sandbox's agent; if it does not answer, says what happened to the sandbox.
+pub async fn connect<E: Engine>(
+    engine: &E,
+    record: &SandboxRecord,
+) -> Result<AgentClient, SandboxError> {
+    match agent_client::connect(&record.run_dir, &record.token).await {
+        Ok(client) => Ok(client),
+        Err(e @ AgentError::Untrusted { .. }) => Err(e.into()),
+        Err(e) => match engine.container_inspect(&record.container_id).await {
+            Ok(state) if !state.running => Err(SandboxError::AgentDown {
+                id: record.id.clone(),
+                state: describe_state(&state),
+            }),
+            Ok(_) => Err(e.into()),
+            Err(inspect) if inspect.is_not_found() => Err(SandboxError::AgentDown {
+                id: record.id.clone(),
+                state: "its container no longer exists".to_string(),
+            }),
+            Err(inspect) => Err(inspect.into()),
+        },
+    }
+}
+
+/// Stops a sandbox (SIGTERM to the agent, which stops every process; SIGKILL after `grace`).
+pub async fn stop<E: Engine>(
+    engine: &E,
+    record: &SandboxRecord,
+    grace: Duration,
+) -> Result<(), SandboxError> {
+    Ok(engine.container_stop(&record.container_id, grace).await?)
+}
+
+/// Starts a stopped sandbox and waits for its agent.
+pub async fn start<E: Engine>(engine: &E, record: &SandboxRecord) -> Result<(), SandboxError> {
+    engine.container_start(&record.container_id).await?;
+    wait_ready(engine, record).await?;
+    Ok(())
+}
+
+async fn remove_objects<E: Engine>(engine: &E, id: &str) {
+    let filter = [format!("{}={id}", labels::ID)];
+    if let Ok(containers) = engine.container_list(&filter).await {
+        for c in containers {
+            let _ = engine.container_remove(&c.id, true).await;
+        }
+    }
+    if let Ok(networks) = engine.network_list(&filter).await {
+        for n in networks {
+            let _ = engine.network_remove(&n.id).await;
+        }
+    }
+}
+
+/// Removes a sandbox: its container (killed if running), its network and its record.
+pub async fn remove<E: Engine>(
+    engine: &E,
+    record: &SandboxRecord,
+    force: bool,
+) -> Result<(), SandboxError> {
+    if !force {
+        if let Ok(state) = engine.container_inspect(&record.container_id).await {
+            if state.running {
+                return Err(SandboxError::Running {
+                    id: record.id.clone(),
+                });
+            }
+        }
+    }
+    remove_objects(engine, &record.id).await;
+    let dir = sandboxes_dir().join(&record.id);
+    std::fs::remove_dir_all(&dir)
+        .map_err(|e| SandboxError::io(format!("removing {}", dir.display()), e))
+}
+
+/// One sandbox as `berth ps` / `berth inspect` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxStatus {
+    pub id: String,
+    pub name: Option<String>,
+    pub image: String,
+    pub status: String,
+    pub created: String,
+    pub container_id: String,
+    pub user: String,
+    pub workdir: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The status of a sandbox from its record and its container.
+pub async fn status<E: Engine>(engine: &E, record: &SandboxRecord) -> SandboxStatus {
+    let state = engine.container_inspect(&record.container_id).await;
+    let (status, labels) = match state {
+        Ok(s) => (
+            if s.running {
+                "running".to_string()
+            } else {
+                describe_state(&s)
+            },
+            s.labels,
+        ),
+        Err(e) if e.is_not_found() => (
+            "missing (container removed outside berth)".to_string(),
+            BTreeMap::new(),
+        ),
+        Err(e) => (format!("unknown: {e}"), BTreeMap::new()),
+    };
+    SandboxStatus {
+        id: record.id.clone(),
+        name: record.name.clone(),
+        image: record.image.clone(),
+        status,
+        created: record.created.clone(),
+        container_id: record.container_id.clone(),
+        user: record.user.clone(),
+        workdir: record.workdir.clone(),
+        labels,
+    }
+}
+
+/// The host directory of a sandbox (for tests and diagnostics).
+pub fn sandbox_dir(id: &str) -> PathBuf {
+    sandboxes_dir().join(id)
+}
