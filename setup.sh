@@ -2,7 +2,7 @@
 # Sets berth up on a fresh Debian machine and runs a first sandboxed command:
 # installs the Debian packages berth needs, builds berth, installs it on PATH,
 # checks the engine (berth doctor), builds the default image offline, and runs
-# `berth run -- echo …` in a hardened sandbox.
+# `berth run -- echo …` in a hardened sandbox, then a long-lived sandbox with the agent.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -25,12 +25,14 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 command -v cargo >/dev/null 2>&1 || { echo "berth needs a Rust toolchain (https://rustup.rs)"; exit 1; }
-say "building berth (release)"
+say "building berth (release) and its static in-sandbox agent"
 cargo build --release --locked -p berth-cli
+agent=$(scripts/build-agent)
 bindir="${CARGO_HOME:-$HOME/.cargo}/bin"
 install -D -m 0755 target/release/berth "$bindir/berth"
+install -D -m 0755 "$agent" "$bindir/berth-agent"
 export PATH="$bindir:$PATH"
-echo "installed $bindir/berth"
+echo "installed $bindir/berth and $bindir/berth-agent"
 
 say "berth doctor"
 berth doctor
@@ -40,3 +42,8 @@ berth image build
 
 say "berth run -- echo hello from a berth sandbox"
 berth run -- sh -c 'echo "hello from a berth sandbox: uid $(id -u), network: $(ls /sys/class/net)"'
+
+say "a long-lived sandbox: berth create, exec, rm"
+id=$(berth create)
+berth exec "$id" -- sh -c 'echo "exec in sandbox $BERTH_SANDBOX_ID? pid 1 is $(cat /proc/1/comm)"'
+berth rm -f "$id" >/dev/null

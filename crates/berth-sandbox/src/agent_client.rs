@@ -118,6 +118,10 @@ pub fn open_socket(run_dir: &Path) -> Result<OwnedFd, AgentError> {
         Err(e) => return Err(not_listening(e.to_string())),
     };
     let st = fstat(&sock).map_err(|e| not_listening(e.to_string()))?;
+    // O_PATH|O_NOFOLLOW opens a symlink itself rather than failing.
+    if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+        return Err(untrusted("the socket is a symbolic link"));
+    }
     if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
         return Err(untrusted("it is not a socket"));
     }

@@ -137,3 +137,62 @@ pub fn owner_of(path: &Path) -> (u32, u32) {
     let m = std::fs::metadata(path).unwrap();
     (m.uid(), m.gid())
 }
+
+/// Builds the static agent once per test binary (berth finds it under target/agent/).
+pub fn ensure_agent() {
+    static BUILT: Mutex<bool> = Mutex::new(false);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if *built {
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-agent");
+    let out = Command::new(&script).output().unwrap();
+    assert!(out.status.success(), "scripts/build-agent failed: {}", stderr(&out));
+    *built = true;
+}
+
+/// A sandbox made with `berth create`, removed (forcefully) when dropped.
+pub struct Sandbox {
+    pub id: String,
+}
+
+impl Sandbox {
+    pub fn create(args: &[&str]) -> Self {
+        ensure_base_image();
+        ensure_agent();
+        let out = berth().arg("create").args(args).output().unwrap();
+        assert!(out.status.success(), "berth create failed: {}", stderr(&out));
+        Self { id: stdout(&out).trim().to_string() }
+    }
+
+    /// `berth exec OPTS ID -- CMD`.
+    pub fn exec(&self, opts: &[&str], cmd: &[&str]) -> Output {
+        berth().arg("exec").args(opts).arg(&self.id).arg("--").args(cmd).output().unwrap()
+    }
+
+    /// `berth exec` of a shell script; asserts success and returns stdout.
+    pub fn sh(&self, script: &str) -> String {
+        let out = self.exec(&[], &["sh", "-c", script]);
+        assert_eq!(out.status.code(), Some(0), "{script}: {}", stderr(&out));
+        stdout(&out)
+    }
+
+    pub fn inspect(&self) -> serde_json::Value {
+        let out = berth().args(["inspect", &self.id]).output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn container(&self) -> String {
+        self.inspect()["container_id"].as_str().unwrap().to_string()
+    }
+
+    pub fn socket_dir(&self) -> std::path::PathBuf {
+        self.inspect()["socket_dir"].as_str().unwrap().into()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = berth().args(["rm", "-f", &self.id]).output();
+    }
+}

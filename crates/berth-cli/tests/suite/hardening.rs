@@ -121,6 +121,9 @@ fn read_only_root_with_writable_tmp() {
     // Without --read-only the root is writable by root but not by the sandbox user.
     let out = run(&["--", "sh", "-c", "touch /tmp/ok && echo tmp-ok"]);
     assert_eq!(stdout(&out), "tmp-ok\n");
+    // /tmp behaves like a normal /tmp: programs written there can run.
+    let out = run(&["--read-only", "--", "sh", "-c", "printf '#!/bin/sh\\necho ran\\n' > /tmp/x; chmod +x /tmp/x; /tmp/x"]);
+    assert_eq!(stdout(&out), "ran\n", "{}", stderr(&out));
 }
 
 /// A TCP server on all host interfaces that greets each connection.

@@ -3,3 +3,4 @@ mod doctor_and_engine;
 mod hardening;
 mod lifecycle;
 mod run;
+mod sandbox;

@@ -1,0 +1,365 @@
+//! Long-lived sandboxes and the agent: exec, PTY, files, lifecycle, reaping, isolation.
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::common::*;
+
+#[test]
+fn exec_propagates_exit_codes_and_keeps_streams_apart() {
+    let sb = Sandbox::create(&[]);
+    let out = sb.exec(&[], &["sh", "-c", "echo out1; echo err1 >&2; echo out2; exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(stdout(&out), "out1\nout2\n");
+    assert_eq!(stderr(&out), "err1\n");
+
+    let out = sb.exec(&[], &["no-such-command"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+    let out = sb.exec(&[], &["/etc/passwd"]);
+    assert_eq!(out.status.code(), Some(126));
+    let out = sb.exec(&["--cwd", "/nowhere"], &["true"]);
+    assert_eq!(out.status.code(), Some(126));
+    assert!(stderr(&out).contains("/nowhere"), "{}", stderr(&out));
+
+    // Arguments, env and cwd arrive verbatim; no shell is added.
+    let tricky = "$HOME `id` $(id) 'q' \"d\"";
+    let out = sb.exec(&["--env", "A=1 2", "--cwd", "/tmp"], &["sh", "-c", "printf '%s|%s|%s' \"$1\" \"$A\" \"$PWD\"", "sh", tricky]);
+    assert_eq!(stdout(&out), format!("{tricky}|1 2|/tmp"));
+}
+
+#[test]
+fn processes_run_unprivileged_under_a_protected_agent() {
+    let sb = Sandbox::create(&["--memory", "128m"]);
+    let text = sb.sh("grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; id -u; cat /proc/self/oom_score_adj /proc/1/oom_score_adj; ls /sys/class/net; cat /proc/1/comm");
+    assert_eq!(
+        text,
+        "CapEff:\t0000000000000000\nCapBnd:\t0000000000000000\nNoNewPrivs:\t1\n1000\n500\n0\nlo\n.berth-agent\n"
+    );
+    // Even uid 0 gets no capabilities back.
+    let out = sb.exec(&["--user", "0"], &["grep", "CapEff", "/proc/self/status"]);
+    assert_eq!(stdout(&out), "CapEff:\t0000000000000000\n");
+    // The workload cannot touch the agent's socket directory.
+    let out = sb.exec(&[], &["sh", "-c", "ln -sf /tmp/x /.berth/agent/agent.sock || mv /.berth/agent /.berth/moved"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(sb.exec(&[], &["true"]).status.success());
+    // When the workload exhausts memory, the workload dies and the agent keeps answering.
+    let out = sb.exec(&[], &["sh", "-c", "x=$(head -c 400000000 /dev/zero | tr '\\0' a)"]);
+    assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
+    assert!(sb.exec(&[], &["true"]).status.success(), "agent gone after workload OOM");
+}
+
+#[test]
+fn binary_output_round_trips_byte_exact() {
+    let sb = Sandbox::create(&[]);
+    let all_bytes: Vec<u8> = (0..=255u8).cycle().take(3 << 20).collect();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &all_bytes).unwrap();
+    let dest = format!("{}:/tmp/bytes.bin", sb.id);
+    let up = berth().args(["cp"]).arg(file.path()).arg(&dest).output().unwrap();
+    assert!(up.status.success(), "{}", stderr(&up));
+    let out = sb.exec(&[], &["cat", "/tmp/bytes.bin"]);
+    assert!(out.stdout == all_bytes, "stdout differs ({} bytes)", out.stdout.len());
+    let out = sb.exec(&[], &["sh", "-c", "cat /tmp/bytes.bin >&2"]);
+    assert!(out.stderr == all_bytes);
+}
+
+#[test]
+fn stdin_streams_and_eof_reaches_cat() {
+    let sb = Sandbox::create(&[]);
+    let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
+    let mut child = berth()
+        .args(["exec", "-i", &sb.id, "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = {
+        let data = data.clone();
+        std::thread::spawn(move || {
+            stdin.write_all(&data).unwrap();
+            // Dropping stdin is the EOF that must reach `cat`, or this test hangs.
+        })
+    };
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout == data, "{} bytes back", out.stdout.len());
+}
+
+fn processes(sb: &Sandbox) -> Vec<(String, String)> {
+    // pid and state of every process but the reader itself.
+    let text = sb.sh("for s in /proc/[0-9]*/stat; do read line < $s && echo \"$line\"; done");
+    text.lines()
+        .filter_map(|l| {
+            let pid = l.split_whitespace().next()?.to_string();
+            let rest = &l[l.rfind(')')? + 2..];
+            let comm = &l[l.find('(')? + 1..l.rfind(')')?];
+            Some((format!("{pid} {comm}"), rest.split_whitespace().next()?.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_timeout_kills_every_descendant() {
+    let sb = Sandbox::create(&[]);
+    let started = Instant::now();
+    let out = sb.exec(
+        &["--timeout", "1s"],
+        &["sh", "-c", "sleep 100 & setsid sleep 200 & (trap '' TERM; sleep 300) & sleep 400"],
+    );
+    assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(60), "the exec did not return at its deadline");
+    let left: Vec<_> = processes(&sb).into_iter().filter(|(p, _)| p.contains("sleep")).collect();
+    assert!(left.is_empty(), "survivors: {left:?}");
+}
+
+#[test]
+fn orphaned_grandchildren_leave_no_zombies() {
+    let sb = Sandbox::create(&["--pids-limit", "1000"]);
+    sb.sh("for i in $(seq 200); do (sleep 0.2 &) ; done; sleep 2");
+    // The 200 sleeps were orphaned to PID 1 and exited; PID 1 must have reaped them all.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let procs = processes(&sb);
+        let zombies: Vec<_> = procs.iter().filter(|(_, state)| state == "Z").collect();
+        let sleeps = procs.iter().filter(|(p, _)| p.contains("sleep")).count();
+        if zombies.is_empty() && sleeps == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "zombies: {zombies:?}, sleeps left: {sleeps}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_pty_has_the_terminal_size_of_the_caller() {
+    let sb = Sandbox::create(&[]);
+    let berth_bin = env!("CARGO_BIN_EXE_berth");
+    // `script` gives berth a real terminal of a known size.
+    let inner = format!("stty rows 33 cols 77; {berth_bin} exec -t {} -- sh -c 'stty size; tty'", sb.id);
+    let out = std::process::Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(text.contains("33 77"), "{text:?} {}", stderr(&out));
+    assert!(text.contains("/dev/pts/"), "{text:?}");
+}
+
+#[test]
+fn files_copy_both_ways_as_the_sandbox_user() {
+    let sb = Sandbox::create(&[]);
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(src.path().join("tree/sub")).unwrap();
+    std::fs::write(src.path().join("tree/a.txt"), "alpha").unwrap();
+    std::fs::write(src.path().join("tree/sub/b.sh"), "#!/bin/sh\necho b\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(src.path().join("tree/sub/b.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let up = berth().arg("cp").arg(src.path().join("tree")).arg(format!("{}:/tmp/", sb.id)).output().unwrap();
+    assert!(up.status.success(), "{}", stderr(&up));
+    assert_eq!(sb.sh("cat /tmp/tree/a.txt; /tmp/tree/sub/b.sh; stat -c '%u %a' /tmp/tree/a.txt /tmp/tree/sub/b.sh"), "alphab\n1000 644\n1000 755\n");
+
+    // Download a directory under a new name, and a single file into a directory.
+    sb.sh("mkdir -p /tmp/out/deep && echo result > /tmp/out/deep/r.txt");
+    let dest = tempfile::tempdir().unwrap();
+    let down = berth().arg("cp").arg(format!("{}:/tmp/out", sb.id)).arg(dest.path().join("got")).output().unwrap();
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert_eq!(std::fs::read_to_string(dest.path().join("got/deep/r.txt")).unwrap(), "result\n");
+    let down = berth().arg("cp").arg(format!("{}:/tmp/tree/a.txt", sb.id)).arg(dest.path()).output().unwrap();
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert_eq!(std::fs::read_to_string(dest.path().join("a.txt")).unwrap(), "alpha");
+
+    // berth's own files are off limits, and bad input says so.
+    let out = berth().arg("cp").arg(format!("{}:/.berth/agent", sb.id)).arg(dest.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("reserved"), "{}", stderr(&out));
+    let out = berth().args(["cp", "a", "b"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("SANDBOX:/ABSOLUTE/PATH"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_gigabyte_checksums_equal_both_ways() {
+    let ws = dir_owned_by(1000, 1000);
+    let sb = Sandbox::create(&["--workspace", &ws.path().display().to_string()]);
+    let host = tempfile::tempdir().unwrap();
+    let big = host.path().join("big.bin");
+    // 1 GiB of pseudo-random bytes, hashed as written.
+    let mut hasher = Sha256::new();
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+        let mut state = 0x9e3779b97f4a7c15u64;
+        let mut block = vec![0u8; 1 << 20];
+        for _ in 0..1024 {
+            for chunk in block.chunks_mut(8) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                chunk.copy_from_slice(&state.to_le_bytes());
+            }
+            hasher.update(&block);
+            f.write_all(&block).unwrap();
+        }
+    }
+    let want = hex::encode(hasher.finalize());
+    let up = berth().arg("cp").arg(&big).arg(format!("{}:/workspace/", sb.id)).output().unwrap();
+    assert!(up.status.success(), "{}", stderr(&up));
+    let inside = sb.sh("sha256sum /workspace/big.bin");
+    assert_eq!(inside.split_whitespace().next(), Some(want.as_str()));
+    let back = host.path().join("back.bin");
+    let down = berth().arg("cp").arg(format!("{}:/workspace/big.bin", sb.id)).arg(&back).output().unwrap();
+    assert!(down.status.success(), "{}", stderr(&down));
+    let mut hasher = Sha256::new();
+    let mut f = std::fs::File::open(&back).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    assert_eq!(hex::encode(hasher.finalize()), want);
+}
+
+#[test]
+fn lifecycle_ps_inspect_logs_stop_start_rm() {
+    let sb = Sandbox::create(&["--name", &format!("life-{}", std::process::id()), "--", "sh", "-c", "echo main-started; exec sleep 100000"]);
+    let info = sb.inspect();
+    assert_eq!(info["agent"]["ready"], true);
+    assert_eq!(info["agent"]["pid"], 1);
+    assert_eq!(info["status"], "running");
+    assert!(info.get("token").is_none(), "the token must not be printed");
+    assert_eq!(info["labels"]["berth.kind"], "sandbox");
+
+    let ps = berth().args(["ps", "--json"]).output().unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
+    assert!(rows.as_array().unwrap().iter().any(|r| r["id"] == sb.id.as_str()));
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let logs = berth().args(["logs", &sb.id]).output().unwrap();
+        if stdout(&logs).contains("main-started") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "main process output not in the log");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // By name, too.
+    let by_name = berth().args(["exec", &format!("life-{}", std::process::id()), "--", "echo", "named"]).output().unwrap();
+    assert_eq!(stdout(&by_name), "named\n");
+
+    let stop = berth().args(["stop", "-t", "2", &sb.id]).output().unwrap();
+    assert!(stop.status.success(), "{}", stderr(&stop));
+    let out = sb.exec(&[], &["true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("not running") && stderr(&out).contains("berth start"), "{}", stderr(&out));
+
+    let start = berth().args(["start", &sb.id]).output().unwrap();
+    assert!(start.status.success(), "{}", stderr(&start));
+    assert_eq!(sb.sh("echo back"), "back\n");
+
+    let container = sb.container();
+    let rm = berth().args(["rm", &sb.id]).output().unwrap();
+    assert_eq!(rm.status.code(), Some(125), "rm without -f must refuse a running sandbox");
+    let rm = berth().args(["rm", "-f", &sb.id]).output().unwrap();
+    assert!(rm.status.success(), "{}", stderr(&rm));
+    assert!(!docker(&["inspect", &container]).status.success(), "container left behind");
+    let out = sb.exec(&[], &["true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("no sandbox"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_killed_agent_gives_a_clear_error_not_a_hang() {
+    let sb = Sandbox::create(&[]);
+    let container = sb.container();
+    let running = berth()
+        .args(["exec", &sb.id, "--", "sleep", "300"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !processes(&sb).iter().any(|(p, _)| p.ends_with("sleep")) {
+        assert!(Instant::now() < deadline, "sleep never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(docker(&["kill", "--signal", "KILL", &container]).status.success());
+    let out = running.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("not running"), "{}", stderr(&out));
+    let started = Instant::now();
+    let out = sb.exec(&[], &["true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("not running") && stderr(&out).contains("137"), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(30), "must fail fast, not hang");
+}
+
+#[test]
+fn a_socket_swapped_for_a_symlink_is_refused_and_tokens_are_checked() {
+    let sb = Sandbox::create(&[]);
+    let socket = sb.socket_dir().join("agent/agent.sock");
+    let saved = socket.with_extension("real");
+    std::fs::rename(&socket, &saved).unwrap();
+    std::os::unix::fs::symlink("/var/run/docker.sock", &socket).unwrap();
+    let out = sb.exec(&[], &["true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("refusing") && stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+    std::fs::remove_file(&socket).unwrap();
+    std::fs::rename(&saved, &socket).unwrap();
+    assert!(sb.exec(&[], &["true"]).status.success());
+
+    // A wrong token is refused by the agent.
+    let state = std::env::var("HOME").unwrap() + "/.local/state/berth/sandboxes/" + &sb.id + "/sandbox.json";
+    let mut record: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let token = record["token"].as_str().unwrap().to_string();
+    record["token"] = serde_json::json!("0".repeat(64));
+    std::fs::write(&state, serde_json::to_vec(&record).unwrap()).unwrap();
+    let out = sb.exec(&[], &["true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("token"), "{}", stderr(&out));
+    record["token"] = serde_json::json!(token);
+    std::fs::write(&state, serde_json::to_vec(&record).unwrap()).unwrap();
+    assert!(sb.exec(&[], &["true"]).status.success());
+}
+
+#[test]
+fn fifty_sandboxes_take_twenty_concurrent_execs_each() {
+    let sandboxes: Vec<Sandbox> = (0..50).map(|_| Sandbox::create(&["--memory", "64m"])).collect();
+    let failures = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for batch in sandboxes.chunks(5) {
+            let failures = &failures;
+            scope.spawn(move || {
+                for sb in batch {
+                    let children: Vec<_> = (0..20)
+                        .map(|i| {
+                            berth()
+                                .args(["exec", &sb.id, "--", "sh", "-c", &format!("echo {i}")])
+                                .stdout(Stdio::piped())
+                                .stderr(Stdio::piped())
+                                .spawn()
+                                .unwrap()
+                        })
+                        .collect();
+                    for (i, child) in children.into_iter().enumerate() {
+                        let out = child.wait_with_output().unwrap();
+                        if !out.status.success() || stdout(&out) != format!("{i}\n") {
+                            eprintln!("exec {i} in {} failed: {}", sb.id, stderr(&out));
+                            failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(failures.into_inner(), 0);
+}
