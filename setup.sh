@@ -45,5 +45,5 @@ berth run -- sh -c 'echo "hello from a berth sandbox: uid $(id -u), network: $(l
 
 say "a long-lived sandbox: berth create, exec, rm"
 id=$(berth create)
-berth exec "$id" -- sh -c 'echo "exec in sandbox $BERTH_SANDBOX_ID? pid 1 is $(cat /proc/1/comm)"'
+berth exec "$id" -- sh -c 'echo "exec in sandbox $(hostname) as uid $(id -u); pid 1 is $(cat /proc/1/comm)"'
 berth rm -f "$id" >/dev/null

@@ -14,9 +14,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
+use crate::background::{Background, Registry as BackgroundRegistry};
 use crate::identity::{parse_user, Identity};
 use crate::reaper::{Exit, Reaper};
-use crate::spawn::{spawn, SpawnSpec, EXEC_MARKER};
+use crate::spawn::{spawn, SpawnSpec, Spawned, EXEC_MARKER};
 
 /// Output chunk size: large enough for throughput, small enough for latency.
 const CHUNK: usize = 256 * 1024;
@@ -28,6 +29,7 @@ pub struct ExecContext {
     pub identity: Identity,
     pub reaper: Reaper,
     pub next_id: AtomicU64,
+    pub background: BackgroundRegistry,
 }
 
 type Out = mpsc::Sender<Result<ExecOutput, Status>>;
@@ -40,7 +42,29 @@ async fn send(tx: &Out, output: exec_output::Output) -> bool {
     .is_ok()
 }
 
-/// Serves one `Exec` stream until the process has exited and been reported.
+/// Where a process's output goes: the stream that started it, or a background record.
+#[derive(Clone)]
+pub enum Sink {
+    Stream(Out),
+    Background(Arc<Background>),
+}
+
+impl Sink {
+    /// Delivers one event; false when nobody will read further output.
+    async fn emit(&self, output: exec_output::Output) -> bool {
+        match self {
+            Sink::Stream(tx) => send(tx, output).await,
+            Sink::Background(bg) => {
+                bg.emit(output);
+                true
+            }
+        }
+    }
+}
+
+/// Serves one `Exec` stream. In the foreground it lasts until the process has exited and been
+/// reported; with `detach` it ends after `started` and the process runs on as a background
+/// process.
 pub async fn run(ctx: Arc<ExecContext>, mut input: Streaming<ExecInput>, tx: Out) {
     let start = match input.message().await {
         Ok(Some(ExecInput {
@@ -62,7 +86,20 @@ pub async fn run(ctx: Arc<ExecContext>, mut input: Streaming<ExecInput>, tx: Out
             return;
         }
     };
-    let mut spawned = match spawn(&ctx.reaper, &spec) {
+    let tag = if start.detach && start.tag.is_empty() {
+        format!("bg-{}", ctx.next_id.fetch_add(1, Ordering::Relaxed))
+    } else {
+        start.tag.clone()
+    };
+    if start.detach && ctx.background.busy(&tag) {
+        let _ = tx
+            .send(Err(Status::already_exists(format!(
+                "a background process tagged {tag:?} is still running"
+            ))))
+            .await;
+        return;
+    }
+    let spawned = match spawn(&ctx.reaper, &spec) {
         Ok(s) => s,
         Err(f) => {
             send(
@@ -77,16 +114,47 @@ pub async fn run(ctx: Arc<ExecContext>, mut input: Streaming<ExecInput>, tx: Out
             return;
         }
     };
-    let pid = spawned.pid;
     send(
         &tx,
         exec_output::Output::Started(Started {
-            pid: u32::try_from(pid).unwrap_or(0),
+            pid: u32::try_from(spawned.pid).unwrap_or(0),
+            tag: tag.clone(),
         }),
     )
     .await;
+    let timeout = (start.timeout_ms > 0).then(|| Duration::from_millis(start.timeout_ms));
+    if start.detach {
+        match ctx.background.add(&tag, spawned.pid, start.argv.clone()) {
+            Ok(bg) => {
+                tokio::spawn(supervise(
+                    spawned,
+                    spec.marker,
+                    timeout,
+                    Sink::Background(bg),
+                    None,
+                ));
+            }
+            Err(message) => {
+                kill_tree(spawned.pid, &spec.marker).await;
+                let _ = tx.send(Err(Status::already_exists(message))).await;
+            }
+        }
+        return;
+    }
+    supervise(spawned, spec.marker, timeout, Sink::Stream(tx), Some(input)).await;
+}
 
-    // Output pumps.
+/// Pumps a started process's output to `sink`, applies input (when there is a stream to read
+/// it from), enforces the timeout on the whole tree, and reports exactly one exit, after the
+/// output.
+async fn supervise(
+    mut spawned: Spawned,
+    marker: String,
+    timeout: Option<Duration>,
+    sink: Sink,
+    input: Option<Streaming<ExecInput>>,
+) {
+    let pid = spawned.pid;
     let mut pumps = Vec::new();
     let pty_fd = spawned.pty.as_ref().map(AsRawFd::as_raw_fd);
     let pty_writer = match &spawned.pty {
@@ -94,26 +162,23 @@ pub async fn run(ctx: Arc<ExecContext>, mut input: Streaming<ExecInput>, tx: Out
         None => None,
     };
     if let Some(master) = spawned.pty.take() {
-        pumps.push(tokio::spawn(pump(master, tx.clone(), true, true)));
+        pumps.push(tokio::spawn(pump(master, sink.clone(), true, true)));
     }
     if let Some(out) = spawned.stdout.take() {
-        pumps.push(tokio::spawn(pump(out, tx.clone(), true, false)));
+        pumps.push(tokio::spawn(pump(out, sink.clone(), true, false)));
     }
     if let Some(err) = spawned.stderr.take() {
-        pumps.push(tokio::spawn(pump(err, tx.clone(), false, false)));
+        pumps.push(tokio::spawn(pump(err, sink.clone(), false, false)));
     }
-
-    // Input: stdin, resizes, signals. Ends with the client's stream.
     let stdin_fd = spawned.stdin.take().or(pty_writer);
-    let input_task = tokio::spawn(feed(input, stdin_fd, pty_fd, pid));
+    let input_task = input.map(|input| tokio::spawn(feed(input, stdin_fd, pty_fd, pid)));
 
-    let timeout = (start.timeout_ms > 0).then(|| Duration::from_millis(start.timeout_ms));
     let mut exit_rx = spawned.exit;
     let (exit, timed_out) = match timeout {
         Some(t) => tokio::select! {
             exit = &mut exit_rx => (exit.unwrap_or(Exit::Signal(libc::SIGKILL)), false),
             () = tokio::time::sleep(t) => {
-                kill_tree(pid, &spec.marker).await;
+                kill_tree(pid, &marker).await;
                 (exit_rx.await.unwrap_or(Exit::Signal(libc::SIGKILL)), true)
             }
         },
@@ -121,25 +186,22 @@ pub async fn run(ctx: Arc<ExecContext>, mut input: Streaming<ExecInput>, tx: Out
     };
     if timed_out {
         // Anything that escaped is dead by now; let the pumps reach EOF.
-        kill_tree(pid, &spec.marker).await;
+        kill_tree(pid, &marker).await;
     }
-    let drained = futures_join(pumps);
-    if tokio::time::timeout(LINGER, drained).await.is_err() {
-        // Descendants still hold the output open; the process itself has exited.
+    // Descendants may still hold the output open after the process itself exited.
+    let _ = tokio::time::timeout(LINGER, futures_join(pumps)).await;
+    if let Some(task) = input_task {
+        task.abort();
     }
-    input_task.abort();
     let (code, signal) = match exit {
         Exit::Code(c) => (c, 0),
         Exit::Signal(s) => (128 + s, s),
     };
-    send(
-        &tx,
-        exec_output::Output::Exited(Exited {
-            code: if timed_out { 124 } else { code },
-            signal,
-            timed_out,
-        }),
-    )
+    sink.emit(exec_output::Output::Exited(Exited {
+        code: if timed_out { 124 } else { code },
+        signal,
+        timed_out,
+    }))
     .await;
 }
 
@@ -190,7 +252,7 @@ fn spawn_spec(ctx: &ExecContext, start: &ExecStart) -> Result<SpawnSpec, String>
 }
 
 /// Copies a pipe or PTY master to the stream until EOF (EIO on a PTY means the slave closed).
-async fn pump(fd: OwnedFd, tx: Out, stdout: bool, pty: bool) {
+async fn pump(fd: OwnedFd, sink: Sink, stdout: bool, pty: bool) {
     set_nonblocking(&fd);
     let file = std::fs::File::from(fd);
     let mut reader = match tokio::net::unix::pipe::Receiver::from_file_unchecked(file) {
@@ -208,7 +270,7 @@ async fn pump(fd: OwnedFd, tx: Out, stdout: bool, pty: bool) {
                 } else {
                     exec_output::Output::Stderr(data)
                 };
-                if !send(&tx, out).await {
+                if !sink.emit(out).await {
                     break;
                 }
             }

@@ -8,6 +8,7 @@
 //!
 //! Usage (set up by berth, not by hand): `berth-agent init [-- MAIN_COMMAND...]`.
 
+mod background;
 mod exec;
 mod files;
 mod identity;

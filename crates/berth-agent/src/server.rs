@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use berth_protocol::v1::agent_server::{Agent, AgentServer};
 use berth_protocol::v1::{
-    AttachRequest, DataChunk, Empty, ExecInput, ExecOutput, FileInfo, HelloReply, HelloRequest,
-    ListDirReply, ListProcessesReply, ListProcessesRequest, PathRequest, RemoveRequest,
-    RenameRequest, SignalRequest, UploadChunk,
+    exec_output, AttachRequest, DataChunk, Empty, ExecInput, ExecOutput, FileInfo, HelloReply,
+    HelloRequest, ListDirReply, ListProcessesReply, ListProcessesRequest, PathRequest,
+    RemoveRequest, RenameRequest, SignalRequest, UploadChunk,
 };
 use berth_protocol::{AUTH_HEADER, PROTOCOL, SANDBOX_DIR, SOCKET_NAME, SOCKET_SUBDIR};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tokio_stream::Stream;
 use tonic::service::interceptor::InterceptedService;
@@ -61,30 +61,74 @@ impl Agent for Service {
         &self,
         _: Request<ListProcessesRequest>,
     ) -> Result<Response<ListProcessesReply>, Status> {
-        Err(Status::unimplemented(
-            "background processes are not implemented yet",
-        ))
+        Ok(Response::new(ListProcessesReply {
+            processes: self.ctx.background.list(),
+        }))
     }
 
     type AttachStream = BoxStream<ExecOutput>;
 
     async fn attach(
         &self,
-        _: Request<AttachRequest>,
+        request: Request<AttachRequest>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        Err(Status::unimplemented(
-            "background processes are not implemented yet",
-        ))
+        let tag = request.into_inner().tag;
+        let bg =
+            self.ctx.background.get(&tag).ok_or_else(|| {
+                Status::not_found(format!("no background process tagged {tag:?}"))
+            })?;
+        let (replay, live) = bg.attach();
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            for event in replay {
+                if tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+            let Some(mut live) = live else { return };
+            loop {
+                match live.recv().await {
+                    Ok(output) => {
+                        let last = matches!(output, exec_output::Output::Exited(_));
+                        let sent = tx
+                            .send(Ok(ExecOutput {
+                                output: Some(output),
+                            }))
+                            .await;
+                        if sent.is_err() || last {
+                            return;
+                        }
+                    }
+                    // A slow reader skipped some output; keep following.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn signal(&self, request: Request<SignalRequest>) -> Result<Response<Empty>, Status> {
         let req = request.into_inner();
-        if !req.tag.is_empty() || req.pid == 0 {
-            return Err(Status::unimplemented(
-                "signals by tag are not implemented yet; give a pid",
+        let pid = if req.tag.is_empty() {
+            i32::try_from(req.pid).map_err(|_| Status::invalid_argument("bad pid"))?
+        } else {
+            let bg = self.ctx.background.get(&req.tag).ok_or_else(|| {
+                Status::not_found(format!("no background process tagged {:?}", req.tag))
+            })?;
+            if !bg.running() {
+                return Err(Status::failed_precondition(format!(
+                    "{:?} has already exited",
+                    req.tag
+                )));
+            }
+            bg.pid
+        };
+        if pid <= 1 {
+            return Err(Status::invalid_argument(
+                "give a tag or the pid of a process berth started",
             ));
         }
-        let pid = i32::try_from(req.pid).map_err(|_| Status::invalid_argument("bad pid"))?;
         // SAFETY: kill(2) on a process group by number; no memory is touched.
         let rc = unsafe { libc::kill(-pid, req.signal) };
         if rc != 0 {
@@ -173,6 +217,7 @@ pub async fn serve(main_command: Vec<String>) -> Result<u8, String> {
         identity: identity.clone(),
         reaper: reaper.clone(),
         next_id: AtomicU64::new(1),
+        background: crate::background::Registry::default(),
     });
 
     if !main_command.is_empty() {

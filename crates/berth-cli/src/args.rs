@@ -50,9 +50,18 @@ berth create --json -- sh -c 'echo main process running; sleep infinity'"
         after_help = "Exit codes: the command's own; 124 timed out (its whole process tree is killed); \
 125 berth failed or the sandbox is not running; 126 not executable; 127 not found.\n\n\
 Examples:\n  berth exec $id -- python3 -c 'print(1)'\n  berth exec -it $id -- sh\n  \
-berth exec --timeout 5s --env A=1 --cwd /tmp $id -- ./long-job\n  echo data | berth exec -i $id -- wc -c"
+berth exec --timeout 5s --env A=1 --cwd /tmp $id -- ./long-job\n  echo data | berth exec -i $id -- wc -c\n  \
+berth exec -d --tag build $id -- make\n  berth exec --attach build $id"
     )]
     Exec(ExecArgs),
+    /// List a sandbox's background processes (started with `berth exec -d`).
+    #[command(after_help = "Examples:\n  berth top $id\n  berth top --json $id")]
+    Top(TopArgs),
+    /// Send a signal to a sandbox's background process (its whole process group).
+    #[command(
+        after_help = "Examples:\n  berth signal $id build\n  berth signal --signal INT $id build"
+    )]
+    Signal(SignalArgs),
     /// Copy files and directories between the host and a sandbox (one side is SANDBOX:PATH).
     #[command(
         after_help = "Examples:\n  berth cp ./data.tar $id:/workspace/\n  berth cp $id:/workspace/out ./out\n  berth cp ./src dev:/tmp/src"
@@ -124,16 +133,69 @@ pub struct ExecArgs {
     /// UID[:GID] to run as (default: the sandbox's user); 0 runs as root without capabilities.
     #[arg(long, short = 'u', value_name = "UID[:GID]")]
     pub user: Option<String>,
+    /// Run in the background; prints its tag. Output is kept (last 1 MiB) for --attach.
+    #[arg(short, long, conflicts_with_all = ["interactive", "tty", "attach"])]
+    pub detach: bool,
+    /// Tag of a background process (default: chosen by the agent).
+    #[arg(long, requires = "detach", value_name = "TAG")]
+    pub tag: Option<String>,
+    /// Re-attach to a background process: replay its kept output, then follow it to its exit.
+    #[arg(long, value_name = "TAG", conflicts_with_all = ["interactive", "tty"])]
+    pub attach: Option<String>,
     /// Sandbox id, name or unique id prefix.
     pub sandbox: String,
     /// The command and its arguments, after `--`. No shell is added.
     #[arg(
-        required = true,
+        required_unless_present = "attach",
         trailing_var_arg = true,
         allow_hyphen_values = true,
         value_name = "COMMAND"
     )]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Sandbox id, name or unique id prefix.
+    pub sandbox: String,
+}
+
+fn signal_arg(value: &str) -> Result<i32, String> {
+    let upper = value.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let number = match name {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "KILL" => 9,
+        "USR1" => 10,
+        "USR2" => 12,
+        "TERM" => 15,
+        "CONT" => 18,
+        "STOP" => 19,
+        other => other.parse().map_err(|_| {
+            format!("unknown signal {value:?}: use a name such as TERM, INT, KILL, HUP, USR1 or a number")
+        })?,
+    };
+    if (1..=64).contains(&number) {
+        Ok(number)
+    } else {
+        Err(format!("signal {value} is out of range 1-64"))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SignalArgs {
+    /// Signal name or number.
+    #[arg(long, short, default_value = "TERM", value_parser = signal_arg)]
+    pub signal: i32,
+    /// Sandbox id, name or unique id prefix.
+    pub sandbox: String,
+    /// Tag of the background process.
+    pub tag: String,
 }
 
 #[derive(Debug, Args)]

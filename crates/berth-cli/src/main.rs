@@ -53,6 +53,8 @@ fn main() -> ExitCode {
             Command::Run(args) => commands::run::run(*args).await,
             Command::Create(args) => commands::sandbox::create(*args).await,
             Command::Exec(args) => commands::exec::run(args).await,
+            Command::Top(args) => commands::exec::top(args).await,
+            Command::Signal(args) => commands::exec::signal(args).await,
             Command::Cp(args) => commands::cp::run(args).await,
             Command::Ps(args) => commands::sandbox::ps(args).await,
             Command::Inspect(args) => commands::sandbox::inspect(args).await,

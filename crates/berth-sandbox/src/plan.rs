@@ -265,7 +265,10 @@ pub fn plan_sandbox(
         read_only_rootfs: spec.security.read_only_rootfs,
         tmpfs: BTreeMap::from([(
             TMP_DIR.to_string(),
-            format!("rw,exec,nosuid,nodev,mode=1777,size={}", spec.limits.tmp_bytes),
+            format!(
+                "rw,exec,nosuid,nodev,mode=1777,size={}",
+                spec.limits.tmp_bytes
+            ),
         )]),
         binds,
         network,

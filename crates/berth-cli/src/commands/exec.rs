@@ -6,16 +6,20 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
+use anyhow::bail;
 use berth_engine::docker::DockerEngine;
-use berth_protocol::v1::{exec_input, exec_output, ExecInput, ExecStart, TerminalSize};
+use berth_protocol::v1::{
+    exec_input, exec_output, AttachRequest, ExecInput, ExecOutput, ExecStart, ListProcessesRequest,
+    SignalRequest, TerminalSize,
+};
 use berth_sandbox::agent_client::{self, AgentClient, AgentError};
 use berth_sandbox::sandbox::{self, SandboxRecord};
 use tokio::io::AsyncReadExt;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal as on_signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::args::ExecArgs;
+use crate::args::{ExecArgs, SignalArgs, TopArgs};
 
 /// Connects to the sandbox's agent, explaining a failure with the container's state.
 pub async fn connect(record: &SandboxRecord) -> anyhow::Result<AgentClient> {
@@ -97,6 +101,14 @@ fn input(message: exec_input::Input) -> ExecInput {
 pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     let record = sandbox::find(&args.sandbox)?;
     let mut client = connect(&record).await?;
+    if let Some(tag) = &args.attach {
+        let stream = match client.attach(AttachRequest { tag: tag.clone() }).await {
+            Ok(r) => r.into_inner(),
+            Err(status) if status.code() == tonic::Code::NotFound => bail!("{}", status.message()),
+            Err(status) => return Err(explain_broken(&record, &status).await),
+        };
+        return render(stream, &record, &args, None).await;
+    }
     let tty = args.tty && std::io::stdin().is_terminal();
     let env = args
         .env
@@ -116,14 +128,14 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         timeout_ms: u64::try_from(args.timeout.as_millis()).unwrap_or(u64::MAX),
         tty: args.tty,
         size: Some(terminal_size()),
-        detach: false,
-        tag: String::new(),
+        detach: args.detach,
+        tag: args.tag.clone().unwrap_or_default(),
         stdin: args.interactive,
     };
 
     let (tx, rx) = mpsc::channel::<ExecInput>(16);
     tx.send(input(exec_input::Input::Start(start))).await?;
-    let _raw = tty.then(RawMode::enable);
+    let _raw = (tty && !args.detach).then(RawMode::enable);
 
     if args.interactive {
         let tx = tx.clone();
@@ -151,7 +163,7 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     }
     if args.tty {
         let tx = tx.clone();
-        if let Ok(mut winch) = signal(SignalKind::window_change()) {
+        if let Ok(mut winch) = on_signal(SignalKind::window_change()) {
             tokio::spawn(async move {
                 while winch.recv().await.is_some() {
                     if tx
@@ -171,7 +183,7 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         (SignalKind::terminate(), libc::SIGTERM),
     ] {
         let tx = tx.clone();
-        if let Ok(mut sig) = signal(kind) {
+        if let Ok(mut sig) = on_signal(kind) {
             tokio::spawn(async move {
                 while sig.recv().await.is_some() {
                     if tx
@@ -187,18 +199,31 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     }
     drop(tx);
 
-    let mut output = match client.exec(ReceiverStream::new(rx)).await {
+    let output = match client.exec(ReceiverStream::new(rx)).await {
         Ok(response) => response.into_inner(),
         Err(status) => return Err(explain_broken(&record, &status).await),
     };
+    render(output, &record, &args, _raw).await
+}
+
+/// Writes a process's output as it arrives and returns its exit code.
+async fn render(
+    mut output: tonic::Streaming<ExecOutput>,
+    record: &SandboxRecord,
+    args: &ExecArgs,
+    raw: Option<RawMode>,
+) -> anyhow::Result<ExitCode> {
     loop {
         let message = match output.message().await {
             Ok(Some(m)) => m,
             Ok(None) => {
                 let status = tonic::Status::unavailable("the stream ended without an exit status");
-                return Err(explain_broken(&record, &status).await);
+                return Err(explain_broken(record, &status).await);
             }
-            Err(status) => return Err(explain_broken(&record, &status).await),
+            Err(status) if status.code() == tonic::Code::AlreadyExists => {
+                bail!("{}", status.message())
+            }
+            Err(status) => return Err(explain_broken(record, &status).await),
         };
         match message.output {
             Some(exec_output::Output::Stdout(data)) => {
@@ -212,21 +237,83 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
                 err.flush()?;
             }
             Some(exec_output::Output::StartFailed(f)) => {
-                drop(_raw);
+                drop(raw);
                 eprintln!("berth: {}", f.message);
                 return Ok(ExitCode::from(u8::try_from(f.exit_code).unwrap_or(126)));
             }
             Some(exec_output::Output::Exited(exit)) => {
-                drop(_raw);
+                drop(raw);
                 if exit.timed_out {
-                    eprintln!(
-                        "berth: timed out after {:?}; the command's process tree was killed (exit 124)",
-                        args.timeout
-                    );
+                    eprintln!("berth: timed out; the command's process tree was killed (exit 124)");
                 }
                 return Ok(ExitCode::from(u8::try_from(exit.code & 0xff).unwrap_or(1)));
             }
+            Some(exec_output::Output::Started(started)) if args.detach => {
+                println!("{}", started.tag);
+                return Ok(ExitCode::SUCCESS);
+            }
             Some(exec_output::Output::Started(_)) | None => {}
         }
+    }
+}
+
+/// `berth top`: the sandbox's background processes.
+pub async fn top(args: TopArgs) -> anyhow::Result<ExitCode> {
+    let record = sandbox::find(&args.sandbox)?;
+    let mut client = connect(&record).await?;
+    let list = match client.list_processes(ListProcessesRequest {}).await {
+        Ok(r) => r.into_inner().processes,
+        Err(status) => return Err(explain_broken(&record, &status).await),
+    };
+    if args.json {
+        let rows: Vec<_> = list
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "tag": p.tag, "pid": p.pid, "command": p.argv, "running": p.running,
+                    "exit_code": p.exited.map(|e| e.code), "timed_out": p.exited.map(|e| e.timed_out),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("{:<16} {:>7} {:<14} COMMAND", "TAG", "PID", "STATUS");
+        for p in list {
+            let status = match p.exited {
+                None => "running".to_string(),
+                Some(e) => format!("exited {}", e.code),
+            };
+            println!(
+                "{:<16} {:>7} {:<14} {}",
+                p.tag,
+                p.pid,
+                status,
+                p.argv.join(" ")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `berth signal`: a signal to a background process's group.
+pub async fn signal(args: SignalArgs) -> anyhow::Result<ExitCode> {
+    let record = sandbox::find(&args.sandbox)?;
+    let mut client = connect(&record).await?;
+    let request = SignalRequest {
+        tag: args.tag.clone(),
+        pid: 0,
+        signal: args.signal,
+    };
+    match client.signal(request).await {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(status)
+            if matches!(
+                status.code(),
+                tonic::Code::NotFound | tonic::Code::FailedPrecondition
+            ) =>
+        {
+            bail!("{}", status.message())
+        }
+        Err(status) => Err(explain_broken(&record, &status).await),
     }
 }

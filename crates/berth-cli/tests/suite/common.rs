@@ -147,7 +147,11 @@ pub fn ensure_agent() {
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-agent");
     let out = Command::new(&script).output().unwrap();
-    assert!(out.status.success(), "scripts/build-agent failed: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "scripts/build-agent failed: {}",
+        stderr(&out)
+    );
     *built = true;
 }
 
@@ -161,13 +165,26 @@ impl Sandbox {
         ensure_base_image();
         ensure_agent();
         let out = berth().arg("create").args(args).output().unwrap();
-        assert!(out.status.success(), "berth create failed: {}", stderr(&out));
-        Self { id: stdout(&out).trim().to_string() }
+        assert!(
+            out.status.success(),
+            "berth create failed: {}",
+            stderr(&out)
+        );
+        Self {
+            id: stdout(&out).trim().to_string(),
+        }
     }
 
     /// `berth exec OPTS ID -- CMD`.
     pub fn exec(&self, opts: &[&str], cmd: &[&str]) -> Output {
-        berth().arg("exec").args(opts).arg(&self.id).arg("--").args(cmd).output().unwrap()
+        berth()
+            .arg("exec")
+            .args(opts)
+            .arg(&self.id)
+            .arg("--")
+            .args(cmd)
+            .output()
+            .unwrap()
     }
 
     /// `berth exec` of a shell script; asserts success and returns stdout.

@@ -122,7 +122,13 @@ fn read_only_root_with_writable_tmp() {
     let out = run(&["--", "sh", "-c", "touch /tmp/ok && echo tmp-ok"]);
     assert_eq!(stdout(&out), "tmp-ok\n");
     // /tmp behaves like a normal /tmp: programs written there can run.
-    let out = run(&["--read-only", "--", "sh", "-c", "printf '#!/bin/sh\\necho ran\\n' > /tmp/x; chmod +x /tmp/x; /tmp/x"]);
+    let out = run(&[
+        "--read-only",
+        "--",
+        "sh",
+        "-c",
+        "printf '#!/bin/sh\\necho ran\\n' > /tmp/x; chmod +x /tmp/x; /tmp/x",
+    ]);
     assert_eq!(stdout(&out), "ran\n", "{}", stderr(&out));
 }
 

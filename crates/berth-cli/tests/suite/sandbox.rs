@@ -11,7 +11,10 @@ use super::common::*;
 #[test]
 fn exec_propagates_exit_codes_and_keeps_streams_apart() {
     let sb = Sandbox::create(&[]);
-    let out = sb.exec(&[], &["sh", "-c", "echo out1; echo err1 >&2; echo out2; exit 3"]);
+    let out = sb.exec(
+        &[],
+        &["sh", "-c", "echo out1; echo err1 >&2; echo out2; exit 3"],
+    );
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(stdout(&out), "out1\nout2\n");
     assert_eq!(stderr(&out), "err1\n");
@@ -27,7 +30,16 @@ fn exec_propagates_exit_codes_and_keeps_streams_apart() {
 
     // Arguments, env and cwd arrive verbatim; no shell is added.
     let tricky = "$HOME `id` $(id) 'q' \"d\"";
-    let out = sb.exec(&["--env", "A=1 2", "--cwd", "/tmp"], &["sh", "-c", "printf '%s|%s|%s' \"$1\" \"$A\" \"$PWD\"", "sh", tricky]);
+    let out = sb.exec(
+        &["--env", "A=1 2", "--cwd", "/tmp"],
+        &[
+            "sh",
+            "-c",
+            "printf '%s|%s|%s' \"$1\" \"$A\" \"$PWD\"",
+            "sh",
+            tricky,
+        ],
+    );
     assert_eq!(stdout(&out), format!("{tricky}|1 2|/tmp"));
 }
 
@@ -43,13 +55,26 @@ fn processes_run_unprivileged_under_a_protected_agent() {
     let out = sb.exec(&["--user", "0"], &["grep", "CapEff", "/proc/self/status"]);
     assert_eq!(stdout(&out), "CapEff:\t0000000000000000\n");
     // The workload cannot touch the agent's socket directory.
-    let out = sb.exec(&[], &["sh", "-c", "ln -sf /tmp/x /.berth/agent/agent.sock || mv /.berth/agent /.berth/moved"]);
+    let out = sb.exec(
+        &[],
+        &[
+            "sh",
+            "-c",
+            "ln -sf /tmp/x /.berth/agent/agent.sock || mv /.berth/agent /.berth/moved",
+        ],
+    );
     assert_ne!(out.status.code(), Some(0));
     assert!(sb.exec(&[], &["true"]).status.success());
     // When the workload exhausts memory, the workload dies and the agent keeps answering.
-    let out = sb.exec(&[], &["sh", "-c", "x=$(head -c 400000000 /dev/zero | tr '\\0' a)"]);
+    let out = sb.exec(
+        &[],
+        &["sh", "-c", "x=$(head -c 400000000 /dev/zero | tr '\\0' a)"],
+    );
     assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
-    assert!(sb.exec(&[], &["true"]).status.success(), "agent gone after workload OOM");
+    assert!(
+        sb.exec(&[], &["true"]).status.success(),
+        "agent gone after workload OOM"
+    );
 }
 
 #[test]
@@ -59,10 +84,19 @@ fn binary_output_round_trips_byte_exact() {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), &all_bytes).unwrap();
     let dest = format!("{}:/tmp/bytes.bin", sb.id);
-    let up = berth().args(["cp"]).arg(file.path()).arg(&dest).output().unwrap();
+    let up = berth()
+        .args(["cp"])
+        .arg(file.path())
+        .arg(&dest)
+        .output()
+        .unwrap();
     assert!(up.status.success(), "{}", stderr(&up));
     let out = sb.exec(&[], &["cat", "/tmp/bytes.bin"]);
-    assert!(out.stdout == all_bytes, "stdout differs ({} bytes)", out.stdout.len());
+    assert!(
+        out.stdout == all_bytes,
+        "stdout differs ({} bytes)",
+        out.stdout.len()
+    );
     let out = sb.exec(&[], &["sh", "-c", "cat /tmp/bytes.bin >&2"]);
     assert!(out.stderr == all_bytes);
 }
@@ -99,7 +133,10 @@ fn processes(sb: &Sandbox) -> Vec<(String, String)> {
             let pid = l.split_whitespace().next()?.to_string();
             let rest = &l[l.rfind(')')? + 2..];
             let comm = &l[l.find('(')? + 1..l.rfind(')')?];
-            Some((format!("{pid} {comm}"), rest.split_whitespace().next()?.to_string()))
+            Some((
+                format!("{pid} {comm}"),
+                rest.split_whitespace().next()?.to_string(),
+            ))
         })
         .collect()
 }
@@ -110,11 +147,21 @@ fn a_timeout_kills_every_descendant() {
     let started = Instant::now();
     let out = sb.exec(
         &["--timeout", "1s"],
-        &["sh", "-c", "sleep 100 & setsid sleep 200 & (trap '' TERM; sleep 300) & sleep 400"],
+        &[
+            "sh",
+            "-c",
+            "sleep 100 & setsid sleep 200 & (trap '' TERM; sleep 300) & sleep 400",
+        ],
     );
     assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
-    assert!(started.elapsed() < Duration::from_secs(60), "the exec did not return at its deadline");
-    let left: Vec<_> = processes(&sb).into_iter().filter(|(p, _)| p.contains("sleep")).collect();
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the exec did not return at its deadline"
+    );
+    let left: Vec<_> = processes(&sb)
+        .into_iter()
+        .filter(|(p, _)| p.contains("sleep"))
+        .collect();
     assert!(left.is_empty(), "survivors: {left:?}");
 }
 
@@ -131,7 +178,10 @@ fn orphaned_grandchildren_leave_no_zombies() {
         if zombies.is_empty() && sleeps == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "zombies: {zombies:?}, sleeps left: {sleeps}");
+        assert!(
+            Instant::now() < deadline,
+            "zombies: {zombies:?}, sleeps left: {sleeps}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -141,7 +191,10 @@ fn a_pty_has_the_terminal_size_of_the_caller() {
     let sb = Sandbox::create(&[]);
     let berth_bin = env!("CARGO_BIN_EXE_berth");
     // `script` gives berth a real terminal of a known size.
-    let inner = format!("stty rows 33 cols 77; {berth_bin} exec -t {} -- sh -c 'stty size; tty'", sb.id);
+    let inner = format!(
+        "stty rows 33 cols 77; {berth_bin} exec -t {} -- sh -c 'stty size; tty'",
+        sb.id
+    );
     let out = std::process::Command::new("script")
         .args(["-qec", &inner, "/dev/null"])
         .stdin(Stdio::null())
@@ -160,29 +213,63 @@ fn files_copy_both_ways_as_the_sandbox_user() {
     std::fs::write(src.path().join("tree/a.txt"), "alpha").unwrap();
     std::fs::write(src.path().join("tree/sub/b.sh"), "#!/bin/sh\necho b\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(src.path().join("tree/sub/b.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        src.path().join("tree/sub/b.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
 
-    let up = berth().arg("cp").arg(src.path().join("tree")).arg(format!("{}:/tmp/", sb.id)).output().unwrap();
+    let up = berth()
+        .arg("cp")
+        .arg(src.path().join("tree"))
+        .arg(format!("{}:/tmp/", sb.id))
+        .output()
+        .unwrap();
     assert!(up.status.success(), "{}", stderr(&up));
     assert_eq!(sb.sh("cat /tmp/tree/a.txt; /tmp/tree/sub/b.sh; stat -c '%u %a' /tmp/tree/a.txt /tmp/tree/sub/b.sh"), "alphab\n1000 644\n1000 755\n");
 
     // Download a directory under a new name, and a single file into a directory.
     sb.sh("mkdir -p /tmp/out/deep && echo result > /tmp/out/deep/r.txt");
     let dest = tempfile::tempdir().unwrap();
-    let down = berth().arg("cp").arg(format!("{}:/tmp/out", sb.id)).arg(dest.path().join("got")).output().unwrap();
+    let down = berth()
+        .arg("cp")
+        .arg(format!("{}:/tmp/out", sb.id))
+        .arg(dest.path().join("got"))
+        .output()
+        .unwrap();
     assert!(down.status.success(), "{}", stderr(&down));
-    assert_eq!(std::fs::read_to_string(dest.path().join("got/deep/r.txt")).unwrap(), "result\n");
-    let down = berth().arg("cp").arg(format!("{}:/tmp/tree/a.txt", sb.id)).arg(dest.path()).output().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dest.path().join("got/deep/r.txt")).unwrap(),
+        "result\n"
+    );
+    let down = berth()
+        .arg("cp")
+        .arg(format!("{}:/tmp/tree/a.txt", sb.id))
+        .arg(dest.path())
+        .output()
+        .unwrap();
     assert!(down.status.success(), "{}", stderr(&down));
-    assert_eq!(std::fs::read_to_string(dest.path().join("a.txt")).unwrap(), "alpha");
+    assert_eq!(
+        std::fs::read_to_string(dest.path().join("a.txt")).unwrap(),
+        "alpha"
+    );
 
     // berth's own files are off limits, and bad input says so.
-    let out = berth().arg("cp").arg(format!("{}:/.berth/agent", sb.id)).arg(dest.path()).output().unwrap();
+    let out = berth()
+        .arg("cp")
+        .arg(format!("{}:/.berth/agent", sb.id))
+        .arg(dest.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("reserved"), "{}", stderr(&out));
     let out = berth().args(["cp", "a", "b"]).output().unwrap();
     assert_eq!(out.status.code(), Some(125));
-    assert!(stderr(&out).contains("SANDBOX:/ABSOLUTE/PATH"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("SANDBOX:/ABSOLUTE/PATH"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -209,12 +296,22 @@ fn a_gigabyte_checksums_equal_both_ways() {
         }
     }
     let want = hex::encode(hasher.finalize());
-    let up = berth().arg("cp").arg(&big).arg(format!("{}:/workspace/", sb.id)).output().unwrap();
+    let up = berth()
+        .arg("cp")
+        .arg(&big)
+        .arg(format!("{}:/workspace/", sb.id))
+        .output()
+        .unwrap();
     assert!(up.status.success(), "{}", stderr(&up));
     let inside = sb.sh("sha256sum /workspace/big.bin");
     assert_eq!(inside.split_whitespace().next(), Some(want.as_str()));
     let back = host.path().join("back.bin");
-    let down = berth().arg("cp").arg(format!("{}:/workspace/big.bin", sb.id)).arg(&back).output().unwrap();
+    let down = berth()
+        .arg("cp")
+        .arg(format!("{}:/workspace/big.bin", sb.id))
+        .arg(&back)
+        .output()
+        .unwrap();
     assert!(down.status.success(), "{}", stderr(&down));
     let mut hasher = Sha256::new();
     let mut f = std::fs::File::open(&back).unwrap();
@@ -231,7 +328,14 @@ fn a_gigabyte_checksums_equal_both_ways() {
 
 #[test]
 fn lifecycle_ps_inspect_logs_stop_start_rm() {
-    let sb = Sandbox::create(&["--name", &format!("life-{}", std::process::id()), "--", "sh", "-c", "echo main-started; exec sleep 100000"]);
+    let sb = Sandbox::create(&[
+        "--name",
+        &format!("life-{}", std::process::id()),
+        "--",
+        "sh",
+        "-c",
+        "echo main-started; exec sleep 100000",
+    ]);
     let info = sb.inspect();
     assert_eq!(info["agent"]["ready"], true);
     assert_eq!(info["agent"]["pid"], 1);
@@ -241,7 +345,11 @@ fn lifecycle_ps_inspect_logs_stop_start_rm() {
 
     let ps = berth().args(["ps", "--json"]).output().unwrap();
     let rows: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
-    assert!(rows.as_array().unwrap().iter().any(|r| r["id"] == sb.id.as_str()));
+    assert!(rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["id"] == sb.id.as_str()));
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -249,18 +357,34 @@ fn lifecycle_ps_inspect_logs_stop_start_rm() {
         if stdout(&logs).contains("main-started") {
             break;
         }
-        assert!(Instant::now() < deadline, "main process output not in the log");
+        assert!(
+            Instant::now() < deadline,
+            "main process output not in the log"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // By name, too.
-    let by_name = berth().args(["exec", &format!("life-{}", std::process::id()), "--", "echo", "named"]).output().unwrap();
+    let by_name = berth()
+        .args([
+            "exec",
+            &format!("life-{}", std::process::id()),
+            "--",
+            "echo",
+            "named",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(stdout(&by_name), "named\n");
 
     let stop = berth().args(["stop", "-t", "2", &sb.id]).output().unwrap();
     assert!(stop.status.success(), "{}", stderr(&stop));
     let out = sb.exec(&[], &["true"]);
     assert_eq!(out.status.code(), Some(125));
-    assert!(stderr(&out).contains("not running") && stderr(&out).contains("berth start"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not running") && stderr(&out).contains("berth start"),
+        "{}",
+        stderr(&out)
+    );
 
     let start = berth().args(["start", &sb.id]).output().unwrap();
     assert!(start.status.success(), "{}", stderr(&start));
@@ -268,10 +392,17 @@ fn lifecycle_ps_inspect_logs_stop_start_rm() {
 
     let container = sb.container();
     let rm = berth().args(["rm", &sb.id]).output().unwrap();
-    assert_eq!(rm.status.code(), Some(125), "rm without -f must refuse a running sandbox");
+    assert_eq!(
+        rm.status.code(),
+        Some(125),
+        "rm without -f must refuse a running sandbox"
+    );
     let rm = berth().args(["rm", "-f", &sb.id]).output().unwrap();
     assert!(rm.status.success(), "{}", stderr(&rm));
-    assert!(!docker(&["inspect", &container]).status.success(), "container left behind");
+    assert!(
+        !docker(&["inspect", &container]).status.success(),
+        "container left behind"
+    );
     let out = sb.exec(&[], &["true"]);
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("no sandbox"), "{}", stderr(&out));
@@ -292,15 +423,24 @@ fn a_killed_agent_gives_a_clear_error_not_a_hang() {
         assert!(Instant::now() < deadline, "sleep never started");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(docker(&["kill", "--signal", "KILL", &container]).status.success());
+    assert!(docker(&["kill", "--signal", "KILL", &container])
+        .status
+        .success());
     let out = running.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("not running"), "{}", stderr(&out));
     let started = Instant::now();
     let out = sb.exec(&[], &["true"]);
     assert_eq!(out.status.code(), Some(125));
-    assert!(stderr(&out).contains("not running") && stderr(&out).contains("137"), "{}", stderr(&out));
-    assert!(started.elapsed() < Duration::from_secs(30), "must fail fast, not hang");
+    assert!(
+        stderr(&out).contains("not running") && stderr(&out).contains("137"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "must fail fast, not hang"
+    );
 }
 
 #[test]
@@ -312,14 +452,22 @@ fn a_socket_swapped_for_a_symlink_is_refused_and_tokens_are_checked() {
     std::os::unix::fs::symlink("/var/run/docker.sock", &socket).unwrap();
     let out = sb.exec(&[], &["true"]);
     assert_eq!(out.status.code(), Some(125));
-    assert!(stderr(&out).contains("refusing") && stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("refusing") && stderr(&out).contains("symbolic link"),
+        "{}",
+        stderr(&out)
+    );
     std::fs::remove_file(&socket).unwrap();
     std::fs::rename(&saved, &socket).unwrap();
     assert!(sb.exec(&[], &["true"]).status.success());
 
     // A wrong token is refused by the agent.
-    let state = std::env::var("HOME").unwrap() + "/.local/state/berth/sandboxes/" + &sb.id + "/sandbox.json";
-    let mut record: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let state = std::env::var("HOME").unwrap()
+        + "/.local/state/berth/sandboxes/"
+        + &sb.id
+        + "/sandbox.json";
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
     let token = record["token"].as_str().unwrap().to_string();
     record["token"] = serde_json::json!("0".repeat(64));
     std::fs::write(&state, serde_json::to_vec(&record).unwrap()).unwrap();
@@ -333,7 +481,9 @@ fn a_socket_swapped_for_a_symlink_is_refused_and_tokens_are_checked() {
 
 #[test]
 fn fifty_sandboxes_take_twenty_concurrent_execs_each() {
-    let sandboxes: Vec<Sandbox> = (0..50).map(|_| Sandbox::create(&["--memory", "64m"])).collect();
+    let sandboxes: Vec<Sandbox> = (0..50)
+        .map(|_| Sandbox::create(&["--memory", "64m"]))
+        .collect();
     let failures = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for batch in sandboxes.chunks(5) {
@@ -362,4 +512,85 @@ fn fifty_sandboxes_take_twenty_concurrent_execs_each() {
         }
     });
     assert_eq!(failures.into_inner(), 0);
+}
+
+#[test]
+fn background_processes_reattach_replay_and_take_signals() {
+    let sb = Sandbox::create(&[]);
+    let started = berth()
+        .args([
+            "exec",
+            "-d",
+            "--tag",
+            "job",
+            &sb.id,
+            "--",
+            "sh",
+            "-c",
+            "echo first; echo oops >&2; sleep 2; echo last; exit 7",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&started), "job\n", "{}", stderr(&started));
+    // Re-attaching replays what was printed before and follows to the exit code.
+    let attached = berth()
+        .args(["exec", "--attach", "job", &sb.id])
+        .output()
+        .unwrap();
+    assert_eq!(attached.status.code(), Some(7));
+    assert_eq!(stdout(&attached), "first\nlast\n");
+    assert_eq!(stderr(&attached), "oops\n");
+    // After the exit, attach still replays the kept output.
+    let again = berth()
+        .args(["exec", "--attach", "job", &sb.id])
+        .output()
+        .unwrap();
+    assert_eq!(
+        (again.status.code(), stdout(&again)),
+        (Some(7), "first\nlast\n".to_string())
+    );
+
+    let bg = berth()
+        .args([
+            "exec", "-d", "--tag", "sleeper", &sb.id, "--", "sleep", "300",
+        ])
+        .output()
+        .unwrap();
+    assert!(bg.status.success(), "{}", stderr(&bg));
+    let dup = berth()
+        .args(["exec", "-d", "--tag", "sleeper", &sb.id, "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(dup.status.code(), Some(125));
+    assert!(stderr(&dup).contains("still running"), "{}", stderr(&dup));
+    let top = berth().args(["top", "--json", &sb.id]).output().unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&top.stdout).unwrap();
+    let sleeper = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["tag"] == "sleeper")
+        .unwrap()
+        .clone();
+    assert_eq!(sleeper["running"], true);
+    let sig = berth()
+        .args(["signal", "--signal", "USR1", &sb.id, "sleeper"])
+        .output()
+        .unwrap();
+    assert!(sig.status.success(), "{}", stderr(&sig));
+    let ended = berth()
+        .args(["exec", "--attach", "sleeper", &sb.id])
+        .output()
+        .unwrap();
+    assert_eq!(ended.status.code(), Some(128 + 10), "{}", stderr(&ended));
+    let none = berth()
+        .args(["exec", "--attach", "nope", &sb.id])
+        .output()
+        .unwrap();
+    assert_eq!(none.status.code(), Some(125));
+    assert!(
+        stderr(&none).contains("no background process"),
+        "{}",
+        stderr(&none)
+    );
 }
