@@ -1,9 +1,11 @@
-//! `berth-bench`: times berth and the docker CLI side by side, in one run, interleaved, and
-//! prints medians and ratios. It is a program, not a test: nothing here asserts a timing.
+//! `berth-bench`: times berth and Docker side by side, in one run, interleaved, and prints
+//! medians and ratios. It is a program, not a test: nothing here asserts a timing.
 //!
 //! ```text
-//! cargo build --release && target/release/berth-bench run --iterations 40
+//! cargo build --release && scripts/build-agent && target/release/berth-bench all
 //! ```
+
+mod sandbox;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -11,12 +13,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use serde::Serialize;
 
 /// Benchmarks berth against docker on this machine.
 #[derive(Parser)]
 #[command(
-    after_help = "Example:\n  cargo build --release && target/release/berth-bench run --iterations 40"
+    after_help = "Example:\n  cargo build --release && scripts/build-agent && target/release/berth-bench all"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -24,43 +25,75 @@ struct Cli {
     /// The berth binary (default: next to this program).
     #[arg(long, global = true)]
     berth: Option<PathBuf>,
-    /// Timed iterations per contender.
+    /// Timed iterations per contender (throughput and file benchmarks use a fifth of it).
     #[arg(long, global = true, default_value_t = 30)]
     iterations: usize,
     /// Untimed warm-up iterations per contender.
     #[arg(long, global = true, default_value_t = 3)]
     warmup: usize,
-    /// Print the results as JSON.
-    #[arg(long, global = true)]
-    json: bool,
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
 enum Bench {
     /// One-shot `berth run -- true` vs `docker run --rm <same image> true`.
     Run,
+    /// Exec round trip of `true`: berth (CLI and API) vs docker exec (CLI and API).
+    Exec,
+    /// stdout throughput of a 1 GiB stream.
+    Stream,
+    /// Upload and download of 256 MiB: berth cp vs docker cp.
+    Files,
+    /// Create a sandbox and finish a first exec vs `docker run --rm … true`.
+    Create,
+    /// The agent's binary size and idle memory.
+    Agent,
+    /// Everything above.
+    All,
 }
 
 const IMAGE: &str = "berth/base:latest";
 
-struct Contender {
-    name: &'static str,
-    argv: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct Stats {
+/// Timings of one contender.
+pub struct Series {
     name: &'static str,
     command: String,
-    iterations: usize,
-    median_ms: f64,
-    p90_ms: f64,
-    min_ms: f64,
-    ratio_to_baseline: f64,
-    ratio_to_hardened_docker: f64,
+    ms: Vec<f64>,
 }
 
-fn time_once(argv: &[String]) -> anyhow::Result<Duration> {
+impl Series {
+    pub fn new(name: &'static str, command: String) -> Self {
+        Self {
+            name,
+            command,
+            ms: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, d: Duration) {
+        self.ms.push(d.as_secs_f64() * 1000.0);
+    }
+
+    fn sorted(&self) -> Vec<f64> {
+        let mut v = self.ms.clone();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+
+    fn percentile(&self, p: f64) -> f64 {
+        let v = self.sorted();
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        v[((v.len() as f64 - 1.0) * p).round() as usize]
+    }
+
+    fn median(&self) -> f64 {
+        self.percentile(0.5)
+    }
+}
+
+/// Runs a command to completion (output discarded) and times it.
+pub fn time_once(argv: &[String]) -> anyhow::Result<Duration> {
     let start = Instant::now();
     let status = Command::new(&argv[0])
         .args(&argv[1..])
@@ -76,9 +109,69 @@ fn time_once(argv: &[String]) -> anyhow::Result<Duration> {
     Ok(elapsed)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
+/// Prints a table; ratios are medians over the median of `baseline`.
+fn report(title: &str, series: &[Series], baseline: usize, bytes: Option<u64>) {
+    println!("\n## {title}\n");
+    let base = series[baseline].median();
+    print!(
+        "| contender | median ms | p90 ms | min ms | vs {} |",
+        series[baseline].name
+    );
+    if bytes.is_some() {
+        print!(" median GB/s |");
+    }
+    println!();
+    print!("| --- | ---: | ---: | ---: | ---: |");
+    if bytes.is_some() {
+        print!(" ---: |");
+    }
+    println!();
+    for s in series {
+        print!(
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2}x |",
+            s.name,
+            s.median(),
+            s.percentile(0.9),
+            s.percentile(0.0),
+            s.median() / base
+        );
+        if let Some(b) = bytes {
+            print!(" {:.2} |", b as f64 / (s.median() / 1000.0) / 1e9);
+        }
+        println!();
+    }
+    println!();
+    for s in series {
+        println!("- {}: `{}` ({} samples)", s.name, s.command, s.ms.len());
+    }
+}
+
+fn oneshot(berth: &str, iterations: usize, warmup: usize) -> anyhow::Result<Vec<Series>> {
+    let mut series = vec![
+        Series::new("docker run --rm", format!("docker run --rm {IMAGE} true")),
+        Series::new(
+            "docker run --rm (same hardening)",
+            format!("docker run --rm --network none --user 1000:1000 --cap-drop ALL --security-opt no-new-privileges --memory 1g --memory-swap 1g --cpus 1 --pids-limit 512 --tmpfs /tmp:rw,exec,nosuid,nodev,mode=1777,size=268435456 {IMAGE} true"),
+        ),
+        Series::new("berth run", format!("{berth} run -- true")),
+    ];
+    let argv: Vec<Vec<String>> = series
+        .iter()
+        .map(|c| c.command.split_whitespace().map(str::to_string).collect())
+        .collect();
+    for _ in 0..warmup {
+        for a in &argv {
+            time_once(a)?;
+        }
+    }
+    for i in 0..iterations {
+        // Interleave, rotating the order, so drift affects every contender alike.
+        for k in 0..argv.len() {
+            let j = (i + k) % argv.len();
+            series[j].push(time_once(&argv[j])?);
+        }
+    }
+    Ok(series)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -100,110 +193,73 @@ fn main() -> anyhow::Result<()> {
     let prepared = Command::new(&berth)
         .args(["image", "build"])
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .status()?;
     if !prepared.success() {
         bail!("`berth image build` failed");
     }
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    let contenders = match cli.bench {
-        Bench::Run => vec![
-            Contender {
-                name: "docker run --rm",
-                argv: s(&["docker", "run", "--rm", IMAGE, "true"]),
-            },
-            Contender {
-                name: "docker run --rm (same hardening)",
-                argv: s(&[
-                    "docker",
-                    "run",
-                    "--rm",
-                    "--network",
-                    "none",
-                    "--user",
-                    "1000:1000",
-                    "--cap-drop",
-                    "ALL",
-                    "--security-opt",
-                    "no-new-privileges",
-                    "--memory",
-                    "1g",
-                    "--memory-swap",
-                    "1g",
-                    "--cpus",
-                    "1",
-                    "--pids-limit",
-                    "512",
-                    "--tmpfs",
-                    "/tmp:rw,nosuid,nodev,mode=1777,size=268435456",
-                    IMAGE,
-                    "true",
-                ]),
-            },
-            Contender {
-                name: "berth run",
-                argv: vec![berth.clone(), "run".into(), "--".into(), "true".into()],
-            },
-        ],
-    };
-    for c in &contenders {
-        for _ in 0..cli.warmup {
-            time_once(&c.argv)?;
-        }
-    }
-    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
-    for i in 0..cli.iterations {
-        // Interleave, rotating the order, so drift affects every contender alike.
-        for k in 0..contenders.len() {
-            let j = (i + k) % contenders.len();
-            samples[j].push(time_once(&contenders[j].argv)?.as_secs_f64() * 1000.0);
-        }
-    }
-    let median_of = |v: &Vec<f64>| {
-        let mut b = v.clone();
-        b.sort_by(f64::total_cmp);
-        percentile(&b, 0.5)
-    };
-    let baseline = median_of(&samples[0]);
-    let hardened = median_of(&samples[1]);
-    let stats: Vec<Stats> = contenders
-        .iter()
-        .zip(samples)
-        .map(|(c, mut v)| {
-            v.sort_by(f64::total_cmp);
-            let median = percentile(&v, 0.5);
-            Stats {
-                name: c.name,
-                command: c.argv.join(" "),
-                iterations: v.len(),
-                median_ms: median,
-                p90_ms: percentile(&v, 0.9),
-                min_ms: v[0],
-                ratio_to_baseline: median / baseline,
-                ratio_to_hardened_docker: median / hardened,
-            }
-        })
-        .collect();
-    if cli.json {
-        println!("{}", serde_json::to_string_pretty(&stats)?);
-    } else {
-        println!(
-            "{:<34} {:>10} {:>10} {:>10} {:>9} {:>11}",
-            "contender", "median ms", "p90 ms", "min ms", "vs docker", "vs hardened"
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let n = cli.iterations;
+    let few = (n / 5).max(3);
+    let want = |b: Bench| cli.bench == b || cli.bench == Bench::All;
+    println!(
+        "# berth-bench ({} iterations; throughput and files: {few})",
+        n
+    );
+    if want(Bench::Run) {
+        report(
+            "One-shot run of `true`",
+            &oneshot(&berth, n, cli.warmup)?,
+            0,
+            None,
         );
-        for s in &stats {
-            println!(
-                "{:<34} {:>10.1} {:>10.1} {:>10.1} {:>8.2}x {:>10.2}x",
-                s.name,
-                s.median_ms,
-                s.p90_ms,
-                s.min_ms,
-                s.ratio_to_baseline,
-                s.ratio_to_hardened_docker
-            );
-        }
+    }
+    if want(Bench::Create) {
+        report(
+            "Create a sandbox and finish a first exec",
+            &sandbox::create(&berth, few.max(10))?,
+            0,
+            None,
+        );
+    }
+    if want(Bench::Exec) {
+        let series = runtime.block_on(sandbox::exec(&berth, n.max(100), cli.warmup))?;
+        report(
+            "Exec round trip of `true` (same container)",
+            &series,
+            1,
+            None,
+        );
+    }
+    if want(Bench::Stream) {
+        report(
+            "stdout throughput, 1 GiB",
+            &runtime.block_on(sandbox::stream(&berth, few))?,
+            0,
+            Some(1 << 30),
+        );
+    }
+    if want(Bench::Files) {
+        let series = runtime.block_on(sandbox::files(&berth, few))?;
         println!(
-            "\nratios are medians over the median of `docker run --rm` and of docker with berth's hardening flags; {} iterations each, interleaved",
-            cli.iterations
+            "\n(upload rows compare with `docker cp upload`, download rows with each other below)"
+        );
+        report("Upload 256 MiB", &series[..2], 0, Some(256 << 20));
+        report("Download 256 MiB", &series[2..], 0, Some(256 << 20));
+    }
+    if want(Bench::Agent) {
+        let (size, rss) = sandbox::agent(&berth)?;
+        println!("\n## The agent\n");
+        println!(
+            "- binary size: {:.2} MB ({size} bytes, static, stripped)",
+            size as f64 / 1e6
+        );
+        println!(
+            "- idle resident memory (VmRSS of PID 1): {:.2} MB",
+            rss as f64 / 1e6
         );
     }
     Ok(())

@@ -594,3 +594,29 @@ fn background_processes_reattach_replay_and_take_signals() {
         stderr(&none)
     );
 }
+
+#[test]
+fn read_only_sandboxes_work_with_the_agent_bind_mounted() {
+    let sb = Sandbox::create(&["--read-only", "--network", "isolated"]);
+    let out = sb.exec(
+        &[],
+        &["sh", "-c", "touch /tmp/ok && echo tmp-ok; touch /etc/nope"],
+    );
+    assert_eq!(stdout(&out), "tmp-ok\n");
+    assert!(
+        stderr(&out).contains("Read-only file system"),
+        "{}",
+        stderr(&out)
+    );
+    // The agent binary itself is read-only, too.
+    let out = sb.exec(&["--user", "0"], &["sh", "-c", "echo x > /.berth-agent"]);
+    assert_ne!(out.status.code(), Some(0));
+    let id = sb.id.clone();
+    assert!(!networks_with(&format!("berth.id={id}")).is_empty());
+    drop(sb);
+    assert!(
+        networks_with(&format!("berth.id={id}")).is_empty(),
+        "rm must remove the sandbox's network"
+    );
+    assert!(containers_with(&format!("berth.id={id}")).is_empty());
+}
