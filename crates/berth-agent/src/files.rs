@@ -2,10 +2,11 @@
 //! remove, rename. Every path is resolved (symlinks included) before it is checked, and
 //! berth's own directory and binary are off limits. New files belong to the sandbox user.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
+use berth_protocol::chunks::ChunkReader;
 use berth_protocol::v1::{DataChunk, FileInfo, ListDirReply, UploadChunk};
 use berth_protocol::{AGENT_PATH, SANDBOX_DIR};
 use tokio::sync::mpsc;
@@ -161,31 +162,6 @@ pub fn rename(from: &str, to: &str) -> Result<(), Status> {
     std::fs::rename(&f, &t).map_err(|e| io_status("renaming", &f, &e))
 }
 
-/// Reads chunks handed over from the async side.
-struct ChannelReader {
-    rx: mpsc::Receiver<Vec<u8>>,
-    current: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.current.len() {
-            match self.rx.blocking_recv() {
-                Some(next) => {
-                    self.current = next;
-                    self.pos = 0;
-                }
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len() - self.pos);
-        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
 /// Unpacks an uploaded tar stream into a directory (created if missing).
 pub async fn upload(identity: &Identity, mut stream: Streaming<UploadChunk>) -> Result<(), Status> {
     let first = stream
@@ -198,11 +174,7 @@ pub async fn upload(identity: &Identity, mut stream: Streaming<UploadChunk>) -> 
     let (uid, gid) = (identity.uid, identity.gid);
     let unpack_dest = dest.clone();
     let unpacker = tokio::task::spawn_blocking(move || -> Result<(), Status> {
-        let reader = ChannelReader {
-            rx,
-            current: Vec::new(),
-            pos: 0,
-        };
+        let reader = ChunkReader::new(rx);
         let mut archive = tar::Archive::new(reader);
         archive.set_preserve_permissions(true);
         archive.set_overwrite(true);

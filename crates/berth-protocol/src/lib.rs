@@ -4,6 +4,8 @@
 //! `proto/berth_agent.proto` (read it: it documents every message); its version is
 //! [`PROTOCOL`]. Generated code is in [`v1`].
 
+pub mod chunks;
+
 /// The protocol version both ends must speak.
 pub const PROTOCOL: &str = "berth.agent.v1";
 

@@ -1,11 +1,12 @@
 //! `berth cp`: files and directory trees between the host and a sandbox, as tar streams
 //! (constant memory for any size), with `docker cp`'s naming rules.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
+use berth_protocol::chunks::ChunkReader;
 use berth_protocol::v1::{PathRequest, UploadChunk};
 use berth_sandbox::sandbox;
 use tokio::sync::mpsc;
@@ -114,31 +115,6 @@ async fn upload(source: &Path, reference: &str, dest: &str) -> anyhow::Result<()
     Ok(())
 }
 
-/// Reads chunks arriving from the async side.
-struct ChunkReader {
-    rx: mpsc::Receiver<Vec<u8>>,
-    current: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.current.len() {
-            match self.rx.blocking_recv() {
-                Some(next) => {
-                    self.current = next;
-                    self.pos = 0;
-                }
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len() - self.pos);
-        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
 async fn download(reference: &str, path: &str, dest: &Path) -> anyhow::Result<()> {
     let record = sandbox::find(reference)?;
     let mut client = super::exec::connect(&record).await?;
@@ -173,11 +149,7 @@ async fn download(reference: &str, path: &str, dest: &Path) -> anyhow::Result<()
     };
     let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
     let unpacker = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let mut archive = tar::Archive::new(ChunkReader {
-            rx,
-            current: Vec::new(),
-            pos: 0,
-        });
+        let mut archive = tar::Archive::new(ChunkReader::new(rx));
         for entry in archive.entries()? {
             let mut entry = entry?;
             let original = entry.path()?.into_owned();
