@@ -28,6 +28,7 @@ fn main() -> ExitCode {
             };
             run_init(main_command)
         }
+        Some("dial-stdio") => dial_stdio(),
         Some("version") => {
             println!(
                 "berth-agent {} ({})",
@@ -37,8 +38,41 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
-            eprintln!("usage: berth-agent init [-- MAIN_COMMAND...] | berth-agent version");
+            eprintln!(
+                "usage: berth-agent init [-- MAIN_COMMAND...] | berth-agent dial-stdio | berth-agent version"
+            );
             ExitCode::from(2)
+        }
+    }
+}
+
+/// Proxies stdin/stdout to the running agent's socket: berth's fallback channel, started with
+/// `docker exec <sandbox> /.berth-agent dial-stdio` where a unix socket cannot cross the
+/// engine's bind mounts. The protocol (and its token) is the same on both channels.
+fn dial_stdio() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth-agent: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let socket = std::path::Path::new(berth_protocol::SANDBOX_DIR)
+        .join(berth_protocol::SOCKET_SUBDIR)
+        .join(berth_protocol::SOCKET_NAME);
+    let result = runtime.block_on(async {
+        let mut agent = tokio::net::UnixStream::connect(&socket).await?;
+        let mut stdio = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+        tokio::io::copy_bidirectional(&mut stdio, &mut agent).await
+    });
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth-agent: dial-stdio to {}: {e}", socket.display());
+            ExitCode::from(1)
         }
     }
 }

@@ -17,6 +17,8 @@ use crate::types::{
 pub type OutputStream = Pin<Box<dyn Stream<Item = Result<Output, EngineError>> + Send>>;
 /// A raw byte stream (tar archives).
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, EngineError>> + Send>>;
+/// The stdin of an attached exec.
+pub type ExecInput = Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
 
 /// What berth needs from a container engine. Implemented for Docker by
 /// [`crate::docker::DockerEngine`]; unit tests implement it with recording fakes.
@@ -122,6 +124,14 @@ pub trait Engine: Send + Sync {
         id: &str,
         path: &str,
     ) -> impl Future<Output = Result<ByteStream, EngineError>> + Send;
+
+    /// Runs `argv` in a running container with stdin, stdout and stderr attached (no TTY, so
+    /// stdout and stderr stay strictly framed). Used as berth's fallback channel to its agent.
+    fn container_exec_attached(
+        &self,
+        id: &str,
+        argv: &[String],
+    ) -> impl Future<Output = Result<(OutputStream, ExecInput), EngineError>> + Send;
 
     /// Creates a network; returns its id.
     fn network_create(

@@ -11,7 +11,7 @@ mod engine;
 mod error;
 pub mod types;
 
-pub use engine::{ByteStream, Engine, OutputStream};
+pub use engine::{ByteStream, Engine, ExecInput, OutputStream};
 pub use error::EngineError;
 pub use types::{
     BindMount, BuildEvent, ContainerPlan, ContainerState, ContainerSummary, EngineInfo, ImageInfo,

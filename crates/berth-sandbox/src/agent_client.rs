@@ -143,7 +143,47 @@ pub async fn connect(run_dir: &Path, token: &str) -> Result<AgentClient, AgentEr
             reason: e.to_string(),
         })?;
     drop(sock);
-    let mut stream = Some(stream);
+    over(stream, token).await
+}
+
+/// Connects through `docker exec <sandbox> /.berth-agent dial-stdio`: the same protocol and
+/// token over the exec's stdin and (strictly demultiplexed) stdout, for engines that cannot
+/// carry a unix socket across a bind mount.
+pub async fn connect_via_exec<E: berth_engine::Engine>(
+    engine: &E,
+    container_id: &str,
+    token: &str,
+) -> Result<AgentClient, AgentError> {
+    use futures_util::StreamExt;
+    let argv = [
+        berth_protocol::AGENT_PATH.to_string(),
+        "dial-stdio".to_string(),
+    ];
+    let (output, input) = engine
+        .container_exec_attached(container_id, &argv)
+        .await
+        .map_err(|e| AgentError::Transport(e.to_string()))?;
+    // stdout carries the protocol; the proxy's own complaints on stderr are logged.
+    let bytes = output.filter_map(|item| {
+        std::future::ready(match item {
+            Ok(berth_engine::Output::Stdout(b)) => Some(Ok(b)),
+            Ok(berth_engine::Output::Stderr(b)) => {
+                tracing::warn!("agent channel: {}", String::from_utf8_lossy(&b).trim());
+                None
+            }
+            Err(e) => Some(Err(std::io::Error::other(e.to_string()))),
+        })
+    });
+    let reader = tokio_util::io::StreamReader::new(bytes);
+    over(tokio::io::join(reader, input), token).await
+}
+
+/// Runs the authenticated gRPC client over an established byte stream.
+async fn over<IO>(io: IO, token: &str) -> Result<AgentClient, AgentError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let mut stream = Some(io);
     let channel = Endpoint::from_static("http://agent.invalid")
         .initial_stream_window_size(4 << 20)
         .initial_connection_window_size(8 << 20)

@@ -208,6 +208,17 @@ impl Engine for FakeEngine {
         Ok(Box::pin(futures_util::stream::empty()))
     }
 
+    async fn container_exec_attached(
+        &self,
+        _id: &str,
+        _argv: &[String],
+    ) -> Result<(OutputStream, berth_engine::ExecInput), EngineError> {
+        Err(EngineError::Transport {
+            operation: "exec",
+            message: "the fake engine has no exec".to_string(),
+        })
+    }
+
     async fn network_create(&self, plan: &NetworkPlan) -> Result<String, EngineError> {
         self.record(Call::NetworkCreate(plan.clone()));
         Ok("n1".to_string())

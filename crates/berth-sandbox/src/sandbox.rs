@@ -336,12 +336,27 @@ pub fn find(reference: &str) -> Result<SandboxRecord, SandboxError> {
     }
 }
 
-/// Connects to a sandbox's agent; if it does not answer, says what happened to the sandbox.
+/// Whether `BERTH_CHANNEL=exec` asks for the exec channel instead of the socket.
+pub fn exec_channel_forced() -> bool {
+    std::env::var("BERTH_CHANNEL").is_ok_and(|v| v == "exec")
+}
+
+/// Connects to a sandbox's agent: through its socket, or — when the socket cannot be reached
+/// but the sandbox runs (or `BERTH_CHANNEL=exec`) — through `docker exec … dial-stdio`. If the
+/// agent does not answer, says what happened to the sandbox.
 pub async fn connect<E: Engine>(
     engine: &E,
     record: &SandboxRecord,
 ) -> Result<AgentClient, SandboxError> {
-    match agent_client::connect(&record.run_dir, &record.token).await {
+    let direct = if exec_channel_forced() {
+        Err(AgentError::NotListening {
+            path: record.run_dir.clone(),
+            reason: "BERTH_CHANNEL=exec".to_string(),
+        })
+    } else {
+        agent_client::connect(&record.run_dir, &record.token).await
+    };
+    match direct {
         Ok(client) => Ok(client),
         Err(e @ AgentError::Untrusted { .. }) => Err(e.into()),
         Err(e) => match engine.container_inspect(&record.container_id).await {
@@ -349,7 +364,14 @@ pub async fn connect<E: Engine>(
                 id: record.id.clone(),
                 state: describe_state(&state),
             }),
-            Ok(_) => Err(e.into()),
+            Ok(_) => {
+                let mut client =
+                    agent_client::connect_via_exec(engine, &record.container_id, &record.token)
+                        .await
+                        .map_err(|_| SandboxError::from(e))?;
+                agent_client::hello(&mut client).await?;
+                Ok(client)
+            }
             Err(inspect) if inspect.is_not_found() => Err(SandboxError::AgentDown {
                 id: record.id.clone(),
                 state: "its container no longer exists".to_string(),

@@ -23,6 +23,10 @@ use crate::args::{ExecArgs, SignalArgs, TopArgs};
 
 /// Connects to the sandbox's agent, explaining a failure with the container's state.
 pub async fn connect(record: &SandboxRecord) -> anyhow::Result<AgentClient> {
+    if sandbox::exec_channel_forced() {
+        let engine = DockerEngine::connect().await?;
+        return Ok(sandbox::connect(&engine, record).await?);
+    }
     match agent_client::connect(&record.run_dir, &record.token).await {
         Ok(client) => Ok(client),
         Err(e @ AgentError::Untrusted { .. }) => Err(e.into()),

@@ -620,3 +620,53 @@ fn read_only_sandboxes_work_with_the_agent_bind_mounted() {
     );
     assert!(containers_with(&format!("berth.id={id}")).is_empty());
 }
+
+#[test]
+fn the_exec_channel_fallback_speaks_the_same_protocol() {
+    let sb = Sandbox::create(&[]);
+    let via_exec = |args: &[&str]| {
+        berth()
+            .args(args)
+            .env("BERTH_CHANNEL", "exec")
+            .output()
+            .unwrap()
+    };
+    let out = via_exec(&[
+        "exec",
+        &sb.id,
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(
+        (out.status.code(), stdout(&out), stderr(&out)),
+        (Some(3), "out\n".into(), "err\n".into())
+    );
+
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 31 % 256) as u8).collect();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("up.bin"), &data).unwrap();
+    let up = via_exec(&[
+        "cp",
+        &dir.path().join("up.bin").display().to_string(),
+        &format!("{}:/tmp/", sb.id),
+    ]);
+    assert!(up.status.success(), "{}", stderr(&up));
+    let down = via_exec(&[
+        "cp",
+        &format!("{}:/tmp/up.bin", sb.id),
+        &dir.path().join("down.bin").display().to_string(),
+    ]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert!(std::fs::read(dir.path().join("down.bin")).unwrap() == data);
+
+    // Without BERTH_CHANNEL, berth falls back on its own when the socket is out of its reach
+    // (here: its host directory moved away; inside the sandbox the mount still works).
+    let run = sb.socket_dir();
+    let hidden = run.with_file_name("run-hidden");
+    std::fs::rename(&run, &hidden).unwrap();
+    let out = sb.exec(&[], &["echo", "fell back"]);
+    std::fs::rename(&hidden, &run).unwrap();
+    assert_eq!(stdout(&out), "fell back\n", "{}", stderr(&out));
+}

@@ -542,6 +542,53 @@ impl Engine for DockerEngine {
         Ok(Box::pin(stream))
     }
 
+    async fn container_exec_attached(
+        &self,
+        id: &str,
+        argv: &[String],
+    ) -> Result<(OutputStream, crate::engine::ExecInput), EngineError> {
+        let options = bollard::exec::CreateExecOptions {
+            cmd: Some(argv.to_vec()),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(false),
+            ..Default::default()
+        };
+        let exec = self
+            .docker
+            .create_exec(id, options)
+            .await
+            .map_err(|e| self.err("creating an exec", Subject::Container(id), e))?;
+        let started = self
+            .docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(|e| self.err("starting an exec", Subject::Container(id), e))?;
+        match started {
+            bollard::exec::StartExecResults::Attached { output, input } => {
+                let endpoint = self.endpoint.clone();
+                let output = output.filter_map(move |item| {
+                    let mapped = match item {
+                        Ok(out) => into_output(out).map(Ok),
+                        Err(e) => Some(Err(classify(
+                            &endpoint,
+                            "reading an exec",
+                            Subject::Other,
+                            e,
+                        ))),
+                    };
+                    std::future::ready(mapped)
+                });
+                Ok((Box::pin(output), input))
+            }
+            bollard::exec::StartExecResults::Detached => Err(EngineError::Transport {
+                operation: "starting an exec",
+                message: "the engine did not attach the exec's streams".to_string(),
+            }),
+        }
+    }
+
     async fn network_create(&self, plan: &NetworkPlan) -> Result<String, EngineError> {
         let request = bollard::models::NetworkCreateRequest {
             name: plan.name.clone(),
