@@ -187,12 +187,14 @@ fn orphaned_grandchildren_leave_no_zombies() {
 }
 
 #[test]
-fn a_pty_has_the_terminal_size_of_the_caller() {
+fn a_pty_has_the_terminal_size_of_the_caller_and_follows_resizes() {
     let sb = Sandbox::create(&[]);
     let berth_bin = env!("CARGO_BIN_EXE_berth");
-    // `script` gives berth a real terminal of a known size.
+    // `script` gives berth a real terminal of a known size; a background job resizes it while
+    // the command sleeps, and the command must see the new size.
     let inner = format!(
-        "stty rows 33 cols 77; {berth_bin} exec -t {} -- sh -c 'stty size; tty'",
+        "stty rows 33 cols 77; (sleep 1; stty rows 40 cols 100 < /dev/tty) & \
+         {berth_bin} exec -t {} -- sh -c 'stty size; tty; sleep 3; stty size'",
         sb.id
     );
     let out = std::process::Command::new("script")
@@ -200,9 +202,14 @@ fn a_pty_has_the_terminal_size_of_the_caller() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let text = stdout(&out);
-    assert!(text.contains("33 77"), "{text:?} {}", stderr(&out));
-    assert!(text.contains("/dev/pts/"), "{text:?}");
+    let text = stdout(&out).replace('\r', "");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first(), Some(&"33 77"), "{text:?} {}", stderr(&out));
+    assert!(
+        lines.get(1).is_some_and(|l| l.starts_with("/dev/pts/")),
+        "{text:?}"
+    );
+    assert_eq!(lines.get(2), Some(&"40 100"), "{text:?}");
 }
 
 #[test]
