@@ -315,25 +315,31 @@ pub fn create(berth: &str, iterations: usize) -> anyhow::Result<Vec<Series>> {
             "berth create + exec",
             "berth create; berth exec <id> -- true (rm not timed)".to_string(),
         ),
+        Series::new(
+            "berth create + exec, agent by archive",
+            "berth create --agent-delivery archive; berth exec <id> -- true".to_string(),
+        ),
     ];
     let docker_run = ["docker", "run", "--rm", "berth/base:latest", "true"]
         .map(String::from)
         .to_vec();
-    for _ in 0..iterations {
-        let d = time_once(&docker_run)?;
+    let create_and_exec = |args: &[&str]| -> anyhow::Result<Duration> {
         let t = Instant::now();
-        let sb = Sandbox::create(berth, &[])?;
+        let sb = Sandbox::create(berth, args)?;
         let ok = Command::new(berth)
             .args(["exec", &sb.id, "--", "true"])
             .status()?
             .success();
-        let b = t.elapsed();
+        let elapsed = t.elapsed();
         if !ok {
             bail!("first exec failed");
         }
-        drop(sb);
-        series[0].push(d);
-        series[1].push(b);
+        Ok(elapsed)
+    };
+    for _ in 0..iterations {
+        series[0].push(time_once(&docker_run)?);
+        series[1].push(create_and_exec(&[])?);
+        series[2].push(create_and_exec(&["--agent-delivery", "archive"])?);
     }
     Ok(series)
 }

@@ -101,6 +101,11 @@ pub struct CreateArgs {
     /// A name to refer to the sandbox by (besides its id).
     #[arg(long)]
     pub name: Option<String>,
+    /// How the agent gets in: mount (read-only bind mount; needs an engine on this machine) or
+    /// archive (copied in before start; any engine, not with --read-only). Default: mount for a
+    /// local engine, archive for a remote one.
+    #[arg(long, value_name = "HOW", value_parser = ["mount", "archive"])]
+    pub agent_delivery: Option<String>,
     /// Print the sandbox as JSON instead of just its id.
     #[arg(long)]
     pub json: bool,

@@ -117,6 +117,18 @@ fn numeric_user(user: &str) -> Result<(), SandboxError> {
     }
 }
 
+/// How the agent binary gets into the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AgentDelivery {
+    /// Bind-mounted read-only from the host (needs an engine that sees the host's files; the
+    /// only way into a `--read-only` root file system).
+    #[default]
+    Mount,
+    /// Copied in through the engine's archive API between create and start (works with any
+    /// engine, local or remote; not possible with a read-only root file system).
+    Archive,
+}
+
 /// Options for [`create`].
 #[derive(Debug, Clone)]
 pub struct CreateOptions {
@@ -124,6 +136,8 @@ pub struct CreateOptions {
     pub agent: PathBuf,
     /// A name to find the sandbox by, besides its id.
     pub name: Option<String>,
+    /// How to deliver the agent ([`AgentDelivery::Mount`] is forced for read-only roots).
+    pub delivery: AgentDelivery,
 }
 
 /// Creates and starts a sandbox, and waits until its agent answers.
@@ -183,11 +197,18 @@ pub async fn create<E: Engine>(
         format!("{USER_ENV}={user}"),
         format!("{WORKDIR_ENV}={workdir}"),
     ]);
-    c.binds.push(BindMount {
-        source: options.agent.display().to_string(),
-        target: AGENT_PATH.to_string(),
-        read_only: true,
-    });
+    let delivery = if spec.security.read_only_rootfs {
+        AgentDelivery::Mount
+    } else {
+        options.delivery
+    };
+    if delivery == AgentDelivery::Mount {
+        c.binds.push(BindMount {
+            source: options.agent.display().to_string(),
+            target: AGENT_PATH.to_string(),
+            read_only: true,
+        });
+    }
     c.binds.push(BindMount {
         source: run_dir.display().to_string(),
         target: SANDBOX_DIR.to_string(),
@@ -214,7 +235,11 @@ pub async fn create<E: Engine>(
         workdir,
         created: host.created.clone(),
     };
-    let made = make(engine, &plan, record).await;
+    let agent = match delivery {
+        AgentDelivery::Mount => None,
+        AgentDelivery::Archive => Some(agent_archive(&options.agent)?),
+    };
+    let made = make(engine, &plan, record, agent).await;
     if made.is_err() {
         remove_objects(engine, &id).await;
         let _ = std::fs::remove_dir_all(&dir);
@@ -222,10 +247,32 @@ pub async fn create<E: Engine>(
     made
 }
 
+/// A tar archive holding the agent at [`AGENT_PATH`] (root-owned, read-only, executable).
+fn agent_archive(agent: &std::path::Path) -> Result<bytes::Bytes, SandboxError> {
+    let binary = std::fs::read(agent)
+        .map_err(|e| SandboxError::io(format!("reading {}", agent.display()), e))?;
+    let mut header = tar::Header::new_gnu();
+    header.set_size(binary.len() as u64);
+    header.set_mode(0o555);
+    header.set_uid(0);
+    header.set_gid(0);
+    let mut archive = tar::Builder::new(Vec::new());
+    archive
+        .append_data(
+            &mut header,
+            AGENT_PATH.trim_start_matches('/'),
+            binary.as_slice(),
+        )
+        .and_then(|()| archive.into_inner())
+        .map(bytes::Bytes::from)
+        .map_err(|e| SandboxError::io("packing the agent", e))
+}
+
 async fn make<E: Engine>(
     engine: &E,
     plan: &crate::plan::SandboxPlan,
     mut record: SandboxRecord,
+    agent: Option<bytes::Bytes>,
 ) -> Result<SandboxRecord, SandboxError> {
     if let Some(network) = &plan.network {
         let mut network = network.clone();
@@ -234,6 +281,11 @@ async fn make<E: Engine>(
     }
     record.container_id = engine.container_create(&plan.container).await?;
     save(&record)?;
+    if let Some(archive) = agent {
+        engine
+            .archive_upload(&record.container_id, "/", archive)
+            .await?;
+    }
     engine.container_start(&record.container_id).await?;
     wait_ready(engine, &record).await?;
     Ok(record)

@@ -70,6 +70,7 @@ impl Made {
         let options = CreateOptions {
             agent: agent(),
             name: None,
+            delivery: Default::default(),
         };
         let record = sandbox::create(
             &engine,

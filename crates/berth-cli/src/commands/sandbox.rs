@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use berth_engine::docker::DockerEngine;
 use berth_engine::{Engine, Output};
-use berth_sandbox::sandbox::{self, CreateOptions, SandboxRecord};
+use berth_sandbox::sandbox::{self, AgentDelivery, CreateOptions, SandboxRecord};
 use futures_util::StreamExt;
 
 use crate::args::{CreateArgs, LogsArgs, PsArgs, RmArgs, SandboxRef, SandboxRefs, StopArgs};
@@ -30,9 +30,17 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     let agent = sandbox::agent_binary()?;
     let engine = DockerEngine::connect().await?;
     let image = super::ensure_image(&engine, &spec.image).await?;
+    let delivery = match args.agent_delivery.as_deref() {
+        Some("archive") => AgentDelivery::Archive,
+        Some(_) => AgentDelivery::Mount,
+        // A remote engine cannot see this machine's files.
+        None if engine.endpoint().socket_path().is_none() => AgentDelivery::Archive,
+        None => AgentDelivery::Mount,
+    };
     let options = CreateOptions {
         agent,
         name: args.name.clone(),
+        delivery,
     };
     let record = sandbox::create(
         &engine,

@@ -677,3 +677,36 @@ fn the_exec_channel_fallback_speaks_the_same_protocol() {
     std::fs::rename(&hidden, &run).unwrap();
     assert_eq!(stdout(&out), "fell back\n", "{}", stderr(&out));
 }
+
+#[test]
+fn the_agent_can_be_copied_in_through_the_archive_api() {
+    let sb = Sandbox::create(&["--agent-delivery", "archive"]);
+    let info = sb.inspect();
+    assert_eq!(info["agent"]["ready"], true);
+    let container = sb.container();
+    let mounts = docker(&[
+        "inspect",
+        "-f",
+        "{{range .Mounts}}{{.Destination}} {{end}}",
+        &container,
+    ]);
+    assert!(
+        !stdout(&mounts).contains("/.berth-agent"),
+        "copied, not mounted: {}",
+        stdout(&mounts)
+    );
+    assert_eq!(
+        sb.sh("stat -c '%u %a' /.berth-agent; cat /proc/1/comm"),
+        "0 555\n.berth-agent\n"
+    );
+    let out = sb.exec(&["--user", "0"], &["sh", "-c", "echo x > /.berth-agent"]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "the workload must not replace the agent"
+    );
+
+    // A read-only root cannot take an archive copy: berth mounts the agent instead.
+    let ro = Sandbox::create(&["--agent-delivery", "archive", "--read-only"]);
+    assert_eq!(ro.sh("echo ok"), "ok\n");
+}
