@@ -312,17 +312,33 @@ pub async fn wait_ready<E: Engine>(
     engine: &E,
     record: &SandboxRecord,
 ) -> Result<AgentClient, SandboxError> {
+    /// Direct attempts before also trying the exec channel (the socket may be out of reach).
+    const DIRECT_TRIES: u32 = 50;
     let started = Instant::now();
     let mut tries = 0u32;
     loop {
-        match agent_client::connect(&record.run_dir, &record.token).await {
+        let attempt = if exec_channel_forced() || tries >= DIRECT_TRIES {
+            // Falls back to the exec channel, and fails fast if the sandbox stopped.
+            match connect(engine, record).await {
+                Ok(client) => Ok(client),
+                Err(e @ (SandboxError::AgentDown { .. } | SandboxError::Engine(_))) => {
+                    return Err(e)
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            agent_client::connect(&record.run_dir, &record.token)
+                .await
+                .map_err(SandboxError::from)
+        };
+        match attempt {
             Ok(mut client) => match agent_client::hello(&mut client).await {
                 Ok(_) => return Ok(client),
                 Err(e) if started.elapsed() > READY_TIMEOUT => return Err(e.into()),
                 Err(_) => {}
             },
-            Err(e @ AgentError::Untrusted { .. }) => return Err(e.into()),
-            Err(e) if started.elapsed() > READY_TIMEOUT => return Err(e.into()),
+            Err(e @ SandboxError::Agent(AgentError::Untrusted { .. })) => return Err(e),
+            Err(e) if started.elapsed() > READY_TIMEOUT => return Err(e),
             Err(_) => {}
         }
         tries += 1;

@@ -96,6 +96,44 @@ fn docker_host_over_tcp_works() {
         .output()
         .unwrap();
     assert_eq!(stdout(&out), "via tcp\n", "{}", stderr(&out));
+    // A sandbox through a tcp engine: berth treats it as remote, so the agent is copied in
+    // through the archive API rather than bind-mounted.
+    ensure_agent();
+    let tcp = format!("tcp://127.0.0.1:{port}");
+    let created = berth()
+        .args(["create"])
+        .env("DOCKER_HOST", &tcp)
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", stderr(&created));
+    let id = stdout(&created).trim().to_string();
+    let exec = berth()
+        .args(["exec", &id, "--", "echo", "sandbox via tcp"])
+        .env("DOCKER_HOST", &tcp)
+        .output()
+        .unwrap();
+    let info = berth().args(["inspect", &id]).output().unwrap();
+    let container = serde_json::from_slice::<serde_json::Value>(&info.stdout).unwrap()
+        ["container_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mounts = docker(&[
+        "inspect",
+        "-f",
+        "{{range .Mounts}}{{.Destination}} {{end}}",
+        &container,
+    ]);
+    let _ = berth()
+        .args(["rm", "-f", &id])
+        .env("DOCKER_HOST", &tcp)
+        .output();
+    assert_eq!(stdout(&exec), "sandbox via tcp\n", "{}", stderr(&exec));
+    assert!(
+        !stdout(&mounts).contains("/.berth-agent"),
+        "{}",
+        stdout(&mounts)
+    );
     let out = berth()
         .args(["run", "--", "echo", "via unix"])
         .env("DOCKER_HOST", "unix:///var/run/docker.sock")

@@ -630,7 +630,18 @@ fn read_only_sandboxes_work_with_the_agent_bind_mounted() {
 
 #[test]
 fn the_exec_channel_fallback_speaks_the_same_protocol() {
-    let sb = Sandbox::create(&[]);
+    // Creation itself waits for the agent over the exec channel when it is forced.
+    ensure_base_image();
+    ensure_agent();
+    let created = berth()
+        .arg("create")
+        .env("BERTH_CHANNEL", "exec")
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", stderr(&created));
+    let sb = Sandbox {
+        id: stdout(&created).trim().to_string(),
+    };
     let via_exec = |args: &[&str]| {
         berth()
             .args(args)
