@@ -50,15 +50,8 @@ fn main() -> ExitCode {
 /// `docker exec <sandbox> /.berth-agent dial-stdio` where a unix socket cannot cross the
 /// engine's bind mounts. The protocol (and its token) is the same on both channels.
 fn dial_stdio() -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("berth-agent: cannot start: {e}");
-            return ExitCode::from(1);
-        }
+    let Some(runtime) = runtime(&mut tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::from(1);
     };
     let socket = std::path::Path::new(berth_protocol::SANDBOX_DIR)
         .join(berth_protocol::SOCKET_SUBDIR)
@@ -77,18 +70,22 @@ fn dial_stdio() -> ExitCode {
     }
 }
 
-fn run_init(main_command: Vec<String>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_stack_size(256 * 1024)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+/// Builds a tokio runtime, saying why on stderr if it cannot.
+fn runtime(builder: &mut tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    match builder.enable_all().build() {
+        Ok(rt) => Some(rt),
         Err(e) => {
             eprintln!("berth-agent: cannot start: {e}");
-            return ExitCode::from(1);
+            None
         }
+    }
+}
+
+fn run_init(main_command: Vec<String>) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(2).thread_stack_size(256 * 1024);
+    let Some(runtime) = runtime(&mut builder) else {
+        return ExitCode::from(1);
     };
     match runtime.block_on(server::serve(main_command)) {
         Ok(code) => ExitCode::from(code),

@@ -26,21 +26,7 @@ fn spawn_run(args: &[&str]) -> (std::process::Child, String, String) {
 }
 
 fn interrupted_run_leaves_nothing(signal: i32, expected_exit: i32) {
-    ensure_base_image();
-    let child = berth()
-        .args(["run", "--network", "isolated", "--", "sleep", "300"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let container = running_container_of(child.id());
-    let labels = docker(&[
-        "inspect",
-        "-f",
-        "{{index .Config.Labels \"berth.id\"}}",
-        &container,
-    ]);
-    let id = stdout(&labels).trim().to_string();
+    let (child, _, id) = spawn_run(&["--network", "isolated", "--", "sleep", "300"]);
     kill(child.id(), signal);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(expected_exit), "{}", stderr(&out));
