@@ -250,8 +250,9 @@ pub async fn serve(main_command: Vec<String>) -> Result<u8, String> {
         }
     };
     tonic::transport::Server::builder()
-        .initial_stream_window_size(4 << 20)
-        .initial_connection_window_size(8 << 20)
+        .initial_stream_window_size(16 << 20)
+        .initial_connection_window_size(32 << 20)
+        .max_frame_size(1 << 20)
         .add_service(service)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await

@@ -185,8 +185,9 @@ where
 {
     let mut stream = Some(io);
     let channel = Endpoint::from_static("http://agent.invalid")
-        .initial_stream_window_size(4 << 20)
-        .initial_connection_window_size(8 << 20)
+        .initial_stream_window_size(16 << 20)
+        .initial_connection_window_size(32 << 20)
+        .max_frame_size(1 << 20)
         .connect_timeout(Duration::from_secs(5))
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
             let stream = stream.take();
