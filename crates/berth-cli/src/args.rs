@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
     name = "berth",
     version,
     about,
-    after_help = "Examples:\n  berth doctor\n  berth image build\n  berth run -- echo hello\n  berth run --workspace . --timeout 30s --memory 1g --cpus 2 -- sh -c 'make test'\n  berth run --json -- ls /\n  berth gc --dry-run"
+    after_help = "Examples:\n  berth doctor\n  berth image build\n  berth run -- echo hello\n  berth run --workspace . --timeout 30s --memory 1g --cpus 2 -- sh -c 'make test'\n  berth run --json -- ls /\n  id=$(berth create --workspace .)\n  berth exec $id -- sh -c 'make test'\n  berth exec -it $id -- sh\n  berth cp $id:/workspace/out ./out\n  berth rm -f $id\n  berth gc --dry-run"
 )]
 pub struct Cli {
     /// More log output on stderr (--verbose info, twice debug); BERTH_LOG overrides.
