@@ -3,7 +3,7 @@
 //! kernel's choice over the agent, and pipes or a pseudo-terminal for its stdio.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
@@ -95,7 +95,6 @@ pub fn spawn(reaper: &Reaper, spec: &SpawnSpec) -> Result<Spawned, StartFailure>
         .current_dir(&spec.cwd);
 
     let mut pty_master = None;
-    let mut slave_fd = -1;
     match spec.tty {
         Some((rows, cols)) => {
             let size = nix::pty::Winsize {
@@ -106,7 +105,6 @@ pub fn spawn(reaper: &Reaper, spec: &SpawnSpec) -> Result<Spawned, StartFailure>
             };
             let pty = nix::pty::openpty(Some(&size), None)
                 .map_err(|e| StartFailure::from_io(argv0, &std::io::Error::from(e)))?;
-            slave_fd = pty.slave.as_raw_fd();
             let clone = |fd: &OwnedFd| fd.try_clone().map_err(|e| StartFailure::from_io(argv0, &e));
             cmd.stdin(Stdio::from(clone(&pty.slave)?))
                 .stdout(Stdio::from(clone(&pty.slave)?))
@@ -137,7 +135,6 @@ pub fn spawn(reaper: &Reaper, spec: &SpawnSpec) -> Result<Spawned, StartFailure>
     let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
     let exit = lock.register(pid);
     drop(lock);
-    let _ = slave_fd;
 
     let mut child = child;
     Ok(Spawned {

@@ -32,41 +32,36 @@ pub fn busybox_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/bin/busybox"))
 }
 
-/// True when `path` is an ELF executable without a dynamic loader (a static binary).
+/// True when `path` is an ELF executable without a dynamic loader (a static binary). Reads
+/// only the ELF header and the program header table.
 pub fn is_static_elf(path: &Path) -> std::io::Result<bool> {
-    let data = std::fs::read(path)?;
-    let read_u16 = |at: usize| {
-        data.get(at..at + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    };
-    let read_u32 = |at: usize| {
-        data.get(at..at + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let read_u64 = |at: usize| {
-        data.get(at..at + 8).map(|b| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(b);
-            u64::from_le_bytes(a)
-        })
-    };
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let mut header = [0u8; 64];
+    if file.read_exact(&mut header).is_err() {
+        return Ok(false);
+    }
     // 64-bit little-endian ELF only (the machines berth targets).
-    if data.get(0..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1]) {
+    if header[..6] != [0x7f, b'E', b'L', b'F', 2, 1] {
         return Ok(false);
     }
-    let (Some(phoff), Some(phentsize), Some(phnum)) =
-        (read_u64(0x20), read_u16(0x36), read_u16(0x38))
-    else {
+    let mut phoff = [0u8; 8];
+    phoff.copy_from_slice(&header[0x20..0x28]);
+    let phoff = u64::from_le_bytes(phoff);
+    let phentsize = usize::from(u16::from_le_bytes([header[0x36], header[0x37]]));
+    let phnum = usize::from(u16::from_le_bytes([header[0x38], header[0x39]]));
+    if phentsize < 4 {
         return Ok(false);
-    };
+    }
+    let mut table = vec![0u8; phentsize * phnum];
+    file.seek(SeekFrom::Start(phoff))?;
+    if file.read_exact(&mut table).is_err() {
+        return Ok(false);
+    }
     const PT_INTERP: u32 = 3;
-    for i in 0..usize::from(phnum) {
-        let at = usize::try_from(phoff).unwrap_or(usize::MAX) + i * usize::from(phentsize);
-        if read_u32(at) == Some(PT_INTERP) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+    Ok(!table
+        .chunks_exact(phentsize)
+        .any(|entry| u32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]) == PT_INTERP))
 }
 
 fn image_labels() -> Vec<(String, String)> {

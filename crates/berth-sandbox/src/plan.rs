@@ -84,15 +84,25 @@ impl SandboxPlan {
     }
 }
 
-/// The labels every berth object of this sandbox carries.
-pub fn object_labels(id: &str, kind: &str, host: &HostFacts) -> BTreeMap<String, String> {
-    BTreeMap::from([
+/// The labels every berth object of this sandbox carries. Objects of a one-shot run (`owned`)
+/// also name the berth process that owns them, so `berth gc` can tell when it is gone;
+/// long-lived sandboxes outlive their creator and have no owner.
+pub fn object_labels(
+    id: &str,
+    kind: &str,
+    host: &HostFacts,
+    owned: bool,
+) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::from([
         (labels::MANAGED.to_string(), "true".to_string()),
         (labels::ID.to_string(), id.to_string()),
         (labels::KIND.to_string(), kind.to_string()),
         (labels::CREATED.to_string(), host.created.clone()),
-        (labels::OWNER.to_string(), host.owner.clone()),
-    ])
+    ]);
+    if owned {
+        l.insert(labels::OWNER.to_string(), host.owner.clone());
+    }
+    l
 }
 
 /// Resolves a host path (`~`, relative) and checks it exists and is not the engine socket.
@@ -160,7 +170,8 @@ pub fn plan_sandbox(
         return Err(berth_spec::SpecError::NoCommand.into());
     }
     let mut warnings = Vec::new();
-    let labels = object_labels(id, kind, host);
+    let owned = kind == labels::KIND_RUN;
+    let labels = object_labels(id, kind, host, owned);
 
     let mut binds = Vec::new();
     let mut workspace_owner = None;
@@ -231,7 +242,7 @@ pub fn plan_sandbox(
                 name: name.clone(),
                 internal: true,
                 host_reachable: false,
-                labels: object_labels(id, labels::KIND_NETWORK, host),
+                labels: object_labels(id, labels::KIND_NETWORK, host, owned),
             };
             (name, Some(plan))
         }
@@ -320,6 +331,20 @@ mod tests {
         assert!(c.tmpfs["/tmp"].contains("size=268435456"));
         assert_eq!(c.env, ["HOME=/tmp"]);
         assert!(c.binds.is_empty());
+    }
+
+    #[test]
+    fn only_one_shot_runs_have_an_owner_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = SandboxSpec::new(vec![]);
+        spec.network = NetworkMode::Isolated;
+        let plan =
+            plan_sandbox(&spec, "s1", labels::KIND_SANDBOX, &host(dir.path(), None)).unwrap();
+        assert!(!plan.container.labels.contains_key(labels::OWNER));
+        assert!(!plan.network.unwrap().labels.contains_key(labels::OWNER));
+        spec.command = vec!["true".into()];
+        let plan = plan_sandbox(&spec, "r1", labels::KIND_RUN, &host(dir.path(), None)).unwrap();
+        assert_eq!(plan.network.unwrap().labels[labels::OWNER], "h:1:2");
     }
 
     #[test]

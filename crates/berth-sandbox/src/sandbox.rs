@@ -217,8 +217,6 @@ pub async fn create<E: Engine>(
     c.cap_add
         .extend(AGENT_CAPABILITIES.iter().map(|s| s.to_string()));
     c.stop_timeout = Some(10);
-    // A sandbox outlives the berth process that made it: no owner process.
-    c.labels.remove(labels::OWNER);
     if let Some(name) = &options.name {
         c.labels.insert(labels::NAME.to_string(), name.clone());
     }
@@ -275,9 +273,7 @@ async fn make<E: Engine>(
     agent: Option<bytes::Bytes>,
 ) -> Result<SandboxRecord, SandboxError> {
     if let Some(network) = &plan.network {
-        let mut network = network.clone();
-        network.labels.remove(labels::OWNER);
-        engine.network_create(&network).await?;
+        engine.network_create(network).await?;
     }
     record.container_id = engine.container_create(&plan.container).await?;
     save(&record)?;
@@ -543,9 +539,4 @@ pub async fn status<E: Engine>(engine: &E, record: &SandboxRecord) -> SandboxSta
         workdir: record.workdir.clone(),
         labels,
     }
-}
-
-/// The host directory of a sandbox (for tests and diagnostics).
-pub fn sandbox_dir(id: &str) -> PathBuf {
-    sandboxes_dir().join(id)
 }

@@ -53,23 +53,9 @@ fn sigterm_removes_the_sandbox() {
 
 #[test]
 fn a_crashed_berth_is_cleaned_up_by_gc() {
-    ensure_base_image();
-    let mut child = berth()
-        .args(["run", "--network", "isolated", "--", "sleep", "300"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let container = running_container_of(child.id());
+    let (mut child, container, id) = spawn_run(&["--network", "isolated", "--", "sleep", "300"]);
     kill(child.id(), libc::SIGKILL);
     child.wait().unwrap();
-    let labels = docker(&[
-        "inspect",
-        "-f",
-        "{{index .Config.Labels \"berth.id\"}}",
-        &container,
-    ]);
-    let id = stdout(&labels).trim().to_string();
     assert_eq!(
         containers_with(&format!("berth.id={id}")).len(),
         1,

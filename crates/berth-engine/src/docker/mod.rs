@@ -178,6 +178,33 @@ fn label_filters(labels: &[String]) -> HashMap<String, Vec<String>> {
     HashMap::from([("label".to_string(), labels.to_vec())])
 }
 
+/// bollard's demultiplexed output as an [`OutputStream`] (stdin echoes dropped, errors mapped).
+fn output_stream<S>(
+    endpoint: &Endpoint,
+    operation: &'static str,
+    container: &str,
+    stream: S,
+) -> OutputStream
+where
+    S: futures_util::Stream<Item = Result<bollard::container::LogOutput, BollardError>>
+        + Send
+        + 'static,
+{
+    let endpoint = endpoint.clone();
+    let container = container.to_string();
+    Box::pin(stream.filter_map(move |item| {
+        std::future::ready(match item {
+            Ok(out) => into_output(out).map(Ok),
+            Err(e) => Some(Err(classify(
+                &endpoint,
+                operation,
+                Subject::Container(&container),
+                e,
+            ))),
+        })
+    }))
+}
+
 fn into_output(item: bollard::container::LogOutput) -> Option<Output> {
     use bollard::container::LogOutput;
     match item {
@@ -348,20 +375,12 @@ impl Engine for DockerEngine {
             .attach_container(id, Some(options))
             .await
             .map_err(|e| self.err("attaching to a container", Subject::Container(id), e))?;
-        let endpoint = self.endpoint.clone();
-        let stream = attached.output.filter_map(move |item| {
-            let mapped = match item {
-                Ok(out) => into_output(out).map(Ok),
-                Err(e) => Some(Err(classify(
-                    &endpoint,
-                    "reading output",
-                    Subject::Other,
-                    e,
-                ))),
-            };
-            std::future::ready(mapped)
-        });
-        Ok(Box::pin(stream))
+        Ok(output_stream(
+            &self.endpoint,
+            "reading output",
+            id,
+            attached.output,
+        ))
     }
 
     async fn container_start(&self, id: &str) -> Result<(), EngineError> {
@@ -494,21 +513,12 @@ impl Engine for DockerEngine {
             tail: "all".to_string(),
             ..Default::default()
         };
-        let endpoint = self.endpoint.clone();
-        let owned_id = id.to_string();
-        let stream = self.docker.logs(id, Some(options)).filter_map(move |item| {
-            let mapped = match item {
-                Ok(out) => into_output(out).map(Ok),
-                Err(e) => Some(Err(classify(
-                    &endpoint,
-                    "reading logs",
-                    Subject::Container(&owned_id),
-                    e,
-                ))),
-            };
-            std::future::ready(mapped)
-        });
-        Ok(Box::pin(stream))
+        Ok(output_stream(
+            &self.endpoint,
+            "reading logs",
+            id,
+            self.docker.logs(id, Some(options)),
+        ))
     }
 
     async fn archive_upload(&self, id: &str, path: &str, tar: Bytes) -> Result<(), EngineError> {
@@ -566,22 +576,10 @@ impl Engine for DockerEngine {
             .await
             .map_err(|e| self.err("starting an exec", Subject::Container(id), e))?;
         match started {
-            bollard::exec::StartExecResults::Attached { output, input } => {
-                let endpoint = self.endpoint.clone();
-                let output = output.filter_map(move |item| {
-                    let mapped = match item {
-                        Ok(out) => into_output(out).map(Ok),
-                        Err(e) => Some(Err(classify(
-                            &endpoint,
-                            "reading an exec",
-                            Subject::Other,
-                            e,
-                        ))),
-                    };
-                    std::future::ready(mapped)
-                });
-                Ok((Box::pin(output), input))
-            }
+            bollard::exec::StartExecResults::Attached { output, input } => Ok((
+                output_stream(&self.endpoint, "reading an exec", id, output),
+                input,
+            )),
             bollard::exec::StartExecResults::Detached => Err(EngineError::Transport {
                 operation: "starting an exec",
                 message: "the engine did not attach the exec's streams".to_string(),
