@@ -1,6 +1,7 @@
 //! Every transcript in `fixtures/agent-transcripts/` parses into the expected events: real
 //! Claude Code output, and Codex and Gemini samples written from their documented formats.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::path::PathBuf;
 
 use berth_events::{parse_all, render, Cli, Event, Record, Summary};
