@@ -20,6 +20,8 @@ pub struct Background {
     pub argv: Vec<String>,
     state: Mutex<State>,
     live: broadcast::Sender<exec_output::Output>,
+    /// The write end of the process's stdin, when it was started with `stdin`.
+    stdin: tokio::sync::Mutex<Option<tokio::net::unix::pipe::Sender>>,
 }
 
 struct State {
@@ -55,9 +57,38 @@ impl Background {
         let _ = self.live.send(output);
     }
 
-    /// The buffered events and a subscription to what comes after them.
+    /// Keeps the process's stdin for [`Background::write_stdin`].
+    pub async fn keep_stdin(&self, stdin: tokio::net::unix::pipe::Sender) {
+        *self.stdin.lock().await = Some(stdin);
+    }
+
+    /// Writes to the process's stdin, then closes it if asked.
+    pub async fn write_stdin(&self, data: &[u8], close: bool) -> Result<(), String> {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = self.stdin.lock().await;
+        let Some(pipe) = stdin.as_mut() else {
+            return Err(format!(
+                "{:?} has no open stdin (start it with stdin, and it must not have closed it)",
+                self.tag
+            ));
+        };
+        if !data.is_empty() {
+            if let Err(e) = pipe.write_all(data).await {
+                *stdin = None;
+                return Err(format!("writing to {:?}: {e}", self.tag));
+            }
+        }
+        if close {
+            *stdin = None;
+        }
+        Ok(())
+    }
+
+    /// The buffered events (none when `follow_only`) and a subscription to what comes after
+    /// them.
     pub fn attach(
         &self,
+        follow_only: bool,
     ) -> (
         Vec<ExecOutput>,
         Option<broadcast::Receiver<exec_output::Output>>,
@@ -66,6 +97,7 @@ impl Background {
         let replay = state
             .ring
             .iter()
+            .filter(|_| !follow_only)
             .map(|o| ExecOutput {
                 output: Some(o.clone()),
             })
@@ -130,6 +162,7 @@ impl Registry {
                 exited: None,
             }),
             live,
+            stdin: tokio::sync::Mutex::new(None),
         });
         map.insert(tag.to_string(), bg.clone());
         Ok(bg)

@@ -124,8 +124,16 @@ pub async fn run(ctx: Arc<ExecContext>, mut input: Streaming<ExecInput>, tx: Out
     .await;
     let timeout = (start.timeout_ms > 0).then(|| Duration::from_millis(start.timeout_ms));
     if start.detach {
+        let mut spawned = spawned;
+        let stdin = spawned.stdin.take().and_then(|fd| {
+            set_nonblocking(&fd);
+            tokio::net::unix::pipe::Sender::from_file_unchecked(std::fs::File::from(fd)).ok()
+        });
         match ctx.background.add(&tag, spawned.pid, start.argv.clone()) {
             Ok(bg) => {
+                if let Some(stdin) = stdin {
+                    bg.keep_stdin(stdin).await;
+                }
                 tokio::spawn(supervise(
                     spawned,
                     spec.marker,

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use berth_protocol::{SANDBOX_ID_ENV, TOKEN_ENV, USER_ENV, WORKDIR_ENV};
+use berth_protocol::{OWNED_DIRS_ENV, SANDBOX_ID_ENV, TOKEN_ENV, USER_ENV, WORKDIR_ENV};
 
 /// The sandbox's identity and defaults.
 #[derive(Debug, Clone)]
@@ -14,6 +14,8 @@ pub struct Identity {
     pub uid: u32,
     pub gid: u32,
     pub workdir: String,
+    /// Directories handed to the sandbox user at start (see [`OWNED_DIRS_ENV`]).
+    pub owned_dirs: Vec<String>,
     /// Environment every process starts from (the image's ENV and the user's --env).
     pub base_env: BTreeMap<String, String>,
 }
@@ -30,13 +32,42 @@ impl Identity {
             uid,
             gid,
             workdir: std::env::var(WORKDIR_ENV).unwrap_or_else(|_| "/".into()),
+            owned_dirs: std::env::var(OWNED_DIRS_ENV)
+                .map(|v| {
+                    v.split(':')
+                        .filter(|d| !d.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default(),
             base_env: std::env::vars()
                 .filter(|(k, _)| {
-                    ![TOKEN_ENV, SANDBOX_ID_ENV, USER_ENV, WORKDIR_ENV].contains(&k.as_str())
+                    ![
+                        TOKEN_ENV,
+                        SANDBOX_ID_ENV,
+                        USER_ENV,
+                        WORKDIR_ENV,
+                        OWNED_DIRS_ENV,
+                    ]
+                    .contains(&k.as_str())
                 })
                 .collect(),
         };
         Ok(identity)
+    }
+
+    /// Gives each owned directory that root still owns (a fresh volume) to the sandbox user,
+    /// so a CLI's home is writable whatever the image had at that path.
+    pub fn claim_owned_dirs(&self) {
+        use std::os::unix::fs::MetadataExt;
+        for dir in &self.owned_dirs {
+            let Ok(meta) = std::fs::symlink_metadata(dir) else {
+                continue;
+            };
+            if meta.is_dir() && meta.uid() == 0 && self.uid != 0 {
+                let _ = std::os::unix::fs::lchown(dir, Some(self.uid), Some(self.gid));
+            }
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use berth_protocol::v1::agent_server::{Agent, AgentServer};
 use berth_protocol::v1::{
     exec_output, AttachRequest, DataChunk, Empty, ExecInput, ExecOutput, FileInfo, HelloReply,
     HelloRequest, ListDirReply, ListProcessesReply, ListProcessesRequest, PathRequest,
-    RemoveRequest, RenameRequest, SignalRequest, UploadChunk,
+    RemoveRequest, RenameRequest, SignalRequest, UploadChunk, WriteStdinRequest,
 };
 use berth_protocol::{AUTH_HEADER, PROTOCOL, SANDBOX_DIR, SOCKET_NAME, SOCKET_SUBDIR};
 use tokio::signal::unix::{signal, SignalKind};
@@ -72,12 +72,12 @@ impl Agent for Service {
         &self,
         request: Request<AttachRequest>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        let tag = request.into_inner().tag;
+        let AttachRequest { tag, follow_only } = request.into_inner();
         let bg =
             self.ctx.background.get(&tag).ok_or_else(|| {
                 Status::not_found(format!("no background process tagged {tag:?}"))
             })?;
-        let (replay, live) = bg.attach();
+        let (replay, live) = bg.attach(follow_only);
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             for event in replay {
@@ -106,6 +106,26 @@ impl Agent for Service {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn write_stdin(
+        &self,
+        request: Request<WriteStdinRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let req = request.into_inner();
+        let bg = self.ctx.background.get(&req.tag).ok_or_else(|| {
+            Status::not_found(format!("no background process tagged {:?}", req.tag))
+        })?;
+        if !bg.running() {
+            return Err(Status::failed_precondition(format!(
+                "{:?} has already exited",
+                req.tag
+            )));
+        }
+        bg.write_stdin(&req.data, req.close)
+            .await
+            .map_err(Status::failed_precondition)?;
+        Ok(Response::new(Empty {}))
     }
 
     async fn signal(&self, request: Request<SignalRequest>) -> Result<Response<Empty>, Status> {
@@ -196,6 +216,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 /// Runs PID 1 until SIGTERM/SIGINT; returns the agent's exit code.
 pub async fn serve(main_command: Vec<String>) -> Result<u8, String> {
     let identity = Identity::from_env()?;
+    identity.claim_owned_dirs();
     let reaper = Reaper::default();
     reaper
         .start()

@@ -15,7 +15,11 @@ pub(crate) fn map(v: &Value) -> Vec<Event> {
             tools: v
                 .get("tools")
                 .and_then(Value::as_array)
-                .map(|t| t.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+                .map(|t| {
+                    t.iter()
+                        .filter_map(|x| x.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default(),
         }],
         Some("system") => vec![Event::Other {

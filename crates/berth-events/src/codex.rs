@@ -83,7 +83,9 @@ fn item_event(item: &Value, completed: bool, state: &mut State) -> Vec<Event> {
         }],
         ("command_execution" | "file_change" | "mcp_tool_call" | "web_search", _) => {
             let mut events = Vec::new();
-            let first_sight = id.as_ref().is_none_or(|i| state.seen_items.insert(i.clone()));
+            let first_sight = id
+                .as_ref()
+                .is_none_or(|i| state.seen_items.insert(i.clone()));
             if first_sight {
                 events.push(Event::ToolCall {
                     id: id.clone(),

@@ -21,7 +21,10 @@ pub(crate) fn map(v: &Value, state: &mut State) -> Vec<Event> {
             let text = string_at(v, "content").unwrap_or_default();
             let delta = v.get("delta").and_then(Value::as_bool).unwrap_or(false);
             if delta {
-                state.last_text.get_or_insert_with(String::new).push_str(&text);
+                state
+                    .last_text
+                    .get_or_insert_with(String::new)
+                    .push_str(&text);
             } else {
                 state.last_text = Some(text.clone());
             }

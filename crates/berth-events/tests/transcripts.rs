@@ -51,7 +51,10 @@ fn every_fixture_parses_without_malformed_lines_and_ends_in_a_result() {
 
 #[test]
 fn claude_basic() {
-    let records = parse_all(Cli::Claude, &fixture("claude-streamjson-basic-v2.1.7.jsonl"));
+    let records = parse_all(
+        Cli::Claude,
+        &fixture("claude-streamjson-basic-v2.1.7.jsonl"),
+    );
     assert_eq!(
         kinds(&records),
         ["session_started", "assistant_text", "usage", "result"]
@@ -89,7 +92,13 @@ fn claude_tool_use_maps_calls_and_results_with_their_ids() {
     );
     assert_eq!(
         kinds(&records),
-        ["session_started", "tool_call", "tool_result", "usage", "result"]
+        [
+            "session_started",
+            "tool_call",
+            "tool_result",
+            "usage",
+            "result"
+        ]
     );
     let Event::ToolCall { id, name, input } = &records[1].event else {
         panic!()
@@ -247,7 +256,10 @@ fn unknown_types_and_fields_are_kept() {
 
 #[test]
 fn json_lines_are_stable() {
-    let records = parse_all(Cli::Claude, &fixture("claude-streamjson-basic-v2.1.7.jsonl"));
+    let records = parse_all(
+        Cli::Claude,
+        &fixture("claude-streamjson-basic-v2.1.7.jsonl"),
+    );
     let mut first = serde_json::to_value(&records[1]).unwrap();
     first.as_object_mut().unwrap().remove("raw");
     assert_eq!(

@@ -26,6 +26,9 @@ pub const SANDBOX_ID_ENV: &str = "BERTH_SANDBOX_ID";
 pub const USER_ENV: &str = "BERTH_SANDBOX_USER";
 /// Environment variable with the default working directory for processes.
 pub const WORKDIR_ENV: &str = "BERTH_SANDBOX_WORKDIR";
+/// Environment variable with `:`-separated directories (fresh volume mount points such as an
+/// agent CLI's home) that the agent gives to the sandbox user at start when root owns them.
+pub const OWNED_DIRS_ENV: &str = "BERTH_OWNED_DIRS";
 /// Where the agent binary is mounted inside the sandbox.
 pub const AGENT_PATH: &str = "/.berth-agent";
 

@@ -136,14 +136,19 @@ fn turn(prompt: &str, earlier: usize, max_turns: Option<u64>) -> Result<Turn, i3
         .and_then(|n| n.parse().ok())
         .unwrap_or(1);
     let outcome = if directive(prompt, "fail").is_some() {
-        Err(("error_during_execution", "the fake CLI was told to fail".into()))
+        Err((
+            "error_during_execution",
+            "the fake CLI was told to fail".into(),
+        ))
     } else if max_turns.is_some_and(|m| turns > m) {
         Err(("error_max_turns", format!("reached max turns ({turns})")))
     } else {
         Ok(turns)
     };
     if directive(prompt, "die").is_some() {
-        out(&json!({"type":"assistant","message":{"role":"assistant","content":[{"type":"text","text":"about to die"}]}}));
+        out(
+            &json!({"type":"assistant","message":{"role":"assistant","content":[{"type":"text","text":"about to die"}]}}),
+        );
         return Err(3);
     }
     Ok(Turn {
@@ -336,23 +341,33 @@ fn claude_turn(
     let msg_id = format!("msg_fake_{}", prompts.len());
     for (i, (name, input, result)) in t.tools.iter().enumerate() {
         let tool_id = format!("toolu_fake_{i}");
-        out(&json!({"type":"assistant","message":{"id":msg_id,"type":"message","role":"assistant","model":model,
-            "content":[{"type":"tool_use","id":tool_id,"name":name,"input":input}]},"session_id":session}));
-        out(&json!({"type":"user","message":{"role":"user","content":[{"tool_use_id":tool_id,"type":"tool_result","content":result,"is_error":result.starts_with("error")}]},"session_id":session}));
+        out(
+            &json!({"type":"assistant","message":{"id":msg_id,"type":"message","role":"assistant","model":model,
+            "content":[{"type":"tool_use","id":tool_id,"name":name,"input":input}]},"session_id":session}),
+        );
+        out(
+            &json!({"type":"user","message":{"role":"user","content":[{"tool_use_id":tool_id,"type":"tool_result","content":result,"is_error":result.starts_with("error")}]},"session_id":session}),
+        );
     }
-    out(&json!({"type":"assistant","message":{"id":msg_id,"type":"message","role":"assistant","model":model,
-        "content":[{"type":"text","text":t.text}],"usage":{"input_tokens":10,"output_tokens":5}},"session_id":session}));
+    out(
+        &json!({"type":"assistant","message":{"id":msg_id,"type":"message","role":"assistant","model":model,
+        "content":[{"type":"text","text":t.text}],"usage":{"input_tokens":10,"output_tokens":5}},"session_id":session}),
+    );
     let duration = u64::try_from(started.elapsed().as_millis()).unwrap_or(0);
     let usage = json!({"input_tokens":10,"output_tokens":5});
     match t.outcome {
         Ok(turns) => {
-            out(&json!({"type":"result","subtype":"success","is_error":false,"duration_ms":duration,
-                "num_turns":turns,"result":t.text,"session_id":session,"total_cost_usd":0.0123,"usage":usage}));
+            out(
+                &json!({"type":"result","subtype":"success","is_error":false,"duration_ms":duration,
+                "num_turns":turns,"result":t.text,"session_id":session,"total_cost_usd":0.0123,"usage":usage}),
+            );
             0
         }
         Err((subtype, message)) => {
-            out(&json!({"type":"result","subtype":subtype,"is_error":true,"duration_ms":duration,
-                "num_turns":1,"session_id":session,"total_cost_usd":0.0123,"usage":usage,"errors":[message]}));
+            out(
+                &json!({"type":"result","subtype":subtype,"is_error":true,"duration_ms":duration,
+                "num_turns":1,"session_id":session,"total_cost_usd":0.0123,"usage":usage,"errors":[message]}),
+            );
             1
         }
     }
@@ -380,7 +395,9 @@ fn codex(args: &[String]) -> i32 {
                 it.next();
             }
             "--" => prompt = Some(it.by_ref().cloned().collect::<Vec<_>>().join(" ")),
-            f if f.starts_with('-') => return fail(&format!("error: unexpected argument '{f}'"), 2),
+            f if f.starts_with('-') => {
+                return fail(&format!("error: unexpected argument '{f}'"), 2)
+            }
             p => prompt = Some(p.to_string()),
         }
     }
@@ -389,7 +406,10 @@ fn codex(args: &[String]) -> i32 {
     }
     let prompt = prompt.unwrap_or_default();
     // Like the real CLI, an unknown resume id silently starts a new thread.
-    let (thread, mut prompts) = match resume.as_deref().and_then(|id| Some((id, history("codex", id)?))) {
+    let (thread, mut prompts) = match resume
+        .as_deref()
+        .and_then(|id| Some((id, history("codex", id)?)))
+    {
         Some((id, h)) => (id.to_string(), h),
         None => (new_id(), Vec::new()),
     };
@@ -404,13 +424,19 @@ fn codex(args: &[String]) -> i32 {
         return fail(&e, 1);
     }
     for (i, (_, input, result)) in t.tools.iter().enumerate() {
-        out(&json!({"type":"item.completed","item":{"id":format!("item_t{i}"),"type":"file_change",
-            "changes":[{"path":input["file_path"],"kind":"add"}],"status": if result.starts_with("error") {"failed"} else {"completed"}}}));
+        out(
+            &json!({"type":"item.completed","item":{"id":format!("item_t{i}"),"type":"file_change",
+            "changes":[{"path":input["file_path"],"kind":"add"}],"status": if result.starts_with("error") {"failed"} else {"completed"}}}),
+        );
     }
-    out(&json!({"type":"item.completed","item":{"id":"item_0","type":"agent_message","text":t.text}}));
+    out(
+        &json!({"type":"item.completed","item":{"id":"item_0","type":"agent_message","text":t.text}}),
+    );
     match t.outcome {
         Ok(_) => {
-            out(&json!({"type":"turn.completed","usage":{"input_tokens":10,"cached_input_tokens":0,"output_tokens":5}}));
+            out(
+                &json!({"type":"turn.completed","usage":{"input_tokens":10,"cached_input_tokens":0,"output_tokens":5}}),
+            );
             0
         }
         Err((_, message)) => {
@@ -439,7 +465,10 @@ fn gemini(args: &[String]) -> i32 {
         }
     }
     if format.as_deref() != Some("stream-json") {
-        return fail("the fake gemini only speaks --output-format stream-json", 42);
+        return fail(
+            "the fake gemini only speaks --output-format stream-json",
+            42,
+        );
     }
     let Some(prompt) = prompt else {
         return fail("No input provided via -p", 42);
@@ -462,8 +491,12 @@ fn gemini(args: &[String]) -> i32 {
         return fail(&e, 1);
     }
     for (i, (name, input, result)) in t.tools.iter().enumerate() {
-        out(&json!({"type":"tool_use","tool_name":name,"tool_id":format!("t{i}"),"parameters":input}));
-        out(&json!({"type":"tool_result","tool_id":format!("t{i}"),"status":"success","output":result}));
+        out(
+            &json!({"type":"tool_use","tool_name":name,"tool_id":format!("t{i}"),"parameters":input}),
+        );
+        out(
+            &json!({"type":"tool_result","tool_id":format!("t{i}"),"status":"success","output":result}),
+        );
     }
     out(&json!({"type":"message","role":"assistant","content":t.text,"delta":true}));
     let stats = json!({"total_tokens":15,"input_tokens":10,"output_tokens":5,"duration_ms":1,"tool_calls":t.tools.len()});
@@ -473,7 +506,9 @@ fn gemini(args: &[String]) -> i32 {
             0
         }
         Err((_, message)) => {
-            out(&json!({"type":"result","status":"error","error":{"type":"FatalError","message":message},"stats":stats}));
+            out(
+                &json!({"type":"result","status":"error","error":{"type":"FatalError","message":message},"stats":stats}),
+            );
             1
         }
     }

@@ -106,7 +106,13 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     let record = sandbox::find(&args.sandbox)?;
     let mut client = connect(&record).await?;
     if let Some(tag) = &args.attach {
-        let stream = match client.attach(AttachRequest { tag: tag.clone() }).await {
+        let stream = match client
+            .attach(AttachRequest {
+                tag: tag.clone(),
+                follow_only: false,
+            })
+            .await
+        {
             Ok(r) => r.into_inner(),
             Err(status) if status.code() == tonic::Code::NotFound => bail!("{}", status.message()),
             Err(status) => return Err(explain_broken(&record, &status).await),
