@@ -10,7 +10,7 @@ use futures_util::Stream;
 use crate::error::EngineError;
 use crate::types::{
     BuildEvent, ContainerPlan, ContainerState, ContainerSummary, EngineInfo, ImageInfo,
-    NetworkPlan, NetworkSummary, Output,
+    NetworkPlan, NetworkSummary, Output, VolumePlan, VolumeSummary,
 };
 
 /// A container's output, stdout and stderr demultiplexed.
@@ -147,4 +147,19 @@ pub trait Engine: Send + Sync {
         &self,
         labels: &[String],
     ) -> impl Future<Output = Result<Vec<NetworkSummary>, EngineError>> + Send;
+
+    /// Creates a named volume with labels (idempotent: an existing volume is kept).
+    fn volume_create(
+        &self,
+        plan: &VolumePlan,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Removes a volume; a missing one is not an error.
+    fn volume_remove(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Volumes carrying all of `labels` (`key=value` or `key`).
+    fn volume_list(
+        &self,
+        labels: &[String],
+    ) -> impl Future<Output = Result<Vec<VolumeSummary>, EngineError>> + Send;
 }

@@ -15,5 +15,5 @@ pub use engine::{ByteStream, Engine, ExecInput, OutputStream};
 pub use error::EngineError;
 pub use types::{
     BindMount, BuildEvent, ContainerPlan, ContainerState, ContainerSummary, EngineInfo, ImageInfo,
-    NetworkPlan, NetworkSummary, Output,
+    NetworkPlan, NetworkSummary, Output, VolumePlan, VolumeSummary,
 };

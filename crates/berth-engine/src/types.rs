@@ -222,3 +222,17 @@ pub enum BuildEvent {
         total: Option<i64>,
     },
 }
+
+/// A named volume to create.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VolumePlan {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A volume as listed by the engine.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VolumeSummary {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use berth_engine::{
     BuildEvent, ByteStream, ContainerPlan, ContainerState, ContainerSummary, Engine, EngineError,
-    EngineInfo, ImageInfo, NetworkPlan, NetworkSummary, Output, OutputStream,
+    EngineInfo, ImageInfo, NetworkPlan, NetworkSummary, Output, OutputStream, VolumePlan,
+    VolumeSummary,
 };
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -232,5 +233,17 @@ impl Engine for FakeEngine {
     async fn network_list(&self, _labels: &[String]) -> Result<Vec<NetworkSummary>, EngineError> {
         self.record(Call::NetworkList);
         Ok(self.networks.lock().unwrap().clone())
+    }
+
+    async fn volume_create(&self, _plan: &VolumePlan) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    async fn volume_remove(&self, _name: &str) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    async fn volume_list(&self, _labels: &[String]) -> Result<Vec<VolumeSummary>, EngineError> {
+        Ok(Vec::new())
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! An object is garbage when its owner label names a process on this host that is gone
 //! (berth crashed, was SIGKILLed, or the machine rebooted). Objects kept on purpose
-//! (`--keep`), long-lived sandboxes (`berth create`: no owner process by design) and objects
+//! (`--keep`), long-lived sandboxes (`berth create`: no owner process by design), the home
+//! volumes of named agents, and objects
 //! owned from other hosts are left alone unless `all` is set.
 
 use berth_engine::Engine;
@@ -24,7 +25,7 @@ pub struct GcOptions {
 /// One object gc found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GcItem {
-    /// `container` or `network`.
+    /// `container`, `network` or `volume`.
     pub kind: &'static str,
     /// Engine id.
     pub id: String,
@@ -85,14 +86,18 @@ async fn settle(
     }
 }
 
-/// Finds garbage and (unless a dry run) removes it: containers first, then networks.
+/// Finds garbage and (unless a dry run) removes it: containers first, then networks and
+/// volumes.
 pub async fn collect<E: Engine>(
     engine: &E,
     options: GcOptions,
 ) -> Result<Vec<GcItem>, SandboxError> {
     let filter = [labels::managed_filter()];
-    let (containers, networks) =
-        tokio::try_join!(engine.container_list(&filter), engine.network_list(&filter))?;
+    let (containers, networks, volumes) = tokio::try_join!(
+        engine.container_list(&filter),
+        engine.network_list(&filter),
+        engine.volume_list(&filter)
+    )?;
     let mut items = Vec::new();
     // Containers first: a network cannot be removed while a container is attached.
     for c in containers {
@@ -105,6 +110,13 @@ pub async fn collect<E: Engine>(
         if let Some(reason) = verdict(&n.labels, options.all) {
             let removal = (!options.dry_run).then(|| engine.network_remove(&n.id));
             items.push(settle("network", n.id.clone(), n.name, reason, removal).await);
+        }
+    }
+    // Volumes last: one in use by a container cannot be removed.
+    for v in volumes {
+        if let Some(reason) = verdict(&v.labels, options.all) {
+            let removal = (!options.dry_run).then(|| engine.volume_remove(&v.name));
+            items.push(settle("volume", v.name.clone(), v.name.clone(), reason, removal).await);
         }
     }
     Ok(items)

@@ -14,8 +14,10 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use berth_engine::{BindMount, ContainerState, Engine, ImageInfo};
-use berth_protocol::{AGENT_PATH, SANDBOX_DIR, SANDBOX_ID_ENV, TOKEN_ENV, USER_ENV, WORKDIR_ENV};
+use berth_engine::{BindMount, ContainerState, Engine, ImageInfo, VolumePlan};
+use berth_protocol::{
+    AGENT_PATH, OWNED_DIRS_ENV, SANDBOX_DIR, SANDBOX_ID_ENV, TOKEN_ENV, USER_ENV, WORKDIR_ENV,
+};
 use berth_spec::{labels, SandboxSpec};
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +52,9 @@ pub struct SandboxRecord {
     pub user: String,
     pub workdir: String,
     pub created: String,
+    /// The extra labels it was created with ([`CreateOptions::labels`]).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// berth's state directory: `$BERTH_STATE_DIR`, `$XDG_STATE_HOME/berth` or
@@ -130,7 +135,7 @@ pub enum AgentDelivery {
 }
 
 /// Options for [`create`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
     /// The static agent binary to inject.
     pub agent: PathBuf,
@@ -138,6 +143,20 @@ pub struct CreateOptions {
     pub name: Option<String>,
     /// How to deliver the agent ([`AgentDelivery::Mount`] is forced for read-only roots).
     pub delivery: AgentDelivery,
+    /// Extra labels on the container (kept in the record too), e.g. the agent it serves.
+    pub labels: BTreeMap<String, String>,
+    /// Label the container with this process as its owner, so `berth gc` removes it if this
+    /// process dies before removing it itself (sandboxes that live for one run).
+    pub owned: bool,
+    /// Named volumes to create (if missing) and mount; the sandbox user gets their roots.
+    pub volumes: Vec<VolumeMount>,
+}
+
+/// A named, labelled volume mounted into a sandbox (an agent CLI's home).
+#[derive(Debug, Clone, Default)]
+pub struct VolumeMount {
+    pub volume: VolumePlan,
+    pub target: String,
 }
 
 /// Creates and starts a sandbox, and waits until its agent answers.
@@ -220,6 +239,22 @@ pub async fn create<E: Engine>(
     if let Some(name) = &options.name {
         c.labels.insert(labels::NAME.to_string(), name.clone());
     }
+    c.labels.extend(options.labels.clone());
+    if options.owned {
+        c.labels
+            .insert(labels::OWNER.to_string(), crate::owner::current_owner());
+    }
+    for v in &options.volumes {
+        c.binds.push(BindMount {
+            source: v.volume.name.clone(),
+            target: v.target.clone(),
+            read_only: false,
+        });
+    }
+    if !options.volumes.is_empty() {
+        let dirs: Vec<&str> = options.volumes.iter().map(|v| v.target.as_str()).collect();
+        c.env.push(format!("{OWNED_DIRS_ENV}={}", dirs.join(":")));
+    }
 
     let record = SandboxRecord {
         id: id.clone(),
@@ -232,11 +267,15 @@ pub async fn create<E: Engine>(
         user,
         workdir,
         created: host.created.clone(),
+        labels: options.labels.clone(),
     };
     let agent = match delivery {
         AgentDelivery::Mount => None,
         AgentDelivery::Archive => Some(agent_archive(&options.agent)?),
     };
+    for v in &options.volumes {
+        engine.volume_create(&v.volume).await?;
+    }
     let made = make(engine, &plan, record, agent).await;
     if made.is_err() {
         remove_objects(engine, &id).await;

@@ -71,6 +71,7 @@ impl Made {
             agent: agent(),
             name: None,
             delivery: Default::default(),
+            ..Default::default()
         };
         let record = sandbox::create(
             &engine,

@@ -26,6 +26,10 @@ pub const NAME: &str = "berth.name";
 pub const KIND_NETWORK: &str = "network";
 /// An image berth built.
 pub const KIND_IMAGE: &str = "image";
+/// Kind of a volume (an agent CLI's home).
+pub const KIND_VOLUME: &str = "volume";
+/// Name of the agent (`berth agent run --name`) a sandbox or volume belongs to.
+pub const AGENT: &str = "berth.agent";
 
 /// The label filter that selects every berth object (`label=berth.managed=true`).
 pub fn managed_filter() -> String {

@@ -41,6 +41,7 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
         agent,
         name: args.name.clone(),
         delivery,
+        ..Default::default()
     };
     let record = sandbox::create(
         &engine,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bollard::errors::Error as BollardError;
 use bollard::query_parameters::{
     AttachContainerOptions, BuildImageOptions, CreateContainerOptions, CreateImageOptions,
-    DownloadFromContainerOptions, KillContainerOptions, ListContainersOptions, ListNetworksOptions,
+    DownloadFromContainerOptions, KillContainerOptions, ListContainersOptions, ListNetworksOptions, ListVolumesOptions, RemoveVolumeOptions,
     LogsOptions, RemoveContainerOptions, StopContainerOptions, UploadToContainerOptions,
     WaitContainerOptions,
 };
@@ -28,7 +28,7 @@ use crate::engine::{ByteStream, Engine, OutputStream};
 use crate::error::EngineError;
 use crate::types::{
     BuildEvent, ContainerPlan, ContainerState, ContainerSummary, EngineInfo, ImageInfo,
-    NetworkPlan, NetworkSummary, Output,
+    NetworkPlan, NetworkSummary, Output, VolumePlan, VolumeSummary,
 };
 
 /// How long a single request may wait for the daemon's response headers. Long-running
@@ -632,6 +632,52 @@ impl Engine for DockerEngine {
                 id: n.id.unwrap_or_default(),
                 name: n.name.unwrap_or_default(),
                 labels: n.labels.unwrap_or_default().into_iter().collect(),
+            })
+            .collect())
+    }
+
+    async fn volume_create(&self, plan: &VolumePlan) -> Result<(), EngineError> {
+        let request = bollard::models::VolumeCreateRequest {
+            name: Some(plan.name.clone()),
+            labels: Some(plan.labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(request)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("creating a volume", Subject::Other, e))
+    }
+
+    async fn volume_remove(&self, name: &str) -> Result<(), EngineError> {
+        match self
+            .docker
+            .remove_volume(name, Some(RemoveVolumeOptions { force: true }))
+            .await
+        {
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            other => other.map_err(|e| self.err("removing a volume", Subject::Other, e)),
+        }
+    }
+
+    async fn volume_list(&self, labels: &[String]) -> Result<Vec<VolumeSummary>, EngineError> {
+        let options = ListVolumesOptions {
+            filters: Some(label_filters(labels)),
+        };
+        let listed = self
+            .docker
+            .list_volumes(Some(options))
+            .await
+            .map_err(|e| self.err("listing volumes", Subject::Other, e))?;
+        Ok(listed
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| VolumeSummary {
+                name: v.name,
+                labels: v.labels.into_iter().collect(),
             })
             .collect())
     }
