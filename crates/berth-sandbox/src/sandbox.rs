@@ -150,6 +150,9 @@ pub struct CreateOptions {
     pub owned: bool,
     /// Named volumes to create (if missing) and mount; the sandbox user gets their roots.
     pub volumes: Vec<VolumeMount>,
+    /// Start no main process (ignore the image's entrypoint and command): the sandbox only
+    /// serves execs, as an agent CLI's sandbox does.
+    pub idle: bool,
 }
 
 /// A named, labelled volume mounted into a sandbox (an agent CLI's home).
@@ -190,7 +193,9 @@ pub async fn create<E: Engine>(
         SandboxError::io("generating a token", std::io::Error::other(e.to_string()))
     })?;
     let token = hex::encode(token);
-    let main: Vec<String> = if spec.command.is_empty() {
+    let main: Vec<String> = if options.idle {
+        Vec::new()
+    } else if spec.command.is_empty() {
         image.entrypoint.iter().chain(&image.cmd).cloned().collect()
     } else {
         spec.command.clone()

@@ -13,9 +13,9 @@ use std::time::Duration;
 use bollard::errors::Error as BollardError;
 use bollard::query_parameters::{
     AttachContainerOptions, BuildImageOptions, CreateContainerOptions, CreateImageOptions,
-    DownloadFromContainerOptions, KillContainerOptions, ListContainersOptions, ListNetworksOptions, ListVolumesOptions, RemoveVolumeOptions,
-    LogsOptions, RemoveContainerOptions, StopContainerOptions, UploadToContainerOptions,
-    WaitContainerOptions,
+    DownloadFromContainerOptions, KillContainerOptions, ListContainersOptions, ListNetworksOptions,
+    ListVolumesOptions, LogsOptions, RemoveContainerOptions, RemoveVolumeOptions,
+    StopContainerOptions, UploadToContainerOptions, WaitContainerOptions,
 };
 use bollard::Docker;
 use bytes::Bytes;

@@ -1,0 +1,181 @@
+//! What berth remembers about named agents, in its state directory
+//! (`agents/<name>.json`, 0600): which sessions belong to the agent, which came from which,
+//! and its interactive session if one is running. Only berth writes these ids, so two agents
+//! can never swap sessions.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use berth_events::Cli;
+use serde::{Deserialize, Serialize};
+
+use crate::RuntimeError;
+
+/// One session of an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEntry {
+    pub id: String,
+    pub created: String,
+    /// The session it was forked from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<String>,
+}
+
+/// A long-running interactive CLI process (`berth agent session start`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interactive {
+    pub sandbox_id: String,
+    /// Tag of the background process in the sandbox.
+    pub tag: String,
+    pub session_id: String,
+}
+
+/// Everything berth keeps about one named agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub name: String,
+    pub cli: Cli,
+    #[serde(default)]
+    pub sessions: Vec<SessionEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interactive: Option<Interactive>,
+}
+
+impl AgentRecord {
+    pub fn new(name: &str, cli: Cli) -> Self {
+        Self {
+            name: name.to_string(),
+            cli,
+            sessions: Vec::new(),
+            interactive: None,
+        }
+    }
+
+    pub fn has_session(&self, id: &str) -> bool {
+        self.sessions.iter().any(|s| s.id == id)
+    }
+
+    /// The most recent session.
+    pub fn last_session(&self) -> Option<&str> {
+        self.sessions.last().map(|s| s.id.as_str())
+    }
+
+    /// Records a session (once).
+    pub fn add_session(&mut self, id: &str, forked_from: Option<&str>) {
+        if !self.has_session(id) {
+            self.sessions.push(SessionEntry {
+                id: id.to_string(),
+                created: chrono::Utc::now().to_rfc3339(),
+                forked_from: forked_from.map(String::from),
+            });
+        }
+    }
+}
+
+fn agents_dir() -> PathBuf {
+    berth_sandbox::sandbox::state_dir().join("agents")
+}
+
+/// Agent names become file and volume names: keep them to a safe alphabet.
+pub fn validate_name(name: &str) -> Result<(), RuntimeError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(RuntimeError::Input(format!(
+            "invalid agent name {name:?}: use letters, digits, '-', '_' or '.', starting with a letter or digit (e.g. --name reviewer)"
+        )))
+    }
+}
+
+/// Loads an agent's record, if berth has one.
+pub fn load(name: &str) -> Result<Option<AgentRecord>, RuntimeError> {
+    let path = agents_dir().join(format!("{name}.json"));
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| RuntimeError::State(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(RuntimeError::State(format!("{}: {e}", path.display()))),
+    }
+}
+
+/// All agent records.
+pub fn list() -> Vec<AgentRecord> {
+    let Ok(entries) = std::fs::read_dir(agents_dir()) else {
+        return Vec::new();
+    };
+    let mut out: Vec<AgentRecord> = entries
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Saves an agent's record atomically (write, then rename).
+pub fn save(record: &AgentRecord) -> Result<(), RuntimeError> {
+    use std::io::Write;
+    let dir = agents_dir();
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| RuntimeError::State(format!("{}: {e}", dir.display())))?;
+    let path = dir.join(format!("{}.json", record.name));
+    let tmp = dir.join(format!(".{}.json.{}", record.name, std::process::id()));
+    let json = serde_json::to_vec_pretty(record)
+        .map_err(|e| RuntimeError::State(format!("encoding {}: {e}", path.display())))?;
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&json)?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| RuntimeError::State(format!("{}: {e}", path.display())))
+}
+
+/// Forgets an agent.
+pub fn remove(name: &str) -> Result<(), RuntimeError> {
+    let path = agents_dir().join(format!("{name}.json"));
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(RuntimeError::State(format!("{}: {e}", path.display())))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name("reviewer-2").is_ok());
+        for bad in ["", "-x", "a/b", "a b", "../x"] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sessions_are_recorded_once_with_their_parent() {
+        let mut r = AgentRecord::new("a", Cli::Claude);
+        r.add_session("s1", None);
+        r.add_session("s1", None);
+        r.add_session("s2", Some("s1"));
+        assert_eq!(r.sessions.len(), 2);
+        assert_eq!(r.last_session(), Some("s2"));
+        assert_eq!(r.sessions[1].forked_from.as_deref(), Some("s1"));
+    }
+}
