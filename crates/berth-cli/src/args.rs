@@ -87,6 +87,19 @@ berth exec -d --tag build $id -- make\n  berth exec --attach build $id"
     /// Remove containers and networks that berth left behind (owner process gone).
     #[command(after_help = "Examples:\n  berth gc --dry-run\n  berth gc\n  berth gc --all --json")]
     Gc(GcArgs),
+    /// Run coding-agent CLIs (Claude Code, Codex, Gemini CLI) in sandboxes.
+    #[command(
+        after_help = "Examples:\n  berth agent run --workspace ./repo --prompt \"fix the failing test\"\n  \
+berth agent run --cli codex --workspace ./repo --prompt-file task.md --json\n  \
+berth agent run --name reviewer --keep --workspace . --prompt \"review\"\n  \
+berth agent run --name reviewer --resume <session> --prompt \"and now the docs\"\n  \
+berth agent session start --name pair --workspace .\n  berth agent send pair \"what does main.rs do?\"\n  \
+berth agent events --cli claude < run.jsonl"
+    )]
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
     /// Manage berth's sandbox images.
     Image {
         #[command(subcommand)]
@@ -501,4 +514,192 @@ mod tests {
         };
         assert_eq!(args.spec().unwrap().timeout, None);
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Run an agent CLI once on a prompt, headless, and report its events and result.
+    #[command(
+        after_help = "The prompt goes to the CLI as one argument (or on stdin with --prompt-file), never \
+through a shell. Only the variables you name with --env reach the CLI. The agent's network is none \
+unless you give --network bridge (the CLI must reach its API).\n\n\
+Exit codes: 0 the agent succeeded; 1 it failed (an error result such as error_max_turns, or no \
+result); the CLI's own code when it died; 124 timed out; 130 interrupted; 125 berth itself failed.\n\n\
+Examples:\n  berth agent run --workspace ./repo --network bridge -e ANTHROPIC_API_KEY --prompt \"fix the failing test\"\n  \
+berth agent run --cli codex --workspace ./repo --prompt-file task.md --json\n  \
+berth agent run --name reviewer --keep --workspace .:ro --prompt \"review\"\n  \
+berth agent run --name reviewer --resume <session> --fork --prompt \"try another approach\""
+    )]
+    Run(Box<AgentRunArgs>),
+    /// Long-running interactive sessions (one CLI process that takes turns).
+    Session {
+        #[command(subcommand)]
+        command: SessionCommand,
+    },
+    /// Send one turn to an agent's session; streams the reply and returns at the end of the turn.
+    #[command(
+        after_help = "If the session's process has died, berth says so and answers with a one-shot run \
+that resumes the session.\n\nExamples:\n  berth agent send pair \"what does main.rs do?\"\n  \
+berth agent send --timeout 2m pair \"now add a test\""
+    )]
+    Send(AgentSendArgs),
+    /// Render (or with --json normalize) a saved event stream of an agent CLI.
+    #[command(
+        after_help = "Examples:\n  berth agent events --cli claude < run.jsonl\n  berth agent events --cli codex --json codex.jsonl"
+    )]
+    Events(AgentEventsArgs),
+    /// List named agents, their sessions and sandboxes.
+    Ls(AgentLsArgs),
+    /// Remove named agents: their sandboxes, home volumes and session records.
+    Rm(AgentRmArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Start a named agent's interactive CLI process in its kept sandbox; prints the session id.
+    #[command(after_help = "Examples:\n  berth agent session start --name pair --workspace .")]
+    Start(Box<SessionStartArgs>),
+    /// End a named agent's interactive process.
+    Stop(AgentNameArg),
+}
+
+/// Settings of an agent; each overrides the agent's entry in berth.toml.
+#[derive(Debug, Args, Clone)]
+pub struct AgentFlags {
+    /// Agent name: a persistent home (and with --keep a sandbox) and its recorded sessions;
+    /// also picks [agents.NAME] from berth.toml.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Config file with named agents (default: ./berth.toml if present).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Agent CLI: claude (default), codex or gemini.
+    #[arg(long, value_name = "CLI")]
+    pub cli: Option<String>,
+    /// Image with the CLI installed (default berth/<cli>-cli; see images/README.md).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Mount DIR at /workspace (DIR:ro for a review-only agent); the CLI starts there.
+    #[arg(long, short = 'w', value_name = "DIR[:ro]", value_parser = spec_arg(MountSpec::parse_workspace))]
+    pub workspace: Option<MountSpec>,
+    /// Pass NAME from your environment, or set NAME=VALUE, for the CLI (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "NAME[=VALUE]", value_parser = spec_arg(parse_env))]
+    pub env: Vec<EnvVar>,
+    /// Mount a credentials file read-only: HOST:PATH (a relative PATH is inside the home).
+    #[arg(long = "credentials", value_name = "HOST:PATH", value_parser = spec_arg(berth_runtimes::settings::parse_credentials))]
+    pub credentials: Vec<MountSpec>,
+    /// Memory limit (default 1g).
+    #[arg(long, short = 'm', value_name = "SIZE", value_parser = size_arg)]
+    pub memory: Option<String>,
+    /// CPU quota (default 1).
+    #[arg(long, value_name = "N", value_parser = cpus_arg)]
+    pub cpus: Option<String>,
+    /// Maximum number of processes (default 512).
+    #[arg(long, value_name = "N")]
+    pub pids_limit: Option<i64>,
+    /// none (default), isolated, or bridge (egress, so the CLI can reach its API; weakens isolation).
+    #[arg(long, value_name = "MODE", value_parser = spec_arg(NetworkMode::parse))]
+    pub network: Option<NetworkMode>,
+    /// Read-only root file system (home, workspace and /tmp stay writable).
+    #[arg(long)]
+    pub read_only: bool,
+    /// End the agent's whole process tree after this long (default 30m).
+    #[arg(long, short = 't', value_name = "DURATION", value_parser = duration_arg)]
+    pub timeout: Option<Duration>,
+    /// Model, passed to the CLI.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Maximum agentic turns (Claude).
+    #[arg(long, value_name = "N")]
+    pub max_turns: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentRunArgs {
+    #[command(flatten)]
+    pub agent: AgentFlags,
+    /// The prompt (passed as one argument: any character survives).
+    #[arg(
+        long,
+        short = 'p',
+        conflicts_with = "prompt_file",
+        required_unless_present = "prompt_file"
+    )]
+    pub prompt: Option<String>,
+    /// Read the prompt from FILE (sent on stdin); - for standard input.
+    #[arg(long, value_name = "FILE")]
+    pub prompt_file: Option<PathBuf>,
+    /// Keep the agent's sandbox for its next run (needs --name).
+    #[arg(long)]
+    pub keep: bool,
+    /// With --keep: how many sandboxes of this agent to keep (oldest removed; default 1).
+    #[arg(long, value_name = "N")]
+    pub max_containers: Option<usize>,
+    /// Continue this session of the agent (needs --name).
+    #[arg(long, value_name = "SESSION")]
+    pub resume: Option<String>,
+    /// With --resume: branch into a new session instead of continuing.
+    #[arg(long, requires = "resume")]
+    pub fork: bool,
+    /// Print normalized events as JSON lines, then a summary line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SessionStartArgs {
+    #[command(flatten)]
+    pub agent: AgentFlags,
+    /// Continue this session of the agent instead of starting a new one.
+    #[arg(long, value_name = "SESSION")]
+    pub resume: Option<String>,
+    /// Print the session as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentSendArgs {
+    /// How long to wait for the end of the turn; the session's process is ended after it.
+    #[arg(long, short = 't', default_value = "10m", value_name = "DURATION", value_parser = duration_arg)]
+    pub timeout: Duration,
+    /// Print normalized events as JSON lines, then a summary line.
+    #[arg(long)]
+    pub json: bool,
+    /// Config file (for the fallback run; default ./berth.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The agent's name.
+    pub name: String,
+    /// The message.
+    pub message: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentEventsArgs {
+    /// Which CLI wrote the stream: claude, codex or gemini.
+    #[arg(long, default_value = "claude")]
+    pub cli: String,
+    /// Print normalized events as JSON lines.
+    #[arg(long)]
+    pub json: bool,
+    /// The saved stream (default: standard input).
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentLsArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentNameArg {
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentRmArgs {
+    #[arg(required = true)]
+    pub names: Vec<String>,
 }

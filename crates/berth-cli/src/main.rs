@@ -64,6 +64,7 @@ fn main() -> ExitCode {
             Command::Rm(args) => commands::sandbox::rm(args).await,
             Command::Doctor(args) => commands::doctor::run(args).await,
             Command::Gc(args) => commands::gc::run(args).await,
+            Command::Agent { command } => commands::agent::run(command).await,
             Command::Image {
                 command: ImageCommand::Build(args),
             } => commands::image::build(args).await,

@@ -114,7 +114,10 @@ fn turn(prompt: &str, earlier: usize, max_turns: Option<u64>) -> Result<Turn, i3
     }
     let mut tools = Vec::new();
     let mut text = format!("echo: {prompt}\nhistory: {earlier} earlier turns");
-    if let Some(var) = directive(prompt, "env") {
+    let vars = prompt
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("fake:env="));
+    for var in vars {
         let state = if std::env::var_os(var).is_some() {
             "set"
         } else {

@@ -1,5 +1,6 @@
 //! One module per `berth` verb.
 
+pub mod agent;
 pub mod cp;
 pub mod doctor;
 pub mod exec;

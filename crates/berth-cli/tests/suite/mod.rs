@@ -1,3 +1,4 @@
+mod agent;
 mod common;
 mod doctor_and_engine;
 mod hardening;

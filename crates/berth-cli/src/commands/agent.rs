@@ -1,0 +1,417 @@
+//! `berth agent …`: coding-agent CLIs in sandboxes (the work is in `berth-runtimes`; this
+//! module turns flags and `berth.toml` into settings and renders what comes back).
+
+use std::io::{BufRead, Read, Write};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use berth_engine::docker::DockerEngine;
+use berth_engine::{Engine, ImageInfo};
+use berth_events::{render, Cli, Parser, Record};
+use berth_runtimes::config::Config;
+use berth_runtimes::launch::{self, Host, Progress, RunReport, RunRequest};
+use berth_runtimes::profile::PromptDelivery;
+use berth_runtimes::session::{self, SendOutcome};
+use berth_runtimes::settings::{default_image, AgentSettings};
+use berth_runtimes::store;
+use berth_sandbox::sandbox::{self, AgentDelivery};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::args::{
+    AgentCommand, AgentEventsArgs, AgentFlags, AgentLsArgs, AgentRmArgs, AgentRunArgs,
+    AgentSendArgs, SessionCommand, SessionStartArgs,
+};
+
+pub async fn run(command: AgentCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AgentCommand::Run(args) => agent_run(*args).await,
+        AgentCommand::Session {
+            command: SessionCommand::Start(args),
+        } => session_start(*args).await,
+        AgentCommand::Session {
+            command: SessionCommand::Stop(args),
+        } => {
+            let engine = DockerEngine::connect().await?;
+            if session::stop(&engine, &args.name).await? {
+                eprintln!("berth: stopped the session of agent {:?}", args.name);
+            } else {
+                eprintln!("berth: agent {:?} has no running session", args.name);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AgentCommand::Send(args) => send(args).await,
+        AgentCommand::Events(args) => events(args),
+        AgentCommand::Ls(args) => ls(args),
+        AgentCommand::Rm(args) => rm(args).await,
+    }
+}
+
+/// Flags over the agent's `berth.toml` entry.
+fn settings(flags: &AgentFlags) -> anyhow::Result<AgentSettings> {
+    let config = Config::load(flags.config.as_deref())?;
+    let base = match &flags.name {
+        Some(name) => config.agents.get(name).cloned().unwrap_or_default(),
+        None => AgentSettings::default(),
+    };
+    let given = AgentSettings {
+        cli: flags.cli.as_deref().map(str::parse::<Cli>).transpose()?,
+        image: flags.image.clone(),
+        workspace: flags.workspace.clone(),
+        read_only: flags.read_only.then_some(true),
+        memory: flags.memory.clone(),
+        cpus: flags.cpus.clone(),
+        pids: flags.pids_limit,
+        network: flags.network,
+        env: flags.env.clone(),
+        credentials: flags.credentials.clone(),
+        timeout: flags.timeout,
+        keep: None,
+        max_containers: None,
+        model: flags.model.clone(),
+        max_turns: flags.max_turns,
+    };
+    Ok(given.over(&base))
+}
+
+async fn host(engine: &DockerEngine) -> anyhow::Result<Host> {
+    let socket = engine.endpoint().socket_path();
+    Ok(Host {
+        agent_binary: sandbox::agent_binary()?,
+        delivery: if socket.is_some() {
+            AgentDelivery::Mount
+        } else {
+            AgentDelivery::Archive
+        },
+        engine_socket: socket,
+    })
+}
+
+/// The agent's image; berth's default agent images are never pulled from a registry.
+async fn image(engine: &DockerEngine, settings: &AgentSettings) -> anyhow::Result<ImageInfo> {
+    let reference = settings.image();
+    if let Some(info) = engine.image_inspect(&reference).await? {
+        return Ok(info);
+    }
+    if reference == default_image(settings.cli()) {
+        bail!(
+            "image {reference} (with the {cli} CLI) is not present: build it with \
+             `docker build -t {reference} images/{cli}` (needs a registry and the npm registry), \
+             or pass --image IMAGE with the CLI installed",
+            cli = settings.cli()
+        );
+    }
+    super::ensure_image(engine, &reference).await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Prints events as they come: rendered for a human, or as JSON lines.
+fn printer(json: bool) -> impl FnMut(Progress<'_>) + Send {
+    move |p| match p {
+        Progress::Sandbox { id, reused } => {
+            if !json {
+                let how = if reused { "reusing" } else { "in" };
+                eprintln!("berth: {how} sandbox {id}");
+            }
+        }
+        Progress::Event(record) => print_event(record, json),
+        Progress::Stderr(bytes) => {
+            let mut err = std::io::stderr().lock();
+            let _ = err.write_all(bytes);
+        }
+    }
+}
+
+fn print_event(record: &Record, json: bool) {
+    let mut out = std::io::stdout().lock();
+    if json {
+        if let Ok(line) = serde_json::to_string(record) {
+            let _ = writeln!(out, "{line}");
+        }
+    } else if let Some(text) = render(record) {
+        let _ = out.write_all(text.as_bytes());
+    }
+    let _ = out.flush();
+}
+
+/// The final summary: a JSON line, or a few lines on stderr.
+fn finish(report: &RunReport, json: bool) -> ExitCode {
+    for name in &report.missing_env {
+        eprintln!("berth: warning: --env {name} is not set here, so it was not passed");
+    }
+    for problem in &report.problems {
+        eprintln!("berth: {problem}");
+    }
+    if json {
+        let mut value = serde_json::to_value(report).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            map.insert("type".into(), "summary".into());
+            map.insert("success".into(), report.success().into());
+            map.insert("exit_code".into(), report.exit_code().into());
+        }
+        println!("{value}");
+    } else {
+        let result = report.summary.result.as_ref();
+        let status = if report.success() {
+            "succeeded".to_string()
+        } else if report.timed_out {
+            "timed out (its process tree was killed)".to_string()
+        } else if report.interrupted {
+            "interrupted".to_string()
+        } else {
+            match result {
+                Some(r) => format!("failed ({})", r.subtype),
+                None => "failed (no result)".to_string(),
+            }
+        };
+        let mut parts = vec![format!("agent {status}")];
+        if let Some(n) = result.and_then(|r| r.num_turns) {
+            parts.push(format!("{n} turn{}", if n == 1 { "" } else { "s" }));
+        }
+        if let Some(c) = result.and_then(|r| r.cost_usd) {
+            parts.push(format!("${c:.4}"));
+        }
+        parts.push(format!("{:.1}s", report.duration_ms as f64 / 1000.0));
+        if let Some(s) = &report.session_id {
+            parts.push(format!("session {s}"));
+        }
+        if let Some(errors) = result.map(|r| &r.errors).filter(|e| !e.is_empty()) {
+            parts.push(errors.join("; "));
+        }
+        eprintln!("berth: {}", parts.join(" · "));
+    }
+    ExitCode::from(u8::try_from(report.exit_code()).unwrap_or(1))
+}
+
+async fn agent_run(args: AgentRunArgs) -> anyhow::Result<ExitCode> {
+    let mut settings = settings(&args.agent)?;
+    if args.keep {
+        settings.keep = Some(true);
+    }
+    if args.max_containers.is_some() {
+        settings.max_containers = args.max_containers;
+    }
+    let (prompt, delivery) = match (&args.prompt, &args.prompt_file) {
+        (Some(p), _) => (p.clone(), PromptDelivery::Argv),
+        (None, Some(path)) if path.as_os_str() == "-" => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading the prompt from standard input")?;
+            (text, PromptDelivery::Stdin)
+        }
+        (None, Some(path)) => (
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the prompt file {}", path.display()))?,
+            PromptDelivery::Stdin,
+        ),
+        (None, None) => {
+            bail!("give a prompt: --prompt \"fix the failing test\" or --prompt-file task.md")
+        }
+    };
+    let engine = DockerEngine::connect().await?;
+    let host = host(&engine).await?;
+    let image = image(&engine, &settings).await?;
+    let request = RunRequest {
+        settings,
+        name: args.agent.name.clone(),
+        prompt,
+        delivery,
+        resume: args.resume.clone(),
+        fork: args.fork,
+    };
+    let mut print = printer(args.json);
+    let report = launch::run(&engine, &host, &image, &request, &mut print, interrupted()).await?;
+    Ok(finish(&report, args.json))
+}
+
+async fn session_start(args: SessionStartArgs) -> anyhow::Result<ExitCode> {
+    let Some(name) = args.agent.name.clone() else {
+        bail!("a session belongs to a named agent: berth agent session start --name pair --workspace .");
+    };
+    let settings = settings(&args.agent)?;
+    let engine = DockerEngine::connect().await?;
+    let host = host(&engine).await?;
+    let image = image(&engine, &settings).await?;
+    let (session_id, sandbox_id) = session::start(
+        &engine,
+        &host,
+        &image,
+        &settings,
+        &name,
+        args.resume.as_deref(),
+    )
+    .await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"agent": name, "session_id": session_id, "sandbox_id": sandbox_id})
+        );
+    } else {
+        println!("{session_id}");
+        eprintln!("berth: agent {name:?} is listening in sandbox {sandbox_id}; send it turns with `berth agent send {name} \"…\"`");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn send(args: AgentSendArgs) -> anyhow::Result<ExitCode> {
+    let flags = AgentFlags {
+        name: Some(args.name.clone()),
+        config: args.config.clone(),
+        cli: None,
+        image: None,
+        workspace: None,
+        env: Vec::new(),
+        credentials: Vec::new(),
+        memory: None,
+        cpus: None,
+        pids_limit: None,
+        network: None,
+        read_only: false,
+        timeout: None,
+        model: None,
+        max_turns: None,
+    };
+    let mut settings = settings(&flags)?;
+    // The fallback must land in the same sandbox: the one the session was started with.
+    if let Some(record) = store::load(&args.name)? {
+        settings.cli = Some(record.cli);
+        if let Some(i) = &record.interactive {
+            if let Ok(sb) = sandbox::find(&i.sandbox_id) {
+                settings.image.get_or_insert(sb.image.clone());
+            }
+        }
+    }
+    let engine = DockerEngine::connect().await?;
+    let host = host(&engine).await?;
+    let mut print = printer(args.json);
+    let image_settings = settings.clone();
+    let fallback_image = async {
+        image(&engine, &image_settings)
+            .await
+            .map_err(|e| berth_runtimes::RuntimeError::Input(format!("{e:#}")))
+    };
+    let outcome = session::send(
+        &engine,
+        &host,
+        fallback_image,
+        &settings,
+        &args.name,
+        &args.message,
+        args.timeout,
+        &mut print,
+    )
+    .await?;
+    let report = match outcome {
+        SendOutcome::Turn(report) => report,
+        SendOutcome::FellBack { why, report } => {
+            eprintln!("berth: {why}; answered with a one-shot run that resumed the session");
+            report
+        }
+    };
+    Ok(finish(&report, args.json))
+}
+
+fn events(args: AgentEventsArgs) -> anyhow::Result<ExitCode> {
+    let cli: Cli = args.cli.parse()?;
+    let input: Box<dyn Read> = match &args.file {
+        Some(path) => Box::new(
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        ),
+        None => Box::new(std::io::stdin()),
+    };
+    let reader = std::io::BufReader::new(input);
+    let mut parser = Parser::new(cli);
+    let mut summary = berth_events::Summary::default();
+    for line in reader.split(b'\n') {
+        let line = line.context("reading the event stream")?;
+        for record in parser.line(&String::from_utf8_lossy(&line)) {
+            summary.add(&record);
+            print_event(&record, args.json);
+        }
+    }
+    for line in &summary.malformed_lines {
+        eprintln!("berth: line {line} is not a JSON event (kept going)");
+    }
+    if !args.json {
+        if let Some(r) = &summary.result {
+            eprintln!(
+                "berth: result {} · {} turns · session {}",
+                r.subtype,
+                r.num_turns.unwrap_or(0),
+                summary.session_id.as_deref().unwrap_or("?")
+            );
+        }
+    }
+    Ok(if summary.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn ls(args: AgentLsArgs) -> anyhow::Result<ExitCode> {
+    let agents = store::list();
+    let rows: Vec<serde_json::Value> = agents
+        .iter()
+        .map(|a| {
+            let sandboxes: Vec<String> = launch::agent_sandboxes(&a.name)
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            serde_json::json!({
+                "name": a.name,
+                "cli": a.cli,
+                "sessions": a.sessions,
+                "last_session": a.last_session(),
+                "interactive": a.interactive,
+                "sandboxes": sandboxes,
+            })
+        })
+        .collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!(
+            "{:<20} {:<8} {:<9} {:<38} SANDBOXES",
+            "NAME", "CLI", "SESSIONS", "LAST SESSION"
+        );
+        for (a, row) in agents.iter().zip(&rows) {
+            println!(
+                "{:<20} {:<8} {:<9} {:<38} {}",
+                a.name,
+                a.cli,
+                a.sessions.len(),
+                a.last_session().unwrap_or("-"),
+                row["sandboxes"]
+                    .as_array()
+                    .map(|s| s
+                        .iter()
+                        .filter_map(|v| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn rm(args: AgentRmArgs) -> anyhow::Result<ExitCode> {
+    let engine = DockerEngine::connect().await?;
+    for name in &args.names {
+        let n = session::remove_agent(&engine, name).await?;
+        eprintln!("berth: removed agent {name:?} ({n} sandbox(es), its home volume and sessions)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
