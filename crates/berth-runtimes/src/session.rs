@@ -122,6 +122,15 @@ pub enum SendOutcome {
     FellBack { why: String, report: RunReport },
 }
 
+/// One turn for an agent's session.
+#[derive(Debug, Clone)]
+pub struct SendRequest<'a> {
+    pub name: &'a str,
+    pub message: &'a str,
+    /// How long to wait for the turn's result; the process is ended after it.
+    pub timeout: Duration,
+}
+
 /// Sends one user turn to the agent's interactive process and streams the reply until the
 /// turn's result (or the timeout, which ends the process).
 pub async fn send<E: Engine>(
@@ -129,11 +138,14 @@ pub async fn send<E: Engine>(
     host: &Host,
     image_for_fallback: impl std::future::Future<Output = Result<ImageInfo, RuntimeError>>,
     settings: &AgentSettings,
-    name: &str,
-    message: &str,
-    timeout: Duration,
+    request: SendRequest<'_>,
     progress: &mut (dyn FnMut(Progress<'_>) + Send),
 ) -> Result<SendOutcome, RuntimeError> {
+    let SendRequest {
+        name,
+        message,
+        timeout,
+    } = request;
     let record = store::load(name)?.ok_or_else(|| {
         RuntimeError::Input(format!(
             "no agent named {name:?}: start one with `berth agent session start --name {name} --workspace .`"

@@ -306,9 +306,11 @@ async fn send(args: AgentSendArgs) -> anyhow::Result<ExitCode> {
         &host,
         fallback_image,
         &settings,
-        &args.name,
-        &args.message,
-        args.timeout,
+        session::SendRequest {
+            name: &args.name,
+            message: &args.message,
+            timeout: args.timeout,
+        },
         &mut print,
     )
     .await?;

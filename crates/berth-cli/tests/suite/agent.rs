@@ -595,3 +595,51 @@ fn events_renders_and_normalizes_saved_streams() {
     assert_eq!(code(&bad), 125);
     assert!(stderr(&bad).contains("expected one of claude, codex, gemini"));
 }
+
+#[test]
+fn ctrl_c_and_sigkill_leave_nothing_that_gc_would_not_find() {
+    ensure_fake_image();
+    let volumes_before = volumes_named("berth-home-");
+    // Ctrl-C: berth ends the CLI and removes the sandbox and its home volume itself.
+    let child = berth()
+        .args(["agent", "run", "--image", IMAGE, "--prompt", "fake:hang"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let container = running_container_of(child.id());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    kill(child.id(), libc::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 130, "{}", stderr(&out));
+    assert!(docker(&["inspect", &container]).status.code() != Some(0));
+    assert_eq!(volumes_named("berth-home-"), volumes_before);
+
+    // SIGKILL: berth cannot clean up, but gc finds the sandbox and the volume by their owner.
+    let child = berth()
+        .args(["agent", "run", "--image", IMAGE, "--prompt", "fake:hang"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    let container = running_container_of(child.id());
+    kill(child.id(), libc::SIGKILL);
+    let _ = child.wait();
+    let out = berth().args(["gc", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let items: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let kinds: Vec<&str> = items["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["removed"] == true)
+        .map(|i| i["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"container") && kinds.contains(&"volume"),
+        "{items}"
+    );
+    assert!(docker(&["inspect", &container]).status.code() != Some(0));
+    assert_eq!(volumes_named("berth-home-"), volumes_before);
+}
