@@ -2,7 +2,8 @@
 # Sets berth up on a fresh Debian machine and runs a first sandboxed command:
 # installs the Debian packages berth needs, builds berth, installs it on PATH,
 # checks the engine (berth doctor), builds the default image offline, and runs
-# `berth run -- echo …` in a hardened sandbox, then a long-lived sandbox with the agent.
+# `berth run -- echo …` in a hardened sandbox, then a long-lived sandbox with the agent, and
+# shows how berth reads a coding agent's event stream.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -47,3 +48,12 @@ say "a long-lived sandbox: berth create, exec, rm"
 id=$(berth create)
 berth exec "$id" -- sh -c 'echo "exec in sandbox $(hostname) as uid $(id -u); pid 1 is $(cat /proc/1/comm)"'
 berth rm -f "$id" >/dev/null
+
+say "coding agents: a saved Claude Code event stream, normalized (berth agent events)"
+berth agent events --cli claude fixtures/agent-transcripts/claude-streamjson-tooluse-bash-v2.1.3.assembled.jsonl
+if docker image inspect berth/claude-cli >/dev/null 2>&1; then
+  echo "berth/claude-cli is present: try berth agent run --workspace . --network bridge -e ANTHROPIC_API_KEY --prompt \"…\""
+else
+  echo "to run Claude Code in a sandbox, build its image where a registry is reachable (images/README.md),"
+  echo "then: berth agent run --workspace . --network bridge -e ANTHROPIC_API_KEY --prompt \"fix the failing test\""
+fi
