@@ -67,6 +67,15 @@ berth exec -d --tag build $id -- make\n  berth exec --attach build $id"
         after_help = "Examples:\n  berth cp ./data.tar $id:/workspace/\n  berth cp $id:/workspace/out ./out\n  berth cp ./src dev:/tmp/src"
     )]
     Cp(CpArgs),
+    /// Files in a sandbox: list, stat, mkdir -p, remove, rename (paths cannot escape it).
+    #[command(
+        after_help = "Examples:\n  berth fs ls $id /workspace\n  berth fs stat --json $id /workspace/out\n  \
+berth fs mkdir $id /workspace/a/b\n  berth fs mv $id /workspace/a /workspace/b\n  berth fs rm -r $id /workspace/b"
+    )]
+    Fs {
+        #[command(subcommand)]
+        command: FsCommand,
+    },
     /// List sandboxes.
     #[command(after_help = "Examples:\n  berth ps\n  berth ps --json")]
     Ps(PsArgs),
@@ -702,4 +711,45 @@ pub struct AgentNameArg {
 pub struct AgentRmArgs {
     #[arg(required = true)]
     pub names: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FsCommand {
+    /// List a directory.
+    Ls(FsPathArgs),
+    /// Show one path: kind, size, mode, owner, modification time.
+    Stat(FsPathArgs),
+    /// Create a directory and its parents (given to the sandbox user).
+    Mkdir(FsPathArgs),
+    /// Remove a file, or with -r a directory tree.
+    Rm(FsRmArgs),
+    /// Rename or move a path inside the sandbox.
+    Mv(FsMvArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FsPathArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Sandbox id, name or unique id prefix.
+    pub sandbox: String,
+    /// Absolute path inside the sandbox.
+    pub path: String,
+}
+
+#[derive(Debug, Args)]
+pub struct FsRmArgs {
+    /// Remove directories and their contents.
+    #[arg(short, long)]
+    pub recursive: bool,
+    pub sandbox: String,
+    pub path: String,
+}
+
+#[derive(Debug, Args)]
+pub struct FsMvArgs {
+    pub sandbox: String,
+    pub from: String,
+    pub to: String,
 }

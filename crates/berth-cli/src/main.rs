@@ -56,6 +56,7 @@ fn main() -> ExitCode {
             Command::Top(args) => commands::exec::top(args).await,
             Command::Signal(args) => commands::exec::signal(args).await,
             Command::Cp(args) => commands::cp::run(args).await,
+            Command::Fs { command } => commands::fs::run(command).await,
             Command::Ps(args) => commands::sandbox::ps(args).await,
             Command::Inspect(args) => commands::sandbox::inspect(args).await,
             Command::Logs(args) => commands::sandbox::logs(args).await,

@@ -84,6 +84,9 @@ pub struct RunReport {
     pub problems: Vec<String>,
     /// Variables named with `--env NAME` that were not set here (so not passed).
     pub missing_env: Vec<String>,
+    /// The CLI's home volume (removed with the sandbox unless the agent is named).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub home_volume: Option<String>,
 }
 
 impl RunReport {
@@ -432,6 +435,12 @@ pub async fn run<E: Engine>(
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     report.agent = request.name.clone();
     report.kept = !acquired.ephemeral;
+    report.home_volume = Some(
+        acquired
+            .volume
+            .clone()
+            .unwrap_or_else(|| home_volume(name.unwrap_or_default())),
+    );
 
     match (&session, &report.session_id) {
         (SessionChoice::Resume(asked), Some(got)) if asked != got => report.problems.push(format!(
@@ -505,6 +514,7 @@ async fn drive(
         summary: Summary::default(),
         problems: Vec::new(),
         missing_env,
+        home_volume: None,
     };
     let mut lines = LineSplitter::default();
     let mut parser = Parser::new(cli);
@@ -659,6 +669,7 @@ mod tests {
             summary: Summary::default(),
             problems: Vec::new(),
             missing_env: Vec::new(),
+            home_volume: None,
         };
         assert_eq!(r.exit_code(), 1, "no result is a failure");
         r.summary.result = Some(berth_events::Outcome {

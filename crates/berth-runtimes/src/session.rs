@@ -260,6 +260,7 @@ async fn live_turn<E: Engine>(
         summary: Summary::default(),
         problems: Vec::new(),
         missing_env: Vec::new(),
+        home_volume: Some(launch::home_volume(&record.name)),
     };
     let started = std::time::Instant::now();
     let mut lines = LineSplitter::default();

@@ -4,6 +4,7 @@ pub mod agent;
 pub mod cp;
 pub mod doctor;
 pub mod exec;
+pub mod fs;
 pub mod gc;
 pub mod image;
 pub mod run;

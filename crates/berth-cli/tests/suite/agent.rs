@@ -161,7 +161,9 @@ fn a_prompt_with_shell_characters_arrives_intact_and_an_ephemeral_run_leaves_not
     let id = summary["sandbox_id"].as_str().unwrap();
     assert_eq!(summary["kept"], false);
     assert!(containers_with(&format!("berth.id={id}")).is_empty());
-    assert!(volumes_named(&format!("berth-home-{id}")).is_empty());
+    let home = summary["home_volume"].as_str().unwrap();
+    assert!(home.starts_with("berth-home-"), "{home}");
+    assert!(volumes_named(home).is_empty(), "{home} was left behind");
 }
 
 #[test]
@@ -599,7 +601,17 @@ fn events_renders_and_normalizes_saved_streams() {
 #[test]
 fn ctrl_c_and_sigkill_leave_nothing_that_gc_would_not_find() {
     ensure_fake_image();
-    let volumes_before = volumes_named("berth-home-");
+    let home_of = |container: &str| {
+        let out = docker(&[
+            "inspect",
+            "-f",
+            "{{range .Mounts}}{{if eq .Type \"volume\"}}{{.Name}}{{end}}{{end}}",
+            container,
+        ]);
+        let name = stdout(&out).trim().to_string();
+        assert!(name.starts_with("berth-home-"), "{name}");
+        name
+    };
     // Ctrl-C: berth ends the CLI and removes the sandbox and its home volume itself.
     let child = berth()
         .args(["agent", "run", "--image", IMAGE, "--prompt", "fake:hang"])
@@ -608,12 +620,13 @@ fn ctrl_c_and_sigkill_leave_nothing_that_gc_would_not_find() {
         .spawn()
         .unwrap();
     let container = running_container_of(child.id());
+    let home = home_of(&container);
     std::thread::sleep(std::time::Duration::from_millis(500));
     kill(child.id(), libc::SIGINT);
     let out = child.wait_with_output().unwrap();
     assert_eq!(code(&out), 130, "{}", stderr(&out));
     assert!(docker(&["inspect", &container]).status.code() != Some(0));
-    assert_eq!(volumes_named("berth-home-"), volumes_before);
+    assert!(volumes_named(&home).is_empty(), "{home} was left behind");
 
     // SIGKILL: berth cannot clean up, but gc finds the sandbox and the volume by their owner.
     let child = berth()
@@ -624,6 +637,7 @@ fn ctrl_c_and_sigkill_leave_nothing_that_gc_would_not_find() {
         .unwrap();
     let mut child = child;
     let container = running_container_of(child.id());
+    let home = home_of(&container);
     kill(child.id(), libc::SIGKILL);
     let _ = child.wait();
     let out = berth().args(["gc", "--json"]).output().unwrap();
@@ -641,5 +655,5 @@ fn ctrl_c_and_sigkill_leave_nothing_that_gc_would_not_find() {
         "{items}"
     );
     assert!(docker(&["inspect", &container]).status.code() != Some(0));
-    assert_eq!(volumes_named("berth-home-"), volumes_before);
+    assert!(volumes_named(&home).is_empty(), "{home} was left behind");
 }

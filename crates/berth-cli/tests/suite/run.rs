@@ -299,9 +299,9 @@ fn bad_values_are_rejected_with_an_example() {
 #[test]
 // The child is reaped with wait4(2), which also reports berth's peak memory.
 #[allow(clippy::zombie_processes)]
-fn a_hundred_megabytes_stream_through_with_bounded_memory() {
+fn two_hundred_megabytes_stream_through_with_bounded_memory() {
     ensure_base_image();
-    const SIZE: usize = 100_000_000;
+    const SIZE: usize = 200_000_000;
     let receipt = tempfile::NamedTempFile::new().unwrap();
     let mut child = berth()
         .args(["run", "--receipt"])
@@ -334,7 +334,8 @@ fn a_hundred_megabytes_stream_through_with_bounded_memory() {
         serde_json::from_slice(&std::fs::read(receipt.path()).unwrap()).unwrap();
     assert_eq!(r["stdout"]["bytes"], SIZE as u64);
     assert_eq!(r["stdout"]["sha256"], hex::encode(hasher.finalize()));
-    // Peak resident memory of berth stays far below the 100 MB that went through it.
+    // Peak resident memory of berth stays far below the 200 MB that went through it (under a
+    // loaded parallel test run it has been seen near 70 MiB: buffers, not the stream).
     let peak_kib = usage.ru_maxrss;
-    assert!(peak_kib < 64 * 1024, "berth peaked at {peak_kib} KiB");
+    assert!(peak_kib < 96 * 1024, "berth peaked at {peak_kib} KiB");
 }

@@ -721,3 +721,36 @@ fn the_agent_can_be_copied_in_through_the_archive_api() {
     let ro = Sandbox::create(&["--agent-delivery", "archive", "--read-only"]);
     assert_eq!(ro.sh("echo ok"), "ok\n");
 }
+
+#[test]
+fn fs_verbs_make_list_move_and_remove_inside_the_sandbox_only() {
+    let sb = Sandbox::create(&[]);
+    let fs = |args: &[&str]| berth().arg("fs").args(args).output().unwrap();
+    let ok = |args: &[&str]| {
+        let out = fs(args);
+        assert!(out.status.success(), "fs {args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    ok(&["mkdir", &sb.id, "/tmp/a/b"]);
+    let stat: serde_json::Value =
+        serde_json::from_str(&ok(&["stat", "--json", &sb.id, "/tmp/a/b"])).unwrap();
+    assert_eq!(stat["kind"], "dir");
+    assert_eq!(
+        stat["uid"], 1000,
+        "new directories belong to the sandbox user"
+    );
+    ok(&["mv", &sb.id, "/tmp/a", "/tmp/c"]);
+    let listing: serde_json::Value =
+        serde_json::from_str(&ok(&["ls", "--json", &sb.id, "/tmp/c"])).unwrap();
+    assert_eq!(listing[0]["name"], "b");
+    assert!(ok(&["ls", &sb.id, "/tmp"]).contains(" c"));
+    let out = fs(&["rm", &sb.id, "/tmp/c"]);
+    assert_eq!(out.status.code(), Some(125), "a directory needs -r");
+    ok(&["rm", "-r", &sb.id, "/tmp/c"]);
+    let out = fs(&["stat", &sb.id, "/tmp/c"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("/tmp/c"), "{}", stderr(&out));
+    // The agent's own directory is off limits, also through `..`.
+    let out = fs(&["ls", &sb.id, "/tmp/../.berth"]);
+    assert_eq!(out.status.code(), Some(125));
+}
