@@ -35,6 +35,22 @@ struct Service {
     ctx: Arc<ExecContext>,
 }
 
+impl Service {
+    /// The running background process tagged `tag`, or why there is none.
+    fn running_background(&self, tag: &str) -> Result<Arc<crate::background::Background>, Status> {
+        let bg =
+            self.ctx.background.get(tag).ok_or_else(|| {
+                Status::not_found(format!("no background process tagged {tag:?}"))
+            })?;
+        if !bg.running() {
+            return Err(Status::failed_precondition(format!(
+                "{tag:?} has already exited"
+            )));
+        }
+        Ok(bg)
+    }
+}
+
 #[tonic::async_trait]
 impl Agent for Service {
     async fn hello(&self, _: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
@@ -113,15 +129,7 @@ impl Agent for Service {
         request: Request<WriteStdinRequest>,
     ) -> Result<Response<Empty>, Status> {
         let req = request.into_inner();
-        let bg = self.ctx.background.get(&req.tag).ok_or_else(|| {
-            Status::not_found(format!("no background process tagged {:?}", req.tag))
-        })?;
-        if !bg.running() {
-            return Err(Status::failed_precondition(format!(
-                "{:?} has already exited",
-                req.tag
-            )));
-        }
+        let bg = self.running_background(&req.tag)?;
         bg.write_stdin(&req.data, req.close)
             .await
             .map_err(Status::failed_precondition)?;
@@ -133,16 +141,7 @@ impl Agent for Service {
         let pid = if req.tag.is_empty() {
             i32::try_from(req.pid).map_err(|_| Status::invalid_argument("bad pid"))?
         } else {
-            let bg = self.ctx.background.get(&req.tag).ok_or_else(|| {
-                Status::not_found(format!("no background process tagged {:?}", req.tag))
-            })?;
-            if !bg.running() {
-                return Err(Status::failed_precondition(format!(
-                    "{:?} has already exited",
-                    req.tag
-                )));
-            }
-            bg.pid
+            self.running_background(&req.tag)?.pid
         };
         if pid <= 1 {
             return Err(Status::invalid_argument(
