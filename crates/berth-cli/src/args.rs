@@ -573,7 +573,7 @@ pub enum SessionCommand {
 }
 
 /// Settings of an agent; each overrides the agent's entry in berth.toml.
-#[derive(Debug, Args, Clone)]
+#[derive(Debug, Args, Clone, Default)]
 pub struct AgentFlags {
     /// Agent name: a persistent home (and with --keep a sandbox) and its recorded sessions;
     /// also picks [agents.NAME] from berth.toml.

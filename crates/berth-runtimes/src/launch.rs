@@ -90,6 +90,51 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// A report for a CLI in sandbox `sandbox_id`, before anything happened.
+    pub fn new(cli: Cli, sandbox_id: &str) -> Self {
+        Self {
+            cli,
+            agent: None,
+            sandbox_id: sandbox_id.to_string(),
+            kept: false,
+            session_id: None,
+            cli_exit_code: None,
+            timed_out: false,
+            interrupted: false,
+            duration_ms: 0,
+            summary: Summary::default(),
+            problems: Vec::new(),
+            missing_env: Vec::new(),
+            home_volume: None,
+        }
+    }
+
+    /// Feeds stdout bytes through `parser`, folding and reporting each event; returns whether
+    /// a `result` event was among them.
+    pub fn take_stdout(
+        &mut self,
+        parser: &mut StreamParser,
+        bytes: &[u8],
+        progress: &mut (dyn FnMut(Progress<'_>) + Send),
+    ) -> bool {
+        let records = parser.push(bytes);
+        self.fold(&records, progress)
+    }
+
+    fn fold(
+        &mut self,
+        records: &[Record],
+        progress: &mut (dyn FnMut(Progress<'_>) + Send),
+    ) -> bool {
+        let mut result = false;
+        for r in records {
+            self.summary.add(r);
+            progress(Progress::Event(r));
+            result |= matches!(r.event, berth_events::Event::Result(_));
+        }
+        result
+    }
+
     /// The agent succeeded: its result says so, the process exited 0, nothing else went wrong.
     pub fn success(&self) -> bool {
         self.summary.success()
@@ -501,32 +546,9 @@ async fn drive(
     let mut client: AgentClient = sandbox::connect(engine, record).await?;
     let mut stream = client.exec(ReceiverStream::new(rx)).await?.into_inner();
 
-    let mut report = RunReport {
-        cli,
-        agent: None,
-        sandbox_id: record.id.clone(),
-        kept: false,
-        session_id: None,
-        cli_exit_code: None,
-        timed_out: false,
-        interrupted: false,
-        duration_ms: 0,
-        summary: Summary::default(),
-        problems: Vec::new(),
-        missing_env,
-        home_volume: None,
-    };
-    let mut lines = LineSplitter::default();
-    let mut parser = Parser::new(cli);
-    let mut on_stdout =
-        |bytes: &[u8], report: &mut RunReport, progress: &mut (dyn FnMut(Progress<'_>) + Send)| {
-            for line in lines.push(bytes) {
-                for r in parser.line(&line) {
-                    report.summary.add(&r);
-                    progress(Progress::Event(&r));
-                }
-            }
-        };
+    let mut report = RunReport::new(cli, &record.id);
+    report.missing_env = missing_env;
+    let mut parser = StreamParser::new(cli);
     tokio::pin!(interrupt);
     let mut interrupted = false;
     loop {
@@ -535,7 +557,7 @@ async fn drive(
             () = &mut interrupt, if !interrupted => {
                 interrupted = true;
                 report.interrupted = true;
-                let _ = tx.send(send(exec_input::Input::Signal(libc_sigterm()))).await;
+                let _ = tx.send(send(exec_input::Input::Signal(libc::SIGTERM))).await;
                 continue;
             }
         };
@@ -546,7 +568,9 @@ async fn drive(
             break;
         };
         match msg.output {
-            Some(exec_output::Output::Stdout(b)) => on_stdout(&b, &mut report, progress),
+            Some(exec_output::Output::Stdout(b)) => {
+                report.take_stdout(&mut parser, &b, progress);
+            }
             Some(exec_output::Output::Stderr(b)) => progress(Progress::Stderr(&b)),
             Some(exec_output::Output::StartFailed(f)) => {
                 report.cli_exit_code = Some(f.exit_code);
@@ -566,9 +590,8 @@ async fn drive(
             _ => {}
         }
     }
-    if let Some(rest) = lines.finish() {
-        on_stdout_final(&rest, &mut parser, &mut report, progress);
-    }
+    let rest = parser.finish();
+    report.fold(&rest, progress);
     report.session_id = report.summary.session_id.clone();
     if report.summary.result.is_none() && !report.timed_out && !report.interrupted {
         if let Some(code) = report.cli_exit_code.filter(|c| *c != 0) {
@@ -578,22 +601,6 @@ async fn drive(
         }
     }
     Ok(report)
-}
-
-fn on_stdout_final(
-    line: &str,
-    parser: &mut Parser,
-    report: &mut RunReport,
-    progress: &mut (dyn FnMut(Progress<'_>) + Send),
-) {
-    for r in parser.line(line) {
-        report.summary.add(&r);
-        progress(Progress::Event(&r));
-    }
-}
-
-const fn libc_sigterm() -> i32 {
-    15
 }
 
 /// Splits a byte stream into lines, keeping a partial last line until its newline arrives.
@@ -617,6 +624,34 @@ impl LineSplitter {
     pub fn finish(&mut self) -> Option<String> {
         (!self.pending.is_empty())
             .then(|| String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned())
+    }
+}
+
+/// A CLI's stdout as events: bytes in any chunking, lines split, each line parsed.
+pub struct StreamParser {
+    lines: LineSplitter,
+    parser: Parser,
+}
+
+impl StreamParser {
+    pub fn new(cli: Cli) -> Self {
+        Self {
+            lines: LineSplitter::default(),
+            parser: Parser::new(cli),
+        }
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<Record> {
+        let lines = self.lines.push(bytes);
+        lines.iter().flat_map(|l| self.parser.line(l)).collect()
+    }
+
+    /// Events of a last line that had no newline.
+    pub fn finish(&mut self) -> Vec<Record> {
+        match self.lines.finish() {
+            Some(line) => self.parser.line(&line),
+            None => Vec::new(),
+        }
     }
 }
 
@@ -656,21 +691,8 @@ mod tests {
 
     #[test]
     fn exit_codes() {
-        let mut r = RunReport {
-            cli: Cli::Claude,
-            agent: None,
-            sandbox_id: String::new(),
-            kept: false,
-            session_id: None,
-            cli_exit_code: Some(0),
-            timed_out: false,
-            interrupted: false,
-            duration_ms: 0,
-            summary: Summary::default(),
-            problems: Vec::new(),
-            missing_env: Vec::new(),
-            home_volume: None,
-        };
+        let mut r = RunReport::new(Cli::Claude, "sb");
+        r.cli_exit_code = Some(0);
         assert_eq!(r.exit_code(), 1, "no result is a failure");
         r.summary.result = Some(berth_events::Outcome {
             success: true,

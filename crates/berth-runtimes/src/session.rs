@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use berth_engine::{Engine, ImageInfo};
-use berth_events::{Event, Parser, Summary};
 use berth_protocol::v1::{
     exec_input, exec_output, AttachRequest, ExecInput, ExecStart, ListProcessesRequest,
     SignalRequest, WriteStdinRequest,
@@ -16,7 +15,7 @@ use berth_protocol::v1::{
 use berth_sandbox::sandbox;
 use tokio_stream::StreamExt;
 
-use crate::launch::{self, Host, LineSplitter, Progress, RunReport, RunRequest};
+use crate::launch::{self, Host, Progress, RunReport, RunRequest, StreamParser};
 use crate::profile::{self, CliOptions, PromptDelivery, SessionChoice};
 use crate::settings::AgentSettings;
 use crate::store::{self, AgentRecord, Interactive};
@@ -247,38 +246,21 @@ async fn live_turn<E: Engine>(
         })
         .await?;
 
-    let mut report = RunReport {
-        cli: record.cli,
-        agent: Some(record.name.clone()),
-        sandbox_id: sb.id.clone(),
-        kept: true,
-        session_id: Some(interactive.session_id.clone()),
-        cli_exit_code: None,
-        timed_out: false,
-        interrupted: false,
-        duration_ms: 0,
-        summary: Summary::default(),
-        problems: Vec::new(),
-        missing_env: Vec::new(),
-        home_volume: Some(launch::home_volume(&record.name)),
-    };
+    let mut report = RunReport::new(record.cli, &sb.id);
+    report.agent = Some(record.name.clone());
+    report.kept = true;
+    report.session_id = Some(interactive.session_id.clone());
+    report.home_volume = Some(launch::home_volume(&record.name));
     let started = std::time::Instant::now();
-    let mut lines = LineSplitter::default();
-    let mut parser = Parser::new(record.cli);
+    let mut parser = StreamParser::new(record.cli);
     let turn = async {
         while let Some(item) = output.next().await {
             match item?.output {
-                Some(exec_output::Output::Stdout(b)) => {
-                    for line in lines.push(&b) {
-                        for r in parser.line(&line) {
-                            report.summary.add(&r);
-                            progress(Progress::Event(&r));
-                            if matches!(r.event, Event::Result(_)) {
-                                report.cli_exit_code = Some(0);
-                                return Ok::<bool, RuntimeError>(true);
-                            }
-                        }
-                    }
+                Some(exec_output::Output::Stdout(b))
+                    if report.take_stdout(&mut parser, &b, progress) =>
+                {
+                    report.cli_exit_code = Some(0);
+                    return Ok::<bool, RuntimeError>(true);
                 }
                 Some(exec_output::Output::Stderr(b)) => progress(Progress::Stderr(&b)),
                 Some(exec_output::Output::Exited(e)) => {
@@ -305,7 +287,7 @@ async fn live_turn<E: Engine>(
             .signal(SignalRequest {
                 tag: interactive.tag.clone(),
                 pid: 0,
-                signal: 9,
+                signal: libc::SIGKILL,
             })
             .await;
     } else if let Ok(Err(e)) = finished {
@@ -340,7 +322,7 @@ pub async fn stop<E: Engine>(engine: &E, name: &str) -> Result<bool, RuntimeErro
                 .signal(SignalRequest {
                     tag: i.tag.clone(),
                     pid: 0,
-                    signal: 15,
+                    signal: libc::SIGTERM,
                 })
                 .await;
         }

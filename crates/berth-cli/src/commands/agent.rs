@@ -268,19 +268,7 @@ async fn send(args: AgentSendArgs) -> anyhow::Result<ExitCode> {
     let flags = AgentFlags {
         name: Some(args.name.clone()),
         config: args.config.clone(),
-        cli: None,
-        image: None,
-        workspace: None,
-        env: Vec::new(),
-        credentials: Vec::new(),
-        memory: None,
-        cpus: None,
-        pids_limit: None,
-        network: None,
-        read_only: false,
-        timeout: None,
-        model: None,
-        max_turns: None,
+        ..AgentFlags::default()
     };
     let mut settings = settings(&flags)?;
     // The fallback must land in the same sandbox: the one the session was started with.
