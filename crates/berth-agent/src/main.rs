@@ -82,6 +82,12 @@ fn runtime(builder: &mut tokio::runtime::Builder) -> Option<tokio::runtime::Runt
 }
 
 fn run_init(main_command: Vec<String>) -> ExitCode {
+    // Capabilities are per thread: empty the bounding set before the runtime starts any, so
+    // every thread, and every process any of them starts, inherits the empty set.
+    if let Err(e) = spawn::empty_bounding_set() {
+        eprintln!("berth-agent: {e}");
+        return ExitCode::from(1);
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.worker_threads(2).thread_stack_size(256 * 1024);
     let Some(runtime) = runtime(&mut builder) else {

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use berth_protocol::v1::{exec_input, exec_output, ExecInput, ExecStart};
+use berth_protocol::v1::{exec_input, exec_output, ExecInput, ExecStart, HelloRequest};
 use berth_sandbox::agent_client::{self, AgentClient};
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::Docker;
@@ -125,6 +125,10 @@ pub async fn exec(berth: &str, iterations: usize, warmup: usize) -> anyhow::Resu
             "berth API exec",
             "one Exec stream on an open agent connection".to_string(),
         ),
+        Series::new(
+            "berth API Hello (no process)",
+            "the channel's own floor: one unary call on the same connection".to_string(),
+        ),
     ];
     let docker_cli = ["docker", "exec", "-u", "1000:1000", &sb.container, "true"]
         .map(String::from)
@@ -142,8 +146,11 @@ pub async fn exec(berth: &str, iterations: usize, warmup: usize) -> anyhow::Resu
         let t = Instant::now();
         berth_api(&mut client, &["true"]).await?;
         let c = t.elapsed();
+        let t = Instant::now();
+        client.hello(HelloRequest {}).await?;
+        let h = t.elapsed();
         if record {
-            for (s, v) in series.iter_mut().zip([d, a, b, c]) {
+            for (s, v) in series.iter_mut().zip([d, a, b, c, h]) {
                 s.push(v);
             }
         }

@@ -238,6 +238,9 @@ pub struct PsArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Print only the sandbox ids, one per line (e.g. `berth rm -f $(berth ps -q)`).
+    #[arg(short, long, conflicts_with = "json")]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

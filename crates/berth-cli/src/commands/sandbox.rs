@@ -61,6 +61,12 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn ps(args: PsArgs) -> anyhow::Result<ExitCode> {
     let records = sandbox::records();
+    if args.quiet {
+        for record in &records {
+            println!("{}", record.id);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let engine = DockerEngine::connect().await?;
     let mut rows = Vec::new();
     for record in &records {

@@ -24,6 +24,18 @@ fn exec_propagates_exit_codes_and_keeps_streams_apart() {
     assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
     let out = sb.exec(&[], &["/etc/passwd"]);
     assert_eq!(out.status.code(), Some(126));
+    // PATH is searched like execvp: a non-executable match is skipped for a later one, and
+    // is reported (126) only if nothing else matches.
+    sb.sh("mkdir -p /tmp/a /tmp/b && printf '#!/bin/sh\\necho a\\n' > /tmp/a/tool && printf '#!/bin/sh\\necho b\\n' > /tmp/b/tool && chmod 644 /tmp/a/tool && chmod 755 /tmp/b/tool");
+    let out = sb.exec(&["--env", "PATH=/tmp/none:/tmp/a:/tmp/b"], &["tool"]);
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "b\n"));
+    let out = sb.exec(&["--env", "PATH=/tmp/none:/tmp/a"], &["tool"]);
+    assert_eq!(out.status.code(), Some(126), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("permission denied"),
+        "{}",
+        stderr(&out)
+    );
     let out = sb.exec(&["--cwd", "/nowhere"], &["true"]);
     assert_eq!(out.status.code(), Some(126));
     assert!(stderr(&out).contains("/nowhere"), "{}", stderr(&out));
@@ -50,6 +62,15 @@ fn processes_run_unprivileged_under_a_protected_agent() {
     assert_eq!(
         text,
         "CapEff:\t0000000000000000\nCapBnd:\t0000000000000000\nNoNewPrivs:\t1\n1000\n500\n0\nlo\n.berth-agent\n"
+    );
+    // The agent's own threads have an empty bounding set too (it is per thread).
+    let bounding = sb.sh("cat /proc/1/task/*/status | grep CapBnd | sort -u");
+    assert_eq!(bounding, "CapBnd:\t0000000000000000\n");
+    // A process starts with no blocked and no ignored signals, whatever the agent's are.
+    let out = sb.exec(&[], &["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"]);
+    assert_eq!(
+        stdout(&out),
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
     );
     // Even uid 0 gets no capabilities back.
     let out = sb.exec(&["--user", "0"], &["grep", "CapEff", "/proc/self/status"]);
@@ -197,11 +218,19 @@ fn a_pty_has_the_terminal_size_of_the_caller_and_follows_resizes() {
          {berth_bin} exec -t {} -- sh -c 'stty size; tty; sleep 3; stty size'",
         sb.id
     );
-    let out = std::process::Command::new("script")
+    let session = std::process::Command::new("script")
         .args(["-qec", &inner, "/dev/null"])
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // While that terminal is open, another process must not inherit any end of it (or any
+    // other descriptor of the agent's): only its own stdio and the directory `ls` opens.
+    std::thread::sleep(Duration::from_millis(1500));
+    let fds = sb.exec(&[], &["ls", "/proc/self/fd"]);
+    assert_eq!(stdout(&fds), "0\n1\n2\n3\n", "{}", stderr(&fds));
+    let out = session.wait_with_output().unwrap();
     let text = stdout(&out).replace('\r', "");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.first(), Some(&"33 77"), "{text:?} {}", stderr(&out));
@@ -357,6 +386,12 @@ fn lifecycle_ps_inspect_logs_stop_start_rm() {
         .unwrap()
         .iter()
         .any(|r| r["id"] == sb.id.as_str()));
+    let quiet = berth().args(["ps", "-q"]).output().unwrap();
+    assert!(
+        stdout(&quiet).lines().any(|l| l == sb.id),
+        "{}",
+        stdout(&quiet)
+    );
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
