@@ -3,6 +3,7 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/berth_agent.proto");
     let fds = protox::compile(["berth_agent.proto"], ["proto"])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Byte fields are `bytes::Bytes`: decoding slices the received buffer instead of copying.
+    tonic_prost_build::configure().bytes(".").compile_fds(fds)?;
     Ok(())
 }

@@ -267,12 +267,14 @@ async fn pump(fd: OwnedFd, sink: Sink, stdout: bool, pty: bool) {
         Ok(r) => r,
         Err(_) => return,
     };
-    let mut buf = vec![0u8; CHUNK];
+    // Each chunk is read straight into the buffer that is sent: no copy on the way out.
+    let mut buf = bytes::BytesMut::with_capacity(CHUNK);
     loop {
-        match reader.read(&mut buf).await {
+        buf.reserve(CHUNK);
+        match reader.read_buf(&mut buf).await {
             Ok(0) => break,
-            Ok(n) => {
-                let data = buf[..n].to_vec();
+            Ok(_) => {
+                let data = buf.split().freeze();
                 let out = if stdout {
                     exec_output::Output::Stdout(data)
                 } else {

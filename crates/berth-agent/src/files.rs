@@ -170,7 +170,10 @@ pub async fn upload(identity: &Identity, mut stream: Streaming<UploadChunk>) -> 
         .ok_or_else(|| Status::invalid_argument("empty upload"))?;
     let dest = confine(&first.path)?;
     make_dirs(identity, &dest)?;
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
+    if !first.file_name.is_empty() {
+        return upload_file(identity, dest, first, stream).await;
+    }
+    let (tx, rx) = mpsc::channel::<bytes::Bytes>(8);
     let (uid, gid) = (identity.uid, identity.gid);
     let unpack_dest = dest.clone();
     let unpacker = tokio::task::spawn_blocking(move || -> Result<(), Status> {
@@ -188,9 +191,12 @@ pub async fn upload(identity: &Identity, mut stream: Streaming<UploadChunk>) -> 
                 .path()
                 .map_err(|e| io_status("reading the upload into", &unpack_dest, &e))?
                 .into_owned();
-            let unpacked = entry
-                .unpack_in(&unpack_dest)
-                .map_err(|e| io_status("unpacking into", &unpack_dest, &e))?;
+            let unpacked = if entry.header().entry_type().is_file() {
+                unpack_file(&mut entry, &unpack_dest, &relative, (uid, gid))
+            } else {
+                entry.unpack_in(&unpack_dest)
+            }
+            .map_err(|e| io_status("unpacking into", &unpack_dest, &e))?;
             if unpacked {
                 let _ =
                     std::os::unix::fs::lchown(unpack_dest.join(&relative), Some(uid), Some(gid));
@@ -201,20 +207,213 @@ pub async fn upload(identity: &Identity, mut stream: Streaming<UploadChunk>) -> 
         let _ = std::io::copy(&mut rest, &mut std::io::sink());
         Ok(())
     });
-    if !first.data.is_empty() && tx.send(first.data).await.is_err() {
-        return unpacker
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-    }
-    while let Some(chunk) = stream.message().await? {
-        if tx.send(chunk.data).await.is_err() {
-            break;
+    let received = forward(first.data, &mut stream, &tx).await;
+    drop(tx);
+    let unpacked = unpacker
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+    // A broken stream explains a failed unpack better than the unpacker's "unexpected EOF".
+    received?;
+    unpacked
+}
+
+/// Hands an upload's chunks (starting with the first message's) to the blocking side until
+/// the client ends the stream (`Ok`) or it breaks (`Err`), or the blocking side stops reading.
+async fn forward(
+    mut data: bytes::Bytes,
+    stream: &mut Streaming<UploadChunk>,
+    tx: &mpsc::Sender<bytes::Bytes>,
+) -> Result<(), Status> {
+    loop {
+        if !data.is_empty() && tx.send(data).await.is_err() {
+            return Ok(());
+        }
+        match stream.message().await? {
+            Some(chunk) => data = chunk.data,
+            None => return Ok(()),
         }
     }
+}
+
+/// Writes one uploaded regular file (`file_name` set on the first chunk) straight from the
+/// received chunks into `dest`, with the same rules as a file in a tar upload.
+async fn upload_file(
+    identity: &Identity,
+    dest: PathBuf,
+    first: UploadChunk,
+    mut stream: Streaming<UploadChunk>,
+) -> Result<(), Status> {
+    let name = PathBuf::from(&first.file_name);
+    let mut parts = name.components();
+    if !matches!(
+        (parts.next(), parts.next()),
+        (Some(Component::Normal(_)), None)
+    ) {
+        return Err(Status::invalid_argument(format!(
+            "file name {:?} must be a single path component, e.g. data.tar",
+            first.file_name
+        )));
+    }
+    let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(8);
+    let owner = (identity.uid, identity.gid);
+    let path = dest.join(&name);
+    let failed = move |e: std::io::Error| io_status("writing", &path, &e);
+    let (mode, mtime) = (first.mode, u64::try_from(first.mtime).unwrap_or(0));
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<NewFile> {
+        let mut new = NewFile::create(&dest, &name)?
+            .ok_or_else(|| std::io::Error::other("empty file name"))?;
+        while let Some(chunk) = rx.blocking_recv() {
+            new.file.write_all(&chunk)?;
+        }
+        Ok(new)
+    });
+    let received = forward(first.data, &mut stream, &tx).await;
     drop(tx);
-    unpacker
+    let written = writer
         .await
         .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(&failed)?;
+    // Only a stream the client ended itself is a whole file; a broken one is dropped here,
+    // which removes the temporary file and leaves the old one untouched.
+    received?;
+    tokio::task::spawn_blocking(move || written.commit(mode, mtime, owner))
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(failed)
+}
+
+/// Unpacks one regular file under `dest` with the rules of tar's `unpack_in`, but copies the
+/// data in large writes: tar's own copy writes 8 KiB at a time, which costs more than the
+/// transfer for big files.
+fn unpack_file<R: std::io::Read>(
+    entry: &mut tar::Entry<'_, R>,
+    dest: &Path,
+    relative: &Path,
+    owner: (u32, u32),
+) -> std::io::Result<bool> {
+    use std::io::Read;
+
+    let Some(mut new) = NewFile::create(dest, relative)? else {
+        return Ok(false);
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    let mut written = 0u64;
+    loop {
+        let n = entry.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        new.file.write_all(&buf[..n])?;
+        written += n as u64;
+    }
+    // A stream that ends inside a file is not that file: never put a truncated one in place.
+    if written != entry.size() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the upload ended in the middle of a file",
+        ));
+    }
+    let header = entry.header();
+    new.commit(
+        header.mode().unwrap_or(0o644),
+        header.mtime().unwrap_or(0),
+        owner,
+    )?;
+    Ok(true)
+}
+
+/// A regular file being uploaded: written under a temporary name next to its target, and put
+/// in place by one `rename` only when complete. A failed or cancelled upload leaves the old
+/// file as it was (and its temporary file is removed).
+struct NewFile {
+    file: std::fs::File,
+    temp: PathBuf,
+    target: PathBuf,
+    committed: bool,
+}
+
+impl NewFile {
+    /// Applies tar's `unpack_in` rules to `relative` under `dest`: a path with `..` is skipped
+    /// (`None`), missing parents are created, and the parent must resolve inside `dest`. The
+    /// target is replaced, never written through, so no symlink or hard link planted there can
+    /// redirect the write.
+    fn create(dest: &Path, relative: &Path) -> std::io::Result<Option<Self>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+        let mut target = dest.to_path_buf();
+        for part in relative.components() {
+            match part {
+                Component::Normal(name) => target.push(name),
+                Component::ParentDir => return Ok(None),
+                _ => {}
+            }
+        }
+        let Some(parent) = target.parent().filter(|_| target != dest) else {
+            return Ok(None);
+        };
+        std::fs::create_dir_all(parent)?;
+        if !parent.canonicalize()?.starts_with(dest.canonicalize()?) {
+            return Err(std::io::Error::other(format!(
+                "{} would be written outside {}",
+                relative.display(),
+                dest.display()
+            )));
+        }
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = parent.join(format!(".berth-upload-{}-{n}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&temp)?;
+        Ok(Some(Self {
+            file,
+            temp,
+            target,
+            committed: false,
+        }))
+    }
+
+    /// Gives the file its mode, time and owner, then renames it over the target. Whatever
+    /// the target was (unless a directory) is replaced. Freeing a big old file can take longer
+    /// than writing the new one, so the last reference to it is dropped on another thread.
+    fn commit(mut self, mode: u32, mtime: u64, (uid, gid): (u32, u32)) -> std::io::Result<()> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::os::unix::fs::fchown(&self.file, Some(uid), Some(gid))?;
+        self.file
+            .set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
+        // A time the filesystem cannot store is not worth failing the copy for.
+        let _ = self
+            .file
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime));
+        if std::fs::symlink_metadata(&self.target).is_ok_and(|m| m.is_dir()) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "a directory is in the way",
+            ));
+        }
+        let old = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+            .open(&self.target)
+            .ok();
+        std::fs::rename(&self.temp, &self.target)?;
+        self.committed = true;
+        if let Some(old) = old {
+            drop(tokio::task::spawn_blocking(move || drop(old)));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for NewFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
 }
 
 /// Sends written bytes to the async side in chunks.
@@ -225,7 +424,9 @@ struct ChannelWriter {
 impl Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.tx
-            .blocking_send(Ok(DataChunk { data: buf.to_vec() }))
+            .blocking_send(Ok(DataChunk {
+                data: bytes::Bytes::copy_from_slice(buf),
+            }))
             .map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::BrokenPipe, "download cancelled")
             })?;

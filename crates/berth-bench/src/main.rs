@@ -243,7 +243,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
     if want(Bench::Files) {
-        let series = runtime.block_on(sandbox::files(&berth, few))?;
+        let series = runtime.block_on(sandbox::files(&berth, few, cli.warmup))?;
         println!(
             "\n(upload rows compare with `docker cp upload`, download rows with each other below)"
         );

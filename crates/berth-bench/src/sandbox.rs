@@ -243,7 +243,7 @@ fn random_file(path: &Path, bytes: usize) -> anyhow::Result<()> {
 
 /// Upload and download of 256 MiB: `berth cp` against `docker cp`, into a bind-mounted
 /// workspace (the same disk for both).
-pub async fn files(berth: &str, iterations: usize) -> anyhow::Result<Vec<Series>> {
+pub async fn files(berth: &str, iterations: usize, warmup: usize) -> anyhow::Result<Vec<Series>> {
     let work = std::env::temp_dir().join(format!("berth-bench-{}", std::process::id()));
     let ws = work.join("ws");
     std::fs::create_dir_all(&ws)?;
@@ -272,35 +272,43 @@ pub async fn files(berth: &str, iterations: usize) -> anyhow::Result<Vec<Series>
             "berth cp <id>:/workspace/blob.bin down".to_string(),
         ),
     ];
-    for _ in 0..iterations {
-        let up_d = time_once(&s(&[
+    // Each copy leaves 256 MiB of dirty pages; flushing them (untimed) before every timed copy
+    // keeps one contender's writeback out of the next one's time.
+    let timed = |argv: Vec<String>| -> anyhow::Result<Duration> {
+        Command::new("sync").status()?;
+        time_once(&argv)
+    };
+    for i in 0..warmup + iterations {
+        let up_d = timed(s(&[
             "docker",
             "cp",
             &file_s,
             &format!("{}:/workspace/blob.bin", sb.container),
         ]))?;
-        let up_b = time_once(&s(&[
+        let up_b = timed(s(&[
             berth,
             "cp",
             &file_s,
             &format!("{}:/workspace/blob.bin", sb.id),
         ]))?;
         let _ = std::fs::remove_file(&down);
-        let down_d = time_once(&s(&[
+        let down_d = timed(s(&[
             "docker",
             "cp",
             &format!("{}:/workspace/blob.bin", sb.container),
             &down,
         ]))?;
         let _ = std::fs::remove_file(&down);
-        let down_b = time_once(&s(&[
+        let down_b = timed(s(&[
             berth,
             "cp",
             &format!("{}:/workspace/blob.bin", sb.id),
             &down,
         ]))?;
-        for (s, v) in series.iter_mut().zip([up_d, up_b, down_d, down_b]) {
-            s.push(v);
+        if i >= warmup {
+            for (s, v) in series.iter_mut().zip([up_d, up_b, down_d, down_b]) {
+                s.push(v);
+            }
         }
     }
     if std::fs::metadata(&down)?.len() != 256 << 20 {

@@ -538,7 +538,7 @@ async fn drive(
     if stdin {
         let _ = tx
             .send(send(exec_input::Input::Stdin(
-                request.prompt.clone().into_bytes(),
+                request.prompt.clone().into_bytes().into(),
             )))
             .await;
         let _ = tx.send(send(exec_input::Input::CloseStdin(true))).await;

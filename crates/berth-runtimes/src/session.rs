@@ -241,7 +241,7 @@ async fn live_turn<E: Engine>(
     client
         .write_stdin(WriteStdinRequest {
             tag: interactive.tag.clone(),
-            data: profile::user_turn(message).into_bytes(),
+            data: profile::user_turn(message).into_bytes().into(),
             close: false,
         })
         .await?;
@@ -313,7 +313,7 @@ pub async fn stop<E: Engine>(engine: &E, name: &str) -> Result<bool, RuntimeErro
             let _ = client
                 .write_stdin(WriteStdinRequest {
                     tag: i.tag.clone(),
-                    data: Vec::new(),
+                    data: Default::default(),
                     close: true,
                 })
                 .await;

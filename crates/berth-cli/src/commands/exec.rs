@@ -37,8 +37,17 @@ pub async fn connect(record: &SandboxRecord) -> anyhow::Result<AgentClient> {
     }
 }
 
-/// Explains an RPC that failed mid-way (the agent died or the sandbox stopped).
+/// Explains a failed RPC: the agent's own error as it put it (no space, no such file, …), or,
+/// when the channel itself broke, why (the agent died or the sandbox stopped).
 pub async fn explain_broken(record: &SandboxRecord, status: &tonic::Status) -> anyhow::Error {
+    use tonic::Code;
+    // The agent answered: its message says what was wrong (no space, no such file, …).
+    if !matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled
+    ) {
+        return anyhow::anyhow!("{}", status.message());
+    }
     if let Ok(engine) = DockerEngine::connect().await {
         if let Err(e) = sandbox::connect(&engine, record).await {
             return e.into();
@@ -160,7 +169,7 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
                     }
                     Ok(n) => {
                         if tx
-                            .send(input(exec_input::Input::Stdin(buf[..n].to_vec())))
+                            .send(input(exec_input::Input::Stdin(buf[..n].to_vec().into())))
                             .await
                             .is_err()
                         {

@@ -242,6 +242,61 @@ fn a_pty_has_the_terminal_size_of_the_caller_and_follows_resizes() {
 }
 
 #[test]
+fn a_single_file_upload_replaces_whole_or_not_at_all() {
+    let sb = Sandbox::create(&["--tmp-size", "16m", "--memory", "256m"]);
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small.txt");
+    std::fs::write(&small, "old contents\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&small, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let target = format!("{}:/tmp/keep.txt", sb.id);
+    let cp = |src: &std::path::Path| {
+        berth()
+            .args(["cp", &src.display().to_string(), &target])
+            .output()
+            .unwrap()
+    };
+    assert!(cp(&small).status.success());
+    // Sent raw: mode, owner and contents arrive, and a planted symlink is replaced, not
+    // followed.
+    sb.sh("ln -sf /workspace/elsewhere /tmp/link.txt");
+    let out = berth()
+        .args([
+            "cp",
+            &small.display().to_string(),
+            &format!("{}:/tmp/link.txt", sb.id),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        sb.sh("stat -c '%a %U' /tmp/keep.txt; cat /tmp/keep.txt; [ ! -L /tmp/link.txt ] && cat /tmp/link.txt; [ ! -e /workspace/elsewhere ] && echo not-followed"),
+        "640 berth\nold contents\nold contents\nnot-followed\n"
+    );
+
+    // 32 MiB cannot fit in a 16 MiB /tmp: the copy fails with the agent's own reason, and the
+    // old file is still whole, with no temporary file left behind.
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![7u8; 32 << 20]).unwrap();
+    let out = cp(&big);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("No space left on device"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains("stopped answering"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        sb.sh("cat /tmp/keep.txt; ls -A /tmp"),
+        "old contents\nkeep.txt\nlink.txt\n"
+    );
+}
+
+#[test]
 fn files_copy_both_ways_as_the_sandbox_user() {
     let sb = Sandbox::create(&[]);
     let src = tempfile::tempdir().unwrap();
