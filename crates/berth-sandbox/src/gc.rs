@@ -25,7 +25,7 @@ pub struct GcOptions {
 /// One object gc found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GcItem {
-    /// `container`, `network` or `volume`.
+    /// `container`, `network`, `volume`, or `record` (a sandbox's local state).
     pub kind: &'static str,
     /// Engine id.
     pub id: String,
@@ -103,7 +103,27 @@ pub async fn collect<E: Engine>(
     for c in containers {
         if let Some(reason) = verdict(&c.labels, options.all) {
             let removal = (!options.dry_run).then(|| engine.container_remove(&c.id, true));
-            items.push(settle("container", c.id.clone(), c.name, reason, removal).await);
+            let item = settle("container", c.id.clone(), c.name, reason, removal).await;
+            let removed = item.removed;
+            items.push(item);
+            // A sandbox's local record (and its run directory) goes with its container, so
+            // `berth ps` does not keep showing it.
+            let sandbox = c.labels.get(labels::ID).filter(|_| {
+                removed
+                    && c.labels.get(labels::KIND).map(String::as_str) == Some(labels::KIND_SANDBOX)
+            });
+            if let Some(id) = sandbox {
+                if crate::sandbox::forget(id) {
+                    items.push(GcItem {
+                        kind: "record",
+                        id: id.clone(),
+                        name: format!("sandbox {id}"),
+                        reason: "its container was removed".to_string(),
+                        removed: true,
+                        error: None,
+                    });
+                }
+            }
         }
     }
     for n in networks {

@@ -74,6 +74,17 @@ fn sandboxes_dir() -> PathBuf {
     state_dir().join("sandboxes")
 }
 
+/// Removes the local record (and host run directory) of a sandbox whose container is gone;
+/// true if there was one.
+pub(crate) fn forget(id: &str) -> bool {
+    // An id is a hex string; anything else cannot name a record directory.
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return false;
+    }
+    let dir = sandboxes_dir().join(id);
+    dir.is_dir() && std::fs::remove_dir_all(&dir).is_ok()
+}
+
 fn record_path(id: &str) -> PathBuf {
     sandboxes_dir().join(id).join("sandbox.json")
 }

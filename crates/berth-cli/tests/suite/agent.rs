@@ -638,6 +638,14 @@ fn ctrl_c_and_sigkill_leave_nothing_that_gc_would_not_find() {
     let mut child = child;
     let container = running_container_of(child.id());
     let home = home_of(&container);
+    let id = docker(&[
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"berth.id\"}}",
+        &container,
+    ]);
+    let id = stdout(&id).trim().to_string();
+    assert!(!id.is_empty());
     kill(child.id(), libc::SIGKILL);
     let _ = child.wait();
     let out = berth().args(["gc", "--json"]).output().unwrap();
@@ -651,9 +659,12 @@ fn ctrl_c_and_sigkill_leave_nothing_that_gc_would_not_find() {
         .map(|i| i["kind"].as_str().unwrap())
         .collect();
     assert!(
-        kinds.contains(&"container") && kinds.contains(&"volume"),
+        kinds.contains(&"container") && kinds.contains(&"volume") && kinds.contains(&"record"),
         "{items}"
     );
+    // Its local record went with it: `berth ps` no longer lists it.
+    let ps = berth().args(["ps", "-q"]).output().unwrap();
+    assert!(!stdout(&ps).lines().any(|l| l == id), "{}", stdout(&ps));
     assert!(docker(&["inspect", &container]).status.code() != Some(0));
     assert!(volumes_named(&home).is_empty(), "{home} was left behind");
 }
