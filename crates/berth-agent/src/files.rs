@@ -394,13 +394,32 @@ impl NewFile {
                 "a directory is in the way",
             ));
         }
+        // Holding the old file open makes removing its name cheap: its blocks are freed at
+        // the last close, which happens on another thread.
         let old = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
             .open(&self.target)
             .ok();
-        std::fs::rename(&self.temp, &self.target)?;
-        self.committed = true;
+        // Swap rather than rename over: ext4 flushes a file renamed over another before the
+        // rename returns (its `auto_da_alloc` safeguard), which costs more than the copy.
+        let swapped = old.is_some()
+            && nix::fcntl::renameat2(
+                nix::fcntl::AT_FDCWD,
+                &self.temp,
+                nix::fcntl::AT_FDCWD,
+                &self.target,
+                nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+            )
+            .is_ok();
+        if swapped {
+            // The temporary name now holds the old file.
+            self.committed = true;
+            std::fs::remove_file(&self.temp)?;
+        } else {
+            std::fs::rename(&self.temp, &self.target)?;
+            self.committed = true;
+        }
         if let Some(old) = old {
             drop(tokio::task::spawn_blocking(move || drop(old)));
         }
