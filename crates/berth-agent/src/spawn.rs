@@ -102,13 +102,6 @@ pub fn spawn(reaper: &Reaper, spec: &SpawnSpec) -> Result<Spawned, StartFailure>
     let Some(argv0) = spec.argv.first() else {
         return Err(StartFailure::new(126, libc::EINVAL, "empty command".into()));
     };
-    if !std::path::Path::new(&spec.cwd).is_dir() {
-        return Err(StartFailure::new(
-            126,
-            libc::ENOENT,
-            format!("working directory {} does not exist", spec.cwd),
-        ));
-    }
     let image = ExecImage::new(spec)?;
     let io_error = |e: nix::Error| StartFailure::from_io(argv0, &std::io::Error::from(e));
 
@@ -123,8 +116,8 @@ pub fn spawn(reaper: &Reaper, spec: &SpawnSpec) -> Result<Spawned, StartFailure>
             };
             let pty = nix::pty::openpty(Some(&size), None).map_err(io_error)?;
             // Never let one workload inherit another's terminal.
-            set_cloexec(&pty.master);
-            set_cloexec(&pty.slave);
+            set_cloexec(&pty.master).map_err(io_error)?;
+            set_cloexec(&pty.slave).map_err(io_error)?;
             let fd = pty.slave.as_raw_fd();
             (
                 ChildStdio {
@@ -450,7 +443,7 @@ impl Child<'_> {
 /// The calling thread's errno (in the child: the child's, as it has the parent's TLS but the
 /// parent is suspended).
 fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    nix::errno::Errno::last_raw()
 }
 
 /// Gives the child default signal dispositions for everything the agent handles or ignores,
@@ -486,11 +479,9 @@ unsafe fn reset_signals() {
     }
 }
 
-fn set_cloexec(fd: &OwnedFd) {
-    // SAFETY: fcntl on a descriptor we own; only its descriptor flags change.
-    unsafe {
-        libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
-    }
+fn set_cloexec(fd: &OwnedFd) -> nix::Result<libc::c_int> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
 }
 
 /// Empties the agent's capability bounding set, once at start, before any other thread

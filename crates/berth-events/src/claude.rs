@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::{content_text, str_at, string_at, u64_at, Event, Outcome};
+use crate::{content_text, str_at, string_at, u64_at, usage_event, Event, Outcome};
 
 pub(crate) fn map(v: &Value) -> Vec<Event> {
     match str_at(v, "type") {
@@ -73,11 +73,7 @@ fn result(v: &Value) -> Vec<Event> {
     let usage = v.get("usage");
     let mut events = Vec::new();
     if usage.is_some() || cost_usd.is_some() {
-        events.push(Event::Usage {
-            input_tokens: usage.and_then(|u| u64_at(u, "input_tokens")),
-            output_tokens: usage.and_then(|u| u64_at(u, "output_tokens")),
-            cost_usd,
-        });
+        events.push(usage_event(usage, cost_usd));
     }
     let errors = v
         .get("errors")

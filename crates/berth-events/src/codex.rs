@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::{str_at, string_at, u64_at, Event, Outcome, State};
+use crate::{str_at, string_at, usage_event, Event, Outcome, State};
 
 pub(crate) fn map(v: &Value, state: &mut State) -> Vec<Event> {
     match str_at(v, "type") {
@@ -28,13 +28,8 @@ pub(crate) fn map(v: &Value, state: &mut State) -> Vec<Event> {
             None => Vec::new(),
         },
         Some("turn.completed") => {
-            let usage = v.get("usage");
             vec![
-                Event::Usage {
-                    input_tokens: usage.and_then(|u| u64_at(u, "input_tokens")),
-                    output_tokens: usage.and_then(|u| u64_at(u, "output_tokens")),
-                    cost_usd: None,
-                },
+                usage_event(v.get("usage"), None),
                 Event::Result(Outcome {
                     success: true,
                     subtype: "success".to_string(),

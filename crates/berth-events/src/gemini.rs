@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::{str_at, string_at, u64_at, Event, Outcome, State};
+use crate::{str_at, string_at, u64_at, usage_event, Event, Outcome, State};
 
 pub(crate) fn map(v: &Value, state: &mut State) -> Vec<Event> {
     match str_at(v, "type") {
@@ -62,11 +62,7 @@ pub(crate) fn map(v: &Value, state: &mut State) -> Vec<Event> {
                 .into_iter()
                 .collect();
             vec![
-                Event::Usage {
-                    input_tokens: stats.and_then(|s| u64_at(s, "input_tokens")),
-                    output_tokens: stats.and_then(|s| u64_at(s, "output_tokens")),
-                    cost_usd: None,
-                },
+                usage_event(stats, None),
                 Event::Result(Outcome {
                     success,
                     subtype: string_at(v, "status").unwrap_or_default(),

@@ -249,6 +249,16 @@ fn string_at(v: &Value, key: &str) -> Option<String> {
     str_at(v, key).map(str::to_string)
 }
 
+/// A `usage` event from an object with `input_tokens` and `output_tokens` (all three CLIs
+/// name them so).
+fn usage_event(tokens: Option<&Value>, cost_usd: Option<f64>) -> Event {
+    Event::Usage {
+        input_tokens: tokens.and_then(|t| u64_at(t, "input_tokens")),
+        output_tokens: tokens.and_then(|t| u64_at(t, "output_tokens")),
+        cost_usd,
+    }
+}
+
 fn u64_at(v: &Value, key: &str) -> Option<u64> {
     v.get(key).and_then(Value::as_u64)
 }

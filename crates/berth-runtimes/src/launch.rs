@@ -213,17 +213,12 @@ pub async fn acquire<E: Engine>(
                 continue;
             }
             match engine.container_inspect(&record.container_id).await {
-                Ok(state) if state.running => {
-                    sandbox::wait_ready(engine, &record).await?;
-                    return Ok(Acquired {
-                        record,
-                        ephemeral: false,
-                        reused: true,
-                        volume: None,
-                    });
-                }
-                Ok(_) => {
-                    sandbox::start(engine, &record).await?;
+                Ok(state) => {
+                    if state.running {
+                        sandbox::wait_ready(engine, &record).await?;
+                    } else {
+                        sandbox::start(engine, &record).await?;
+                    }
                     return Ok(Acquired {
                         record,
                         ephemeral: false,

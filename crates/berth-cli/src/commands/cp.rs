@@ -113,7 +113,7 @@ async fn upload(source: &Path, reference: &str, dest: &str) -> anyhow::Result<()
     let sent = client.upload(ReceiverStream::new(rx)).await;
     let packed = packer.await?;
     if let Err(status) = sent {
-        return Err(super::exec::explain_broken(&record, &status).await);
+        return Err(super::exec::explain_failure(&record, &status).await);
     }
     packed.context("reading the files to upload")?;
     Ok(())
@@ -184,7 +184,7 @@ async fn download(reference: &str, path: &str, dest: &Path) -> anyhow::Result<()
         {
             bail!("{}", status.message())
         }
-        Err(status) => return Err(super::exec::explain_broken(&record, &status).await),
+        Err(status) => return Err(super::exec::explain_failure(&record, &status).await),
     };
     // Into DEST if it is a directory, else as DEST.
     let (base, rename) = if dest.is_dir() {

@@ -39,7 +39,7 @@ pub async fn connect(record: &SandboxRecord) -> anyhow::Result<AgentClient> {
 
 /// Explains a failed RPC: the agent's own error as it put it (no space, no such file, …), or,
 /// when the channel itself broke, why (the agent died or the sandbox stopped).
-pub async fn explain_broken(record: &SandboxRecord, status: &tonic::Status) -> anyhow::Error {
+pub async fn explain_failure(record: &SandboxRecord, status: &tonic::Status) -> anyhow::Error {
     use tonic::Code;
     // The agent answered: its message says what was wrong (no space, no such file, …).
     if !matches!(
@@ -124,7 +124,7 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         {
             Ok(r) => r.into_inner(),
             Err(status) if status.code() == tonic::Code::NotFound => bail!("{}", status.message()),
-            Err(status) => return Err(explain_broken(&record, &status).await),
+            Err(status) => return Err(explain_failure(&record, &status).await),
         };
         return render(stream, &record, &args, None).await;
     }
@@ -220,7 +220,7 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
 
     let output = match client.exec(ReceiverStream::new(rx)).await {
         Ok(response) => response.into_inner(),
-        Err(status) => return Err(explain_broken(&record, &status).await),
+        Err(status) => return Err(explain_failure(&record, &status).await),
     };
     render(output, &record, &args, _raw).await
 }
@@ -237,12 +237,12 @@ async fn render(
             Ok(Some(m)) => m,
             Ok(None) => {
                 let status = tonic::Status::unavailable("the stream ended without an exit status");
-                return Err(explain_broken(record, &status).await);
+                return Err(explain_failure(record, &status).await);
             }
             Err(status) if status.code() == tonic::Code::AlreadyExists => {
                 bail!("{}", status.message())
             }
-            Err(status) => return Err(explain_broken(record, &status).await),
+            Err(status) => return Err(explain_failure(record, &status).await),
         };
         match message.output {
             Some(exec_output::Output::Stdout(data)) => {
@@ -282,7 +282,7 @@ pub async fn top(args: TopArgs) -> anyhow::Result<ExitCode> {
     let mut client = connect(&record).await?;
     let list = match client.list_processes(ListProcessesRequest {}).await {
         Ok(r) => r.into_inner().processes,
-        Err(status) => return Err(explain_broken(&record, &status).await),
+        Err(status) => return Err(explain_failure(&record, &status).await),
     };
     if args.json {
         let rows: Vec<_> = list
@@ -333,6 +333,6 @@ pub async fn signal(args: SignalArgs) -> anyhow::Result<ExitCode> {
         {
             bail!("{}", status.message())
         }
-        Err(status) => Err(explain_broken(&record, &status).await),
+        Err(status) => Err(explain_failure(&record, &status).await),
     }
 }
