@@ -33,6 +33,9 @@ pub enum RuntimeError {
     Engine(#[from] berth_engine::EngineError),
     #[error("the sandbox's agent stopped answering: {0}")]
     Channel(String),
+    /// The agent answered with an error of its own; the message says what was wrong.
+    #[error("{0}")]
+    Agent(String),
     /// berth's own state files.
     #[error("berth state: {0}")]
     State(String),
@@ -40,12 +43,35 @@ pub enum RuntimeError {
 
 impl From<tonic::Status> for RuntimeError {
     fn from(s: tonic::Status) -> Self {
-        RuntimeError::Channel(s.message().to_string())
+        if berth_sandbox::agent_client::channel_broke(&s) {
+            RuntimeError::Channel(s.message().to_string())
+        } else {
+            RuntimeError::Agent(s.message().to_string())
+        }
     }
 }
 
 impl From<berth_sandbox::agent_client::AgentError> for RuntimeError {
     fn from(e: berth_sandbox::agent_client::AgentError) -> Self {
-        RuntimeError::Channel(e.to_string())
+        match e {
+            berth_sandbox::agent_client::AgentError::Call(status) => status.into(),
+            other => RuntimeError::Channel(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::RuntimeError;
+
+    #[test]
+    fn the_agents_own_errors_are_not_reported_as_a_broken_channel() {
+        let refused: RuntimeError = tonic::Status::not_found("no such file /x").into();
+        assert_eq!(refused.to_string(), "no such file /x");
+        let broken: RuntimeError = tonic::Status::unavailable("connection reset").into();
+        assert_eq!(
+            broken.to_string(),
+            "the sandbox's agent stopped answering: connection reset"
+        );
     }
 }

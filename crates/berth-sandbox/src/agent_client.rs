@@ -40,6 +40,17 @@ pub enum AgentError {
     Transport(String),
 }
 
+/// True when a failed call means the channel itself broke (the agent died, the sandbox stopped,
+/// the connection dropped); false when the agent answered with an error of its own (no such
+/// file, no space left, …), whose message then says what was wrong.
+pub fn channel_broke(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled
+    )
+}
+
 /// Adds `authorization: Bearer <token>` to every request.
 #[derive(Clone)]
 pub struct Token(MetadataValue<tonic::metadata::Ascii>);

@@ -40,12 +40,7 @@ pub async fn connect(record: &SandboxRecord) -> anyhow::Result<AgentClient> {
 /// Explains a failed RPC: the agent's own error as it put it (no space, no such file, …), or,
 /// when the channel itself broke, why (the agent died or the sandbox stopped).
 pub async fn explain_failure(record: &SandboxRecord, status: &tonic::Status) -> anyhow::Error {
-    use tonic::Code;
-    // The agent answered: its message says what was wrong (no space, no such file, …).
-    if !matches!(
-        status.code(),
-        Code::Unavailable | Code::Unknown | Code::Cancelled
-    ) {
+    if !agent_client::channel_broke(status) {
         return anyhow::anyhow!("{}", status.message());
     }
     if let Ok(engine) = DockerEngine::connect().await {
