@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use berth_spec::{
-    parse_env, EnvVar, Limits, MountSpec, NetworkMode, SandboxSpec, Security, SpecError, UserSpec,
-    DEFAULT_CPUS, DEFAULT_IMAGE, DEFAULT_MEMORY, DEFAULT_PIDS, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE,
+    parse_env, EgressPolicy, EnvVar, HostPattern, Limits, MountSpec, NetworkMode, SandboxSpec,
+    SecretSpec, Security, SpecError, UserSpec, DEFAULT_CPUS, DEFAULT_IMAGE, DEFAULT_MEMORY,
+    DEFAULT_PIDS, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE,
 };
 use clap::{Args, Parser, Subcommand};
 
@@ -403,6 +404,17 @@ pub struct SandboxFlags {
     #[arg(long, default_value = "none", value_name = "MODE", value_parser = spec_arg(NetworkMode::parse))]
     pub network: NetworkMode,
 
+    /// Let the sandbox reach HOST (pypi.org, *.github.com, host:8443) through berth's egress
+    /// gateway (repeatable). Anything else, and every tool that ignores HTTP(S)_PROXY, has no
+    /// network.
+    #[arg(long = "allow-host", value_name = "HOST", value_parser = spec_arg(HostPattern::parse))]
+    pub allow_hosts: Vec<HostPattern>,
+
+    /// NAME[=VALUE]@HOST[,HOST…]: the sandbox sees a placeholder in $NAME; the gateway puts the
+    /// value (from your environment unless given) into requests to HOST only (repeatable).
+    #[arg(long = "secret", value_name = "NAME[=VALUE]@HOST", value_parser = spec_arg(SecretSpec::parse))]
+    pub secrets: Vec<SecretSpec>,
+
     /// Mount the root file system read-only (only /tmp, the workspace and volumes are writable).
     #[arg(long)]
     pub read_only: bool,
@@ -472,6 +484,10 @@ impl SandboxFlags {
         spec.user = self.user.clone();
         spec.limits = Limits::parse(&self.memory, &self.cpus, self.pids_limit, &self.tmp_size)?;
         spec.network = self.network;
+        spec.egress = EgressPolicy {
+            allow: self.allow_hosts.clone(),
+            secrets: self.secrets.clone(),
+        };
         spec.security = Security {
             cap_add: self.cap_add.clone(),
             no_new_privileges: !self.allow_privilege_escalation,
@@ -615,6 +631,18 @@ pub struct AgentFlags {
     /// Read-only root file system (home, workspace and /tmp stay writable).
     #[arg(long)]
     pub read_only: bool,
+    /// Keep a secret out of the sandbox: NAME[=VALUE][@HOST,…] (default host: the CLI's API
+    /// host). The CLI sees a placeholder; berth's egress gateway adds the value to requests
+    /// for HOST. Without --network, egress is then only the CLI's API host (repeatable).
+    #[arg(long = "secret", value_name = "NAME[=VALUE][@HOST]", value_parser = spec_arg(SecretSpec::parse))]
+    pub secrets: Vec<SecretSpec>,
+    /// Let the agent reach HOST too, through the egress gateway (repeatable).
+    #[arg(long = "allow-host", value_name = "HOST", value_parser = spec_arg(HostPattern::parse))]
+    pub allow_hosts: Vec<HostPattern>,
+    /// The CLI's own permission mode (default: the one that acts without asking, since the
+    /// sandbox is the boundary: Claude bypassPermissions, Codex bypass, Gemini yolo).
+    #[arg(long, value_name = "MODE")]
+    pub permission_mode: Option<String>,
     /// End the agent's whole process tree after this long (default 30m).
     #[arg(long, short = 't', value_name = "DURATION", value_parser = duration_arg)]
     pub timeout: Option<Duration>,
@@ -656,6 +684,10 @@ pub struct AgentRunArgs {
     /// Print normalized events as JSON lines, then a summary line.
     #[arg(long)]
     pub json: bool,
+    /// Exit 1 when the CLI reports any denied tool call (by default a run with denials
+    /// exits 0 but its summary says it was not clean).
+    #[arg(long)]
+    pub fail_on_denial: bool,
 }
 
 #[derive(Debug, Args)]

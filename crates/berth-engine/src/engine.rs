@@ -139,6 +139,13 @@ pub trait Engine: Send + Sync {
         plan: &NetworkPlan,
     ) -> impl Future<Output = Result<String, EngineError>> + Send;
 
+    /// Attaches a (created or running) container to one more network.
+    fn network_connect(
+        &self,
+        network: &str,
+        container: &str,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
     /// Removes a network.
     fn network_remove(&self, id: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
 

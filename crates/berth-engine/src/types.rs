@@ -56,6 +56,8 @@ pub struct ContainerPlan {
     pub stop_timeout: Option<i64>,
     /// OOM-killer preference of the container's first process (-1000..1000; lower survives).
     pub oom_score_adj: Option<i64>,
+    /// DNS servers the engine's resolver forwards to (empty: the engine's default).
+    pub dns: Vec<String>,
 }
 
 /// A host path bound into the container.
@@ -117,6 +119,8 @@ pub struct ContainerState {
     pub labels: BTreeMap<String, String>,
     /// Image reference the container was created from.
     pub image: String,
+    /// Its IPv4 address on each network it is attached to (network name → address).
+    pub ip_addresses: BTreeMap<String, String>,
 }
 
 /// One row of a container listing.

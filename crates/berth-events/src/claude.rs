@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::{content_text, str_at, string_at, u64_at, usage_event, Event, Outcome};
+use crate::{content_text, str_at, string_at, u64_at, usage_event, Denial, Event, Outcome};
 
 pub(crate) fn map(v: &Value) -> Vec<Event> {
     match str_at(v, "type") {
@@ -22,6 +22,13 @@ pub(crate) fn map(v: &Value) -> Vec<Event> {
                 })
                 .unwrap_or_default(),
         }],
+        Some("system") if str_at(v, "subtype") == Some("permission_denied") => {
+            vec![Event::PermissionDenied(Denial {
+                tool: string_at(v, "tool_name").unwrap_or_default(),
+                id: string_at(v, "tool_use_id"),
+                message: string_at(v, "message"),
+            })]
+        }
         Some("system") => vec![Event::Other {
             kind: format!("system.{}", str_at(v, "subtype").unwrap_or("")),
         }],
@@ -93,6 +100,19 @@ fn result(v: &Value) -> Vec<Event> {
         session_id: string_at(v, "session_id"),
         duration_ms: u64_at(v, "duration_ms"),
         errors,
+        permission_denials: v
+            .get("permission_denials")
+            .and_then(Value::as_array)
+            .map(|all| {
+                all.iter()
+                    .map(|d| Denial {
+                        tool: string_at(d, "tool_name").unwrap_or_default(),
+                        id: string_at(d, "tool_use_id"),
+                        message: None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }));
     events
 }

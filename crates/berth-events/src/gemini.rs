@@ -72,6 +72,7 @@ pub(crate) fn map(v: &Value, state: &mut State) -> Vec<Event> {
                     duration_ms: stats.and_then(|s| u64_at(s, "duration_ms")),
                     errors,
                     cost_usd: None,
+                    permission_denials: Vec::new(),
                 }),
             ]
         }

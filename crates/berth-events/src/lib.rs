@@ -91,6 +91,21 @@ pub struct Outcome {
     pub duration_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// Tool calls the CLI's permission mode refused (Claude: the result's
+    /// `permission_denials`). The CLI may still call the run a success.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permission_denials: Vec<Denial>,
+}
+
+/// A tool call the CLI refused to run because its permission mode did not allow it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Denial {
+    pub tool: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Why, when the CLI said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// One normalized event.
@@ -141,6 +156,8 @@ pub enum Event {
     },
     /// The end of a turn or run.
     Result(Outcome),
+    /// The CLI refused a tool call its permission mode does not allow.
+    PermissionDenied(Denial),
     /// An error the CLI reported without ending the stream.
     Error { message: String },
     /// A line of a type berth does not map (kept whole in `raw`).

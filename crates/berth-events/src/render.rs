@@ -31,6 +31,14 @@ pub fn render(record: &Record) -> Option<String> {
             format!("{mark} {}\n", indent(&truncate(output, MAX_TOOL_OUTPUT)))
         }
         Event::Error { message } => format!("! {message}\n"),
+        Event::PermissionDenied(d) => format!(
+            "✗ denied: {}{}\n",
+            d.tool,
+            d.message
+                .as_deref()
+                .map(|m| format!(" — {m}"))
+                .unwrap_or_default()
+        ),
         Event::Malformed { error, .. } => {
             format!("! line {}: not a JSON event ({error})\n", record.line)
         }

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::{Event, Outcome, Record};
+use crate::{Denial, Event, Outcome, Record};
 
 /// The end of a run as berth reports it: the CLI's own result (when it got that far) and
 /// counts berth kept along the way.
@@ -16,6 +16,9 @@ pub struct Summary {
     /// Lines that were not JSON, by line number.
     pub malformed_lines: Vec<usize>,
     pub errors: Vec<String>,
+    /// Tool calls the CLI's permission mode refused, each once (by tool call id), whether
+    /// reported as they happened or only in the result.
+    pub permission_denials: Vec<Denial>,
 }
 
 impl Summary {
@@ -28,13 +31,24 @@ impl Summary {
             Event::ToolCall { .. } => self.tool_calls += 1,
             Event::Malformed { .. } => self.malformed_lines.push(record.line),
             Event::Error { message } => self.errors.push(message.clone()),
+            Event::PermissionDenied(d) => self.deny(d),
             Event::Result(outcome) => {
                 if let Some(id) = &outcome.session_id {
                     self.session_id = Some(id.clone());
                 }
+                for d in &outcome.permission_denials {
+                    self.deny(d);
+                }
                 self.result = Some(outcome.clone());
             }
             _ => {}
+        }
+    }
+
+    fn deny(&mut self, denial: &Denial) {
+        let seen = denial.id.is_some() && self.permission_denials.iter().any(|d| d.id == denial.id);
+        if !seen {
+            self.permission_denials.push(denial.clone());
         }
     }
 

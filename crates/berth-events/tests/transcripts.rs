@@ -46,7 +46,7 @@ fn every_fixture_parses_without_malformed_lines_and_ends_in_a_result() {
         }
         seen += 1;
     }
-    assert!(seen >= 7, "expected all fixtures, saw {seen}");
+    assert!(seen >= 8, "expected all fixtures, saw {seen}");
 }
 
 #[test]
@@ -268,4 +268,38 @@ fn json_lines_are_stable() {
     );
     let back: Record = serde_json::from_str(&serde_json::to_string(&records[3]).unwrap()).unwrap();
     assert_eq!(back, records[3]);
+}
+
+#[test]
+fn claude_permission_denial_is_counted_once_and_rendered() {
+    // Real Claude Code 2.1.332 output without a permission mode: the write is refused, and
+    // the result still says `success`.
+    let records = parse_all(
+        Cli::Claude,
+        &fixture("claude-streamjson-permission-denied-v2.1.332.jsonl"),
+    );
+    assert!(kinds(&records).contains(&"permission_denied".to_string()));
+    let summary: Summary = records.iter().collect();
+    assert_eq!(
+        summary.permission_denials.len(),
+        1,
+        "{:?}",
+        summary.permission_denials
+    );
+    let denial = &summary.permission_denials[0];
+    assert_eq!(denial.tool, "Bash");
+    assert_eq!(denial.id.as_deref(), Some("toolu_lab0001"));
+    assert!(denial
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("needs approval"));
+    let result = summary.result.as_ref().unwrap();
+    assert!(result.success, "the CLI calls it a success");
+    assert_eq!(result.permission_denials.len(), 1);
+    let shown: String = records.iter().filter_map(render).collect();
+    assert!(
+        shown.contains("✗ denied: Bash — Output redirection"),
+        "{shown}"
+    );
 }

@@ -8,8 +8,10 @@
 //! memory = "2g"
 //! cpus = 2
 //! pids = 512
-//! network = "bridge"             # the CLI must reach its API; weakening is explicit
-//! env = ["ANTHROPIC_API_KEY"]    # names passed from your environment (or NAME=VALUE)
+//! secrets = ["ANTHROPIC_API_KEY"] # kept out of the sandbox; egress: only the CLI's API host
+//! allow_hosts = ["pypi.org"]     # more hosts the agent may reach through the gateway
+//! permission_mode = "acceptEdits" # the CLI's own mode (default: act without asking)
+//! env = ["RUST_LOG=debug"]       # names passed from your environment (or NAME=VALUE)
 //! credentials = ["~/.claude/.credentials.json:/home/berth/.claude/.credentials.json"]
 //! timeout = "30m"
 //! keep = true
@@ -25,7 +27,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use berth_events::Cli;
-use berth_spec::{parse_env, MountSpec, NetworkMode};
+use berth_spec::{parse_env, HostPattern, MountSpec, NetworkMode, SecretSpec};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -70,6 +72,9 @@ struct AgentTable {
     max_containers: Option<Spanned<i64>>,
     model: Option<String>,
     max_turns: Option<Spanned<i64>>,
+    secrets: Option<Vec<Spanned<String>>>,
+    allow_hosts: Option<Vec<Spanned<String>>>,
+    permission_mode: Option<Spanned<String>>,
 }
 
 /// A parsed config file: settings per agent name.
@@ -190,6 +195,27 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError>
         for v in t.env.unwrap_or_default() {
             s.env
                 .push(parse_env(v.get_ref()).map_err(|e| at("env", v.span(), e.to_string()))?);
+        }
+        for v in t.secrets.unwrap_or_default() {
+            let secret = SecretSpec::parse(v.get_ref())
+                .map_err(|e| at("secrets", v.span(), e.to_string()))?;
+            if secret.value.is_some() {
+                return Err(at(
+                    "secrets",
+                    v.span(),
+                    format!("a value written in berth.toml is a secret in a file: name it only (secrets = [\"{}\"]) and export it in your environment", secret.name),
+                ));
+            }
+            s.secrets.push(secret);
+        }
+        for v in t.allow_hosts.unwrap_or_default() {
+            s.allow_hosts.push(
+                HostPattern::parse(v.get_ref())
+                    .map_err(|e| at("allow_hosts", v.span(), e.to_string()))?,
+            );
+        }
+        if let Some(v) = t.permission_mode {
+            s.permission_mode = Some(v.into_inner());
         }
         for v in t.credentials.unwrap_or_default() {
             s.credentials.push(

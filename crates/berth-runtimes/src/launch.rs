@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::profile::{self, CliOptions, PromptDelivery, SessionChoice};
+use crate::profile::{self, PromptDelivery, SessionChoice};
 use crate::settings::{AgentSettings, AGENT_HOME, DEFAULT_AGENT_TIMEOUT};
 use crate::store::{self, AgentRecord};
 use crate::RuntimeError;
@@ -87,6 +87,9 @@ pub struct RunReport {
     /// The CLI's home volume (removed with the sandbox unless the agent is named).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub home_volume: Option<String>,
+    /// A denied tool call makes the run fail (`--fail-on-denial`).
+    #[serde(skip)]
+    pub fail_on_denial: bool,
 }
 
 impl RunReport {
@@ -106,7 +109,18 @@ impl RunReport {
             problems: Vec::new(),
             missing_env: Vec::new(),
             home_volume: None,
+            fail_on_denial: false,
         }
+    }
+
+    /// How many tool calls the CLI's permission mode refused.
+    pub fn denials(&self) -> usize {
+        self.summary.permission_denials.len()
+    }
+
+    /// Succeeded with nothing refused: what "done" means for an unattended agent.
+    pub fn clean(&self) -> bool {
+        self.success() && self.denials() == 0
     }
 
     /// Feeds stdout bytes through `parser`, folding and reporting each event; returns whether
@@ -148,7 +162,7 @@ impl RunReport {
     /// code, else 1.
     pub fn exit_code(&self) -> i32 {
         if self.success() {
-            0
+            i32::from(self.fail_on_denial && self.denials() > 0)
         } else if self.timed_out {
             124
         } else if self.interrupted {
@@ -161,15 +175,23 @@ impl RunReport {
 
 fn fingerprint(settings: &AgentSettings) -> Result<String, RuntimeError> {
     let spec = settings.sandbox_spec()?;
+    let egress: Vec<String> = spec
+        .egress
+        .allowed_hosts()
+        .iter()
+        .map(|h| h.to_string())
+        .chain(spec.egress.secrets.iter().map(|s| s.name.clone()))
+        .collect();
     let text = format!(
-        "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}",
+        "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}",
         spec.image,
         spec.workspace,
         spec.volumes,
         spec.limits,
         spec.network,
         spec.security,
-        settings.cli()
+        settings.cli(),
+        egress.join(",")
     );
     Ok(hex::encode(&Sha256::digest(text.as_bytes())[..8]))
 }
@@ -219,6 +241,9 @@ pub async fn acquire<E: Engine>(
                     } else {
                         sandbox::start(engine, &record).await?;
                     }
+                    // This run's secret values (they may have changed since).
+                    sandbox::hand_secrets(engine, &record, &settings.sandbox_spec()?.egress)
+                        .await?;
                     return Ok(Acquired {
                         record,
                         ephemeral: false,
@@ -331,7 +356,30 @@ pub async fn release<E: Engine>(engine: &E, acquired: &Acquired) {
 pub fn cli_env(settings: &AgentSettings) -> (BTreeMap<String, String>, Vec<String>) {
     let mut env = BTreeMap::from([("HOME".to_string(), AGENT_HOME.to_string())]);
     let mut missing = Vec::new();
+    let gateway = settings.uses_gateway();
+    for secret in &settings.secrets {
+        if gateway {
+            // The sandbox holds a placeholder (in its configuration); the value stays here.
+            continue;
+        }
+        // `--network bridge`: no gateway, so the CLI needs the value itself (berth warns).
+        match secret.value.as_ref().map(|v| v.expose().to_string()) {
+            Some(v) => {
+                env.insert(secret.name.clone(), v);
+            }
+            None => match std::env::var(&secret.name) {
+                Ok(v) => {
+                    env.insert(secret.name.clone(), v);
+                }
+                Err(_) => missing.push(secret.name.clone()),
+            },
+        }
+    }
     for var in &settings.env {
+        if gateway && settings.secrets.iter().any(|s| s.name == var.name) {
+            // `-e KEY` next to `--secret KEY` would hand the CLI the value after all.
+            continue;
+        }
         match &var.value {
             Some(v) => {
                 env.insert(var.name.clone(), v.clone());
@@ -448,10 +496,7 @@ pub async fn run<E: Engine>(
         request.resume.as_deref(),
         request.fork,
     )?;
-    let options = CliOptions {
-        model: settings.model.clone(),
-        max_turns: settings.max_turns,
-    };
+    let options = settings.cli_options();
     let argv = profile::one_shot(cli, &session, &options, &request.prompt, &request.delivery)?;
 
     let acquired = acquire(engine, host, image, settings, name, keep).await?;

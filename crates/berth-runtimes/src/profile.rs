@@ -31,6 +31,54 @@ pub enum PromptDelivery {
 pub struct CliOptions {
     pub model: Option<String>,
     pub max_turns: Option<u64>,
+    /// The CLI's own permission mode; `None`: the mode that acts without asking.
+    pub permission_mode: Option<String>,
+}
+
+/// Each CLI's permission modes, the one berth picks first. The berth sandbox is the
+/// permission boundary, so by default a headless CLI acts without asking (asking would only
+/// mean every write is refused, as nobody is there to approve it).
+pub fn permission_modes(cli: Cli) -> &'static [&'static str] {
+    match cli {
+        Cli::Claude => &[
+            "bypassPermissions",
+            "acceptEdits",
+            "default",
+            "dontAsk",
+            "plan",
+            "auto",
+        ],
+        // `bypass` skips Codex's approvals and its own Landlock/seccomp sandbox, which is
+        // redundant inside berth's and often cannot work in a container; the others are its
+        // `--sandbox` modes.
+        Cli::Codex => &[
+            "bypass",
+            "read-only",
+            "workspace-write",
+            "danger-full-access",
+        ],
+        Cli::Gemini => &["yolo", "auto_edit", "default", "plan"],
+    }
+}
+
+/// The argv that puts `cli` in `mode` (or its default).
+pub fn permission_args(cli: Cli, mode: Option<&str>) -> Result<Vec<String>, RuntimeError> {
+    let modes = permission_modes(cli);
+    let mode = mode.unwrap_or(modes[0]);
+    if !modes.contains(&mode) {
+        return Err(RuntimeError::Input(format!(
+            "--permission-mode {mode:?} is not a mode of {cli}: expected one of {} (e.g. --permission-mode {})",
+            modes.join(", "),
+            modes[1]
+        )));
+    }
+    let args: Vec<&str> = match (cli, mode) {
+        (Cli::Claude, m) => vec!["--permission-mode", m],
+        (Cli::Codex, "bypass") => vec!["--dangerously-bypass-approvals-and-sandbox"],
+        (Cli::Codex, m) => vec!["--sandbox", m],
+        (Cli::Gemini, m) => vec!["--approval-mode", m],
+    };
+    Ok(args.into_iter().map(String::from).collect())
 }
 
 /// argv for a one-shot headless run.
@@ -58,7 +106,7 @@ pub fn one_shot(
                 ],
             );
             claude_session(&mut argv, session);
-            claude_options(&mut argv, options);
+            claude_options(&mut argv, options)?;
             if *delivery == PromptDelivery::Argv {
                 argv.push("--".into());
                 argv.push(prompt.to_string());
@@ -72,6 +120,7 @@ pub fn one_shot(
                 SessionChoice::Fork(_) => return Err(unsupported(cli, "--fork")),
             }
             push(&mut argv, &["--json", "--skip-git-repo-check"]);
+            argv.extend(permission_args(cli, options.permission_mode.as_deref())?);
             if let Some(model) = &options.model {
                 push(&mut argv, &["--model", model]);
             }
@@ -105,6 +154,10 @@ pub fn one_shot(
             if options.max_turns.is_some() {
                 return Err(unsupported(cli, "--max-turns"));
             }
+            // The workspace is the sandbox's: trusting it is what keeps the mode from being
+            // forced back to `default` in an untrusted folder.
+            push(&mut argv, &["--skip-trust"]);
+            argv.extend(permission_args(cli, options.permission_mode.as_deref())?);
         }
     }
     Ok(argv)
@@ -135,7 +188,7 @@ pub fn interactive(
     .map(|s| s.to_string())
     .collect();
     claude_session(&mut argv, session);
-    claude_options(&mut argv, options);
+    claude_options(&mut argv, options)?;
     Ok(argv)
 }
 
@@ -160,13 +213,18 @@ fn claude_session(argv: &mut Vec<String>, session: &SessionChoice) {
     }
 }
 
-fn claude_options(argv: &mut Vec<String>, options: &CliOptions) {
+fn claude_options(argv: &mut Vec<String>, options: &CliOptions) -> Result<(), RuntimeError> {
+    argv.extend(permission_args(
+        Cli::Claude,
+        options.permission_mode.as_deref(),
+    )?);
     if let Some(model) = &options.model {
         argv.extend(["--model".into(), model.clone()]);
     }
     if let Some(n) = options.max_turns {
         argv.extend(["--max-turns".into(), n.to_string()]);
     }
+    Ok(())
 }
 
 fn unsupported(cli: Cli, what: &str) -> RuntimeError {
@@ -197,6 +255,39 @@ mod tests {
     }
 
     #[test]
+    fn each_cli_acts_without_asking_unless_told_otherwise() {
+        let run = |cli, mode: Option<&str>| {
+            let options = CliOptions {
+                permission_mode: mode.map(String::from),
+                ..CliOptions::default()
+            };
+            one_shot(
+                cli,
+                &SessionChoice::New("s".into()),
+                &options,
+                "p",
+                &PromptDelivery::Argv,
+            )
+        };
+        let claude = run(Cli::Claude, None).unwrap();
+        assert!(claude
+            .windows(2)
+            .any(|w| w == ["--permission-mode", "bypassPermissions"]));
+        let plan = run(Cli::Claude, Some("plan")).unwrap();
+        assert!(plan.windows(2).any(|w| w == ["--permission-mode", "plan"]));
+        let codex = run(Cli::Codex, None).unwrap();
+        assert!(codex.contains(&"--dangerously-bypass-approvals-and-sandbox".to_string()));
+        let ro = run(Cli::Codex, Some("read-only")).unwrap();
+        assert!(ro.windows(2).any(|w| w == ["--sandbox", "read-only"]));
+        let gemini = run(Cli::Gemini, None).unwrap();
+        assert!(gemini.windows(2).any(|w| w == ["--approval-mode", "yolo"]));
+        let e = run(Cli::Gemini, Some("bypassPermissions")).unwrap_err();
+        assert!(e.to_string().contains("yolo, auto_edit"), "{e}");
+        // The prompt stays the last element, after `--`.
+        assert_eq!(claude.last().unwrap(), "p");
+    }
+
+    #[test]
     fn fork_resumes_into_a_new_session() {
         let argv = one_shot(
             Cli::Claude,
@@ -206,7 +297,9 @@ mod tests {
             &PromptDelivery::Stdin,
         )
         .unwrap();
-        assert!(argv.ends_with(&["--resume".into(), "old".into(), "--fork-session".into()]));
+        assert!(argv
+            .windows(3)
+            .any(|w| w == ["--resume", "old", "--fork-session"]));
         assert!(
             one_shot(
                 Cli::Codex,

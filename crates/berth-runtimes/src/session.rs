@@ -16,7 +16,7 @@ use berth_sandbox::sandbox;
 use tokio_stream::StreamExt;
 
 use crate::launch::{self, Host, Progress, RunReport, RunRequest, StreamParser};
-use crate::profile::{self, CliOptions, PromptDelivery, SessionChoice};
+use crate::profile::{self, PromptDelivery, SessionChoice};
 use crate::settings::AgentSettings;
 use crate::store::{self, AgentRecord, Interactive};
 use crate::RuntimeError;
@@ -45,14 +45,7 @@ pub async fn start<E: Engine>(
         }
     }
     let session = launch::choose_session(cli, Some(name), Some(&record), resume, false)?;
-    let argv = profile::interactive(
-        cli,
-        &session,
-        &CliOptions {
-            model: settings.model.clone(),
-            max_turns: settings.max_turns,
-        },
-    )?;
+    let argv = profile::interactive(cli, &session, &settings.cli_options())?;
     let acquired = launch::acquire(engine, host, image, settings, Some(name), true).await?;
     let (env, _) = launch::cli_env(settings);
     let start = ExecStart {

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use berth_events::Cli;
 use berth_spec::{
-    EnvVar, Limits, MountSpec, NetworkMode, SandboxSpec, SpecError, DEFAULT_CPUS, DEFAULT_MEMORY,
-    DEFAULT_PIDS, DEFAULT_TMP_SIZE,
+    EgressPolicy, EnvVar, HostPattern, Limits, MountSpec, NetworkMode, SandboxSpec, SecretSpec,
+    SpecError, DEFAULT_CPUS, DEFAULT_MEMORY, DEFAULT_PIDS, DEFAULT_TMP_SIZE,
 };
 
 /// Where an agent CLI's home is mounted (a berth-managed volume; `HOME` points here).
@@ -40,6 +40,22 @@ pub struct AgentSettings {
     pub max_containers: Option<usize>,
     pub model: Option<String>,
     pub max_turns: Option<u64>,
+    /// Secrets kept out of the sandbox (added to the config's).
+    pub secrets: Vec<SecretSpec>,
+    /// Hosts reachable through the egress gateway besides the CLI's API host.
+    pub allow_hosts: Vec<HostPattern>,
+    /// The CLI's own permission mode (default: the one that acts without asking).
+    pub permission_mode: Option<String>,
+}
+
+/// The host a CLI's API lives on: a secret goes there unless told otherwise, and it is what
+/// an agent with a secret may reach by default.
+pub fn api_host(cli: Cli) -> &'static str {
+    match cli {
+        Cli::Claude => "api.anthropic.com",
+        Cli::Codex => "api.openai.com",
+        Cli::Gemini => "generativelanguage.googleapis.com",
+    }
 }
 
 impl AgentSettings {
@@ -66,6 +82,22 @@ impl AgentSettings {
             max_containers: self.max_containers.or(base.max_containers),
             model: self.model.or(base.model),
             max_turns: self.max_turns.or(base.max_turns),
+            secrets: base.secrets.into_iter().chain(self.secrets).collect(),
+            allow_hosts: base
+                .allow_hosts
+                .into_iter()
+                .chain(self.allow_hosts)
+                .collect(),
+            permission_mode: self.permission_mode.or(base.permission_mode),
+        }
+    }
+
+    /// The options that become CLI flags.
+    pub fn cli_options(&self) -> crate::profile::CliOptions {
+        crate::profile::CliOptions {
+            model: self.model.clone(),
+            max_turns: self.max_turns,
+            permission_mode: self.permission_mode.clone(),
         }
     }
 
@@ -94,9 +126,45 @@ impl AgentSettings {
             DEFAULT_TMP_SIZE,
         )?;
         spec.network = self.network.unwrap_or(NetworkMode::None);
+        spec.egress = self.egress();
         spec.security.read_only_rootfs = self.read_only.unwrap_or(false);
         spec.timeout = None;
         Ok(spec)
+    }
+
+    /// Whether the agent goes through berth's egress gateway: it has a secret or an allowed
+    /// host, and nobody asked for open networking (`--network bridge`, where a secret is
+    /// handed to the CLI as a plain variable instead).
+    pub fn uses_gateway(&self) -> bool {
+        (!self.secrets.is_empty() || !self.allow_hosts.is_empty())
+            && self.network != Some(NetworkMode::Bridge)
+    }
+
+    /// The egress policy: the CLI's API host plus `allow_hosts`; a secret without hosts goes
+    /// to the API host.
+    pub fn egress(&self) -> EgressPolicy {
+        if !self.uses_gateway() {
+            return EgressPolicy::default();
+        }
+        let api = HostPattern {
+            name: api_host(self.cli()).to_string(),
+            wildcard: false,
+            port: None,
+        };
+        let mut allow = vec![api.clone()];
+        allow.extend(self.allow_hosts.iter().cloned());
+        let secrets = self
+            .secrets
+            .iter()
+            .map(|s| {
+                let mut s = s.clone();
+                if s.hosts.is_empty() {
+                    s.hosts = vec![api.clone()];
+                }
+                s
+            })
+            .collect();
+        EgressPolicy { allow, secrets }
     }
 }
 

@@ -54,6 +54,10 @@ pub enum SandboxError {
         "sandbox {id} is running: stop it first (`berth stop {id}`) or use `berth rm -f {id}`"
     )]
     Running { id: String },
+    /// Input that is wrong in a way only known when the sandbox is made (a secret with no
+    /// value here, …); the message says what to do.
+    #[error("{0}")]
+    Input(String),
     /// A host tool berth needs is missing.
     #[error("{tool} is needed to {purpose} but was not found: {remedy}")]
     MissingTool {

@@ -225,6 +225,10 @@ impl Engine for FakeEngine {
         Ok("n1".to_string())
     }
 
+    async fn network_connect(&self, _network: &str, _container: &str) -> Result<(), EngineError> {
+        Ok(())
+    }
+
     async fn network_remove(&self, _id: &str) -> Result<(), EngineError> {
         self.record(Call::NetworkRemove);
         Ok(())

@@ -110,7 +110,10 @@ pub async fn collect<E: Engine>(
             // `berth ps` does not keep showing it.
             let sandbox = c.labels.get(labels::ID).filter(|_| {
                 removed
-                    && c.labels.get(labels::KIND).map(String::as_str) == Some(labels::KIND_SANDBOX)
+                    && matches!(
+                        c.labels.get(labels::KIND).map(String::as_str),
+                        Some(labels::KIND_SANDBOX | labels::KIND_RUN)
+                    )
             });
             if let Some(id) = sandbox {
                 if crate::sandbox::forget(id) {

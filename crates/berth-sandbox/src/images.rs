@@ -186,6 +186,43 @@ fn context_with(dockerfile: &str, rootfs: &[u8]) -> Result<Bytes, SandboxError> 
     Ok(Bytes::from(context.into_inner().map_err(tar_err)?))
 }
 
+/// The repository of the egress gateway's image; its tag is the binary's digest, so a new
+/// gateway binary gets a new image and an old one is never run by mistake.
+pub const GATEWAY_REPOSITORY: &str = "berth/gateway";
+
+/// The build context of the gateway image: only the static gateway and a `/tmp`.
+pub fn gateway_context(binary: &[u8]) -> Result<Bytes, SandboxError> {
+    let mut rootfs = tar::Builder::new(Vec::new());
+    let mut h = header(tar::EntryType::Directory, 0o1777, 0, 0);
+    rootfs
+        .append_data(&mut h, "tmp", std::io::empty())
+        .map_err(tar_err)?;
+    let mut h = header(tar::EntryType::Regular, 0o555, 0, binary.len() as u64);
+    rootfs
+        .append_data(&mut h, "berth-gateway", binary)
+        .map_err(tar_err)?;
+    let rootfs = rootfs.into_inner().map_err(tar_err)?;
+    let dockerfile = "FROM scratch\nADD rootfs.tar /\nUSER 65534:65534\nENTRYPOINT [\"/berth-gateway\"]\nCMD [\"serve\"]\n";
+    context_with(dockerfile, &rootfs)
+}
+
+/// Makes sure the image for this gateway binary exists (built offline, in a second, the
+/// first time) and returns its reference.
+pub async fn ensure_gateway<E: Engine>(engine: &E, binary: &Path) -> Result<String, SandboxError> {
+    use sha2::Digest;
+    let bytes = std::fs::read(binary)
+        .map_err(|e| SandboxError::io(format!("reading {}", binary.display()), e))?;
+    let digest = hex::encode(&sha2::Sha256::digest(&bytes)[..8]);
+    let reference = format!("{GATEWAY_REPOSITORY}:{digest}");
+    if engine.image_inspect(&reference).await?.is_none() {
+        let context = gateway_context(&bytes)?;
+        engine
+            .image_build(context, &reference, &image_labels(), &|_| {})
+            .await?;
+    }
+    Ok(reference)
+}
+
 /// Builds `berth/base` from the host's static busybox.
 pub async fn build_base<E: Engine>(
     engine: &E,

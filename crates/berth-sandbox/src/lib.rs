@@ -9,6 +9,7 @@
 
 pub mod agent_client;
 pub mod doctor;
+pub mod egress;
 mod error;
 pub mod gc;
 pub mod images;

@@ -64,8 +64,10 @@ pub struct SandboxPlan {
     pub id: String,
     /// The container.
     pub container: ContainerPlan,
-    /// A network to create first (`--network isolated`).
+    /// A network to create first (`--network isolated`, or the egress network).
     pub network: Option<NetworkPlan>,
+    /// The egress gateway to start before the sandbox (`--allow-host`, `--secret`).
+    pub egress: Option<crate::egress::EgressPlan>,
     /// Warnings worth showing (e.g. the workspace will not be writable).
     pub warnings: Vec<String>,
 }
@@ -79,6 +81,12 @@ impl SandboxPlan {
             .insert(labels::KEEP.to_string(), "true".to_string());
         if let Some(net) = &mut self.network {
             net.labels
+                .insert(labels::KEEP.to_string(), "true".to_string());
+        }
+        if let Some(egress) = &mut self.egress {
+            egress
+                .gateway
+                .labels
                 .insert(labels::KEEP.to_string(), "true".to_string());
         }
     }
@@ -287,11 +295,21 @@ pub fn plan_sandbox(
         tty: false,
         stop_timeout: Some(2),
         oom_score_adj: None,
+        dns: Vec::new(),
+    };
+    let mut container = container;
+    let (network_plan, egress) = if spec.egress.enabled() {
+        let (net, egress) =
+            crate::egress::plan(&spec.egress, spec.network, id, host, owned, &mut container)?;
+        (Some(net), Some(egress))
+    } else {
+        (network_plan, None)
     };
     Ok(SandboxPlan {
         id: id.to_string(),
         container,
         network: network_plan,
+        egress,
         warnings,
     })
 }

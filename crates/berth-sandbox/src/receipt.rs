@@ -137,6 +137,28 @@ pub struct Receipt {
     /// Captured text was cut at the capture limit.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub output_truncated: bool,
+    /// The egress policy and what the gateway counted (`--allow-host`, `--secret`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress: Option<EgressReport>,
+}
+
+/// A sandbox's egress as a receipt or `berth inspect` shows it: never a secret's value.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct EgressReport {
+    /// The internal network the sandbox is on.
+    pub network: String,
+    /// Hosts it may reach through the gateway.
+    pub allow: Vec<String>,
+    pub secrets: Vec<SecretReport>,
+    /// The gateway's counts (absent when the gateway was gone).
+    pub stats: Option<berth_spec::egress::GatewayStats>,
+}
+
+/// A secret's name and the hosts that get its value.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SecretReport {
+    pub name: String,
+    pub hosts: Vec<String>,
 }
 
 #[cfg(test)]

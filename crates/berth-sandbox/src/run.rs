@@ -84,6 +84,10 @@ impl Ending {
 #[derive(Default)]
 struct Made {
     network: Option<String>,
+    /// The egress gateway, when the sandbox has an egress policy.
+    gateway: Option<String>,
+    /// What the gateway counted, read before it is removed.
+    egress: Option<berth_spec::egress::GatewayStats>,
     container: Option<String>,
     /// A create request may have reached the engine without its answer reaching us.
     uncertain: bool,
@@ -107,6 +111,9 @@ pub async fn run_once<E: Engine, S: OutputSink>(
     let mut made = Made::default();
     let result = drive(engine, plan, options, sink, interrupt, &mut made).await;
 
+    if let Some(gateway) = &made.gateway {
+        made.egress = crate::egress::stats(engine, gateway).await.ok();
+    }
     let keep = options.keep && result.is_ok();
     let sweep = result.is_err()
         || made.uncertain
@@ -161,6 +168,10 @@ pub async fn run_once<E: Engine, S: OutputSink>(
         stdout: ending.stdout,
         stderr: ending.stderr,
         kept: keep,
+        egress: plan
+            .egress
+            .as_ref()
+            .map(|e| e.record().report(made.egress.clone())),
         output_truncated: ending.captured.as_ref().is_some_and(|c| c.2),
         stdout_text: ending.captured.as_ref().map(|c| c.0.clone()),
         stderr_text: ending.captured.map(|c| c.1),
@@ -303,8 +314,18 @@ async fn prepare<E: Engine>(
         made.uncertain = true;
         made.network = Some(engine.network_create(network).await?);
     }
+    let mut container = plan.container.clone();
+    if let Some(egress) = &plan.egress {
+        crate::egress::mount_ca(&plan.id, &mut container)?;
+        made.uncertain = true;
+        made.gateway = Some(
+            crate::egress::start(engine, &plan.id, egress)
+                .await?
+                .container_id,
+        );
+    }
     made.uncertain = true;
-    let id = engine.container_create(&plan.container).await?;
+    let id = engine.container_create(&container).await?;
     made.container = Some(id.clone());
     made.uncertain = false;
     let output = engine.container_attach(&id).await?;
@@ -332,7 +353,12 @@ async fn kill_and_wait<E: Engine>(
 /// Removes what the run made. With `sweep`, also finds objects by the sandbox's id label, in
 /// case a create request was interrupted after the engine acted on it.
 async fn cleanup<E: Engine>(engine: &E, plan: &SandboxPlan, made: &Made, sweep: bool) {
-    let mut containers: Vec<String> = made.container.iter().cloned().collect();
+    let mut containers: Vec<String> = made
+        .container
+        .iter()
+        .chain(&made.gateway)
+        .cloned()
+        .collect();
     if sweep {
         let filter = [format!("{}={}", labels::ID, plan.id)];
         if let Ok(found) = engine.container_list(&filter).await {
@@ -347,6 +373,9 @@ async fn cleanup<E: Engine>(engine: &E, plan: &SandboxPlan, made: &Made, sweep: 
                 tracing::warn!("could not remove container {id}: {e}; `berth gc` will retry");
             }
         }
+    }
+    if plan.egress.is_some() {
+        crate::sandbox::forget(&plan.id);
     }
     let mut networks: Vec<String> = made.network.iter().cloned().collect();
     if sweep && plan.network.is_some() {

@@ -55,6 +55,9 @@ pub struct SandboxRecord {
     /// The extra labels it was created with ([`CreateOptions::labels`]).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Its egress gateway and policy, when it has one (never a secret's value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<crate::egress::EgressRecord>,
 }
 
 /// berth's state directory: `$BERTH_STATE_DIR`, `$XDG_STATE_HOME/berth` or
@@ -92,22 +95,43 @@ fn record_path(id: &str) -> PathBuf {
 /// Finds the agent binary: `$BERTH_AGENT`, next to the berth executable, or in the
 /// development build directory (`target/agent/…`, made by `scripts/build-agent`).
 pub fn agent_binary() -> Result<PathBuf, SandboxError> {
-    let missing = || SandboxError::MissingTool {
-        tool: "berth-agent (the static in-sandbox agent)".to_string(),
-        purpose: "create sandboxes",
-        remedy: "run scripts/build-agent (or ./setup.sh), or set BERTH_AGENT to its path",
-    };
+    static_binary(
+        "berth-agent",
+        "BERTH_AGENT",
+        SandboxError::MissingTool {
+            tool: "berth-agent (the static in-sandbox agent)".to_string(),
+            purpose: "create sandboxes",
+            remedy: "run scripts/build-agent (or ./setup.sh), or set BERTH_AGENT to its path",
+        },
+    )
+}
+
+/// Finds the egress gateway binary: `$BERTH_GATEWAY`, next to the berth executable, or in
+/// the development build directory (made by `scripts/build-agent berth-gateway`).
+pub fn gateway_binary() -> Result<PathBuf, SandboxError> {
+    static_binary(
+        "berth-gateway",
+        "BERTH_GATEWAY",
+        SandboxError::MissingTool {
+            tool: "berth-gateway (the static egress gateway)".to_string(),
+            purpose: "give a sandbox egress by domain (--allow-host, --secret)",
+            remedy: "run scripts/build-agent berth-gateway (or ./setup.sh), or set BERTH_GATEWAY to its path",
+        },
+    )
+}
+
+fn static_binary(name: &str, env: &str, missing: SandboxError) -> Result<PathBuf, SandboxError> {
     let mut candidates = Vec::new();
-    if let Some(p) = std::env::var_os("BERTH_AGENT") {
+    if let Some(p) = std::env::var_os(env) {
         candidates.push(PathBuf::from(p));
     } else if let Ok(exe) = std::env::current_exe() {
         if let Some(dir) = exe.parent() {
-            candidates.push(dir.join("berth-agent"));
-            // target/{debug,release}/berth → target/agent/<host>/release/berth-agent
+            candidates.push(dir.join(name));
+            // target/{debug,release}/berth → target/agent/<host>/release/<name>
             if let Some(target) = dir.parent() {
                 if let Ok(hosts) = std::fs::read_dir(target.join("agent")) {
                     for host in hosts.flatten() {
-                        candidates.push(host.path().join("release/berth-agent"));
+                        candidates.push(host.path().join("release").join(name));
                     }
                 }
             }
@@ -116,7 +140,7 @@ pub fn agent_binary() -> Result<PathBuf, SandboxError> {
     candidates
         .into_iter()
         .find(|p| crate::images::is_static_elf(p).unwrap_or(false))
-        .ok_or_else(missing)
+        .ok_or(missing)
 }
 
 fn numeric_user(user: &str) -> Result<(), SandboxError> {
@@ -284,6 +308,7 @@ pub async fn create<E: Engine>(
         workdir,
         created: host.created.clone(),
         labels: options.labels.clone(),
+        egress: plan.egress.as_ref().map(|e| e.record()),
     };
     let agent = match delivery {
         AgentDelivery::Mount => None,
@@ -330,7 +355,12 @@ async fn make<E: Engine>(
     if let Some(network) = &plan.network {
         engine.network_create(network).await?;
     }
-    record.container_id = engine.container_create(&plan.container).await?;
+    let mut container = plan.container.clone();
+    if let Some(egress) = &plan.egress {
+        crate::egress::mount_ca(&record.id, &mut container)?;
+        crate::egress::start(engine, &record.id, egress).await?;
+    }
+    record.container_id = engine.container_create(&container).await?;
     save(&record)?;
     if let Some(archive) = agent {
         engine
@@ -506,13 +536,81 @@ pub async fn stop<E: Engine>(
     record: &SandboxRecord,
     grace: Duration,
 ) -> Result<(), SandboxError> {
-    Ok(engine.container_stop(&record.container_id, grace).await?)
+    engine.container_stop(&record.container_id, grace).await?;
+    if let Some(egress) = &record.egress {
+        if let Err(e) = engine.container_stop(&egress.gateway_name, grace).await {
+            if !e.is_not_found() {
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(())
 }
 
-/// Starts a stopped sandbox and waits for its agent.
+/// Starts a stopped sandbox (its egress gateway first) and waits for its agent.
+///
+/// A gateway that restarts has lost its secrets (they were only in its memory): they are
+/// handed over again from this process's environment; one that is not set here is left
+/// out, with a warning, so its placeholder reaches the host unchanged.
 pub async fn start<E: Engine>(engine: &E, record: &SandboxRecord) -> Result<(), SandboxError> {
+    if let Some(egress) = &record.egress {
+        let state = engine.container_inspect(&egress.gateway_name).await?;
+        if !state.running {
+            engine.container_start(&egress.gateway_name).await?;
+        }
+        hand_secrets(engine, record, &berth_spec::EgressPolicy::default()).await?;
+    }
     engine.container_start(&record.container_id).await?;
     wait_ready(engine, record).await?;
+    Ok(())
+}
+
+/// Hands a sandbox's gateway its policy and its secrets' values: from `given` where it has
+/// them, else from this process's environment. A secret with no value here is left out,
+/// with a warning, so its placeholder reaches the host unchanged.
+pub async fn hand_secrets<E: Engine>(
+    engine: &E,
+    record: &SandboxRecord,
+    given: &berth_spec::EgressPolicy,
+) -> Result<(), SandboxError> {
+    let Some(egress) = &record.egress else {
+        return Ok(());
+    };
+    let mut secrets = Vec::new();
+    for s in &egress.secrets {
+        let value = given
+            .secrets
+            .iter()
+            .find(|g| g.name == s.name)
+            .and_then(|g| g.value.clone())
+            .or_else(|| {
+                std::env::var(&s.name)
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .map(berth_spec::SecretValue::new)
+            });
+        match value {
+            Some(value) => secrets.push(berth_spec::egress::GatewaySecret {
+                name: s.name.clone(),
+                placeholder: s.placeholder.clone(),
+                value,
+                hosts: s.hosts.clone(),
+            }),
+            None => tracing::warn!(
+                "secret {} is not set in this environment, so sandbox {}'s gateway goes without it; export it and run `berth start {}` again to hand it over",
+                s.name, record.id, record.id
+            ),
+        }
+    }
+    crate::egress::configure(
+        engine,
+        &record.id,
+        &egress.gateway_name,
+        &egress.network,
+        &egress.allow,
+        &secrets,
+    )
+    .await?;
     Ok(())
 }
 
@@ -563,6 +661,9 @@ pub struct SandboxStatus {
     pub user: String,
     pub workdir: String,
     pub labels: BTreeMap<String, String>,
+    /// The egress policy and what the gateway counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress: Option<crate::receipt::EgressReport>,
 }
 
 /// The status of a sandbox from its record and its container.
@@ -583,7 +684,12 @@ pub async fn status<E: Engine>(engine: &E, record: &SandboxRecord) -> SandboxSta
         ),
         Err(e) => (format!("unknown: {e}"), BTreeMap::new()),
     };
+    let egress = match &record.egress {
+        None => None,
+        Some(e) => Some(e.report(crate::egress::stats(engine, &e.gateway_name).await.ok())),
+    };
     SandboxStatus {
+        egress,
         id: record.id.clone(),
         name: record.name.clone(),
         image: record.image.clone(),

@@ -24,6 +24,12 @@ pub const KIND_SANDBOX: &str = "sandbox";
 pub const NAME: &str = "berth.name";
 /// A network berth made for one sandbox (`--network isolated`).
 pub const KIND_NETWORK: &str = "network";
+/// The egress gateway of one sandbox (`--allow-host`, `--secret`).
+pub const KIND_GATEWAY: &str = "gateway";
+/// The sandbox's egress policy as text (allowed hosts, comma-separated); never a secret value.
+pub const EGRESS_ALLOW: &str = "berth.egress.allow";
+/// The sandbox's secrets as `NAME@host,host;…` (names and hosts only, never a value).
+pub const EGRESS_SECRETS: &str = "berth.egress.secrets";
 /// An image berth built.
 pub const KIND_IMAGE: &str = "image";
 /// Kind of a volume (an agent CLI's home).

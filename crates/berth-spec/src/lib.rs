@@ -5,10 +5,12 @@
 //! policy (non-root, no capabilities, no-new-privileges, limits, no network). Nothing here
 //! talks to Docker or touches the file system, so every rule is unit-testable.
 
+pub mod egress;
 pub mod labels;
 pub mod spec;
 pub mod units;
 
+pub use egress::{EgressPolicy, HostPattern, SecretSpec, SecretValue};
 pub use spec::{
     parse_env, EnvVar, Limits, MountSpec, NetworkMode, SandboxSpec, Security, SpecError, UserSpec,
     DEFAULT_CPUS, DEFAULT_IMAGE, DEFAULT_MEMORY, DEFAULT_PIDS, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE,

@@ -62,6 +62,18 @@ pub enum SpecError {
     /// The pids limit is not positive.
     #[error("invalid --pids-limit {value}: expected a positive number of processes, e.g. 512")]
     Pids { value: i64 },
+    /// A size limit of zero, which Docker would take as "no limit".
+    #[error("invalid {flag} {value:?}: a limit of 0 would mean no limit at all, and berth always sets one; give a size, e.g. {flag} 2g (Docker reads 0 as unlimited; berth does not)")]
+    ZeroLimit { flag: &'static str, value: String },
+    /// An `--allow-host` string is not a host pattern.
+    #[error("invalid --allow-host {value:?}: {reason}; expected a host name, *.domain or host:port, e.g. --allow-host pypi.org --allow-host '*.github.com'")]
+    AllowHost { value: String, reason: &'static str },
+    /// A `--secret` string is malformed (its value is never shown).
+    #[error("invalid --secret {value:?}: {reason}; expected NAME[=VALUE][@HOST[,HOST…]], e.g. --secret GITHUB_TOKEN@api.github.com (the value comes from your environment when omitted)")]
+    Secret { value: String, reason: &'static str },
+    /// An egress policy with open networking.
+    #[error("--allow-host and --secret put the sandbox behind berth's egress gateway, which --network bridge (open egress) would bypass: drop --network bridge")]
+    EgressWithBridge,
     /// No command was given.
     #[error("no command given: put the command after `--`, e.g. berth run -- echo hello")]
     NoCommand,
@@ -163,6 +175,19 @@ impl Limits {
             flag: "--tmp-size",
             source,
         })?;
+        // Docker takes a memory limit of 0 as "unlimited": refuse it rather than silently
+        // hand out a sandbox without the limit the user believes it has.
+        for (flag, value, bytes) in [
+            ("--memory", memory, memory_bytes),
+            ("--tmp-size", tmp_size, tmp_bytes),
+        ] {
+            if bytes == 0 {
+                return Err(SpecError::ZeroLimit {
+                    flag,
+                    value: value.to_string(),
+                });
+            }
+        }
         if pids <= 0 {
             return Err(SpecError::Pids { value: pids });
         }
@@ -356,6 +381,8 @@ pub struct SandboxSpec {
     pub workdir: Option<String>,
     /// Wall-clock limit; `None` disables it.
     pub timeout: Option<Duration>,
+    /// Egress by domain through berth's gateway (empty: none, and `network` decides).
+    pub egress: crate::EgressPolicy,
 }
 
 impl SandboxSpec {
@@ -373,6 +400,7 @@ impl SandboxSpec {
             env: Vec::new(),
             workdir: None,
             timeout: Some(Duration::from_secs(600)),
+            egress: crate::EgressPolicy::default(),
         }
     }
 }
@@ -396,6 +424,35 @@ mod tests {
         assert_eq!(
             spec.timeout,
             Some(crate::parse_duration(DEFAULT_TIMEOUT).unwrap())
+        );
+    }
+
+    #[test]
+    fn a_zero_memory_limit_is_refused_not_unlimited() {
+        for memory in ["0", "0m", "0g"] {
+            let e = Limits::parse(memory, "1", 10, "64m").unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    SpecError::ZeroLimit {
+                        flag: "--memory",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            assert!(e.to_string().contains("--memory 2g"), "{e}");
+        }
+        let e = Limits::parse("1g", "1", 10, "0").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SpecError::ZeroLimit {
+                    flag: "--tmp-size",
+                    ..
+                }
+            ),
+            "{e}"
         );
     }
 

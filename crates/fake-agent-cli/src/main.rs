@@ -11,7 +11,7 @@
 //! | `fake:hang` | sleeps forever after the session starts |
 //! | `fake:die` | exits 3 mid-stream, without a result |
 //! | `fake:turns=N` | the turn takes N turns (`--max-turns` below N gives `error_max_turns`) |
-//! | `fake:write=NAME` | writes the prompt to NAME in the working directory |
+//! | `fake:write=NAME` | writes the prompt to NAME in the working directory — only in a permission mode that allows writes (Claude `bypassPermissions`/`acceptEdits`/`auto`, Codex `--dangerously-bypass-approvals-and-sandbox` or `--sandbox workspace-write`/`danger-full-access`, Gemini `yolo`/`auto_edit`); otherwise the call is denied as the real CLI denies it headless |
 //! | `fake:env=NAME` | says whether the environment variable NAME is set |
 //! | `fake:replay=FILE` | prints `/usr/share/fake-cli/FILE` verbatim |
 //! | `fake:garbage` | prints a line that is not JSON before the answer |
@@ -101,9 +101,12 @@ struct Turn {
     outcome: Result<u64, (&'static str, String)>,
 }
 
+/// The message the real Claude Code gives when a headless write needs approval.
+const NEEDS_APPROVAL: &str = "needs approval: the fake CLI's permission mode does not allow writes";
+
 /// Runs one turn's directives. `Err(code)` means the process must end now (die); hang never
-/// returns.
-fn turn(prompt: &str, earlier: usize, max_turns: Option<u64>) -> Result<Turn, i32> {
+/// returns. Without `writes`, a write is denied (its result starts with "denied:").
+fn turn(prompt: &str, earlier: usize, max_turns: Option<u64>, writes: bool) -> Result<Turn, i32> {
     if directive(prompt, "hang").is_some() {
         loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));
@@ -126,9 +129,13 @@ fn turn(prompt: &str, earlier: usize, max_turns: Option<u64>) -> Result<Turn, i3
         text.push_str(&format!("\nenv {var}={state}"));
     }
     if let Some(name) = directive(prompt, "write") {
-        let result = std::fs::write(name, prompt)
-            .map(|()| format!("wrote {name}"))
-            .unwrap_or_else(|e| format!("error writing {name}: {e}"));
+        let result = if writes {
+            std::fs::write(name, prompt)
+                .map(|()| format!("wrote {name}"))
+                .unwrap_or_else(|e| format!("error writing {name}: {e}"))
+        } else {
+            format!("denied: writing {name} {NEEDS_APPROVAL}")
+        };
         tools.push((
             "Write".to_string(),
             json!({"file_path": name, "content": prompt}),
@@ -161,6 +168,17 @@ fn turn(prompt: &str, earlier: usize, max_turns: Option<u64>) -> Result<Turn, i3
     })
 }
 
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
 fn replay(prompt: &str) -> Option<i32> {
     let file = directive(prompt, "replay")?;
     let path = PathBuf::from(REPLAY_DIR).join(file);
@@ -188,6 +206,7 @@ struct ClaudeArgs {
     fork: bool,
     model: Option<String>,
     max_turns: Option<u64>,
+    permission_mode: Option<String>,
     prompt: Option<String>,
 }
 
@@ -204,13 +223,30 @@ fn parse_claude(args: &[String]) -> Result<ClaudeArgs, String> {
             "-p" | "--print" => a.print = true,
             "--verbose" => a.verbose = true,
             "--fork-session" => a.fork = true,
-            "--dangerously-skip-permissions" => {}
+            "--dangerously-skip-permissions" => {
+                a.permission_mode = Some("bypassPermissions".into())
+            }
             "--output-format" => a.output_format = Some(value(&mut it, arg)?),
             "--input-format" => a.input_format = Some(value(&mut it, arg)?),
             "--session-id" => a.session_id = Some(value(&mut it, arg)?),
             "--resume" | "-r" => a.resume = Some(value(&mut it, arg)?),
             "--model" => a.model = Some(value(&mut it, arg)?),
-            "--permission-mode" | "--append-system-prompt" | "--allowedTools" => {
+            "--permission-mode" => {
+                let mode = value(&mut it, arg)?;
+                let known = [
+                    "acceptEdits",
+                    "bypassPermissions",
+                    "default",
+                    "dontAsk",
+                    "plan",
+                    "auto",
+                ];
+                if !known.contains(&mode.as_str()) {
+                    return Err(format!("error: option '--permission-mode <mode>' argument '{mode}' is invalid. Allowed choices are {}.", known.join(", ")));
+                }
+                a.permission_mode = Some(mode);
+            }
+            "--append-system-prompt" | "--allowedTools" => {
                 value(&mut it, arg)?;
             }
             "--max-turns" => {
@@ -241,6 +277,12 @@ fn claude(args: &[String]) -> i32 {
     if !a.print || a.output_format.as_deref() != Some("stream-json") {
         return fail("the fake CLI only speaks -p --output-format stream-json", 1);
     }
+    if a.permission_mode.as_deref() == Some("bypassPermissions") && running_as_root() {
+        return fail(
+            "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons",
+            1,
+        );
+    }
     let (session, mut prompts) = match (&a.resume, a.fork, &a.session_id) {
         (Some(id), fork, _) => {
             let Some(h) = history("claude", id) else {
@@ -267,7 +309,7 @@ fn claude(args: &[String]) -> i32 {
     let model = a.model.clone().unwrap_or_else(|| "fake-model".into());
     let init = json!({"type":"system","subtype":"init","cwd":cwd,"session_id":session,
         "tools":["Bash","Read","Write"],"mcp_servers":[],"model":model,
-        "permissionMode":"default","claude_code_version":"0.0.0-fake"});
+        "permissionMode":a.permission_mode.as_deref().unwrap_or("default"),"claude_code_version":"0.0.0-fake"});
     // Claude keeps its state in $HOME and fails at once when it cannot write there.
     if let Err(e) = remember("claude", &session, &prompts) {
         return fail(&e, 1);
@@ -333,7 +375,11 @@ fn claude_turn(
     prompts: &mut Vec<String>,
 ) -> i32 {
     let started = Instant::now();
-    let t = match turn(prompt, prompts.len(), a.max_turns) {
+    let writes = matches!(
+        a.permission_mode.as_deref(),
+        Some("bypassPermissions" | "acceptEdits" | "auto")
+    );
+    let t = match turn(prompt, prompts.len(), a.max_turns, writes) {
         Ok(t) => t,
         Err(code) => return code,
     };
@@ -342,14 +388,22 @@ fn claude_turn(
         return fail(&e, 1);
     }
     let msg_id = format!("msg_fake_{}", prompts.len());
+    let mut denials = Vec::new();
     for (i, (name, input, result)) in t.tools.iter().enumerate() {
         let tool_id = format!("toolu_fake_{i}");
         out(
             &json!({"type":"assistant","message":{"id":msg_id,"type":"message","role":"assistant","model":model,
             "content":[{"type":"tool_use","id":tool_id,"name":name,"input":input}]},"session_id":session}),
         );
+        if result.starts_with("denied:") {
+            // As Claude Code 2.1.332 reports it headless: an event, then an error result.
+            out(
+                &json!({"type":"system","subtype":"permission_denied","tool_name":name,"tool_use_id":tool_id,"message":result,"session_id":session}),
+            );
+            denials.push(json!({"tool_name":name,"tool_use_id":tool_id,"tool_input":input}));
+        }
         out(
-            &json!({"type":"user","message":{"role":"user","content":[{"tool_use_id":tool_id,"type":"tool_result","content":result,"is_error":result.starts_with("error")}]},"session_id":session}),
+            &json!({"type":"user","message":{"role":"user","content":[{"tool_use_id":tool_id,"type":"tool_result","content":result,"is_error":result.starts_with("error") || result.starts_with("denied")}]},"session_id":session}),
         );
     }
     out(
@@ -362,7 +416,8 @@ fn claude_turn(
         Ok(turns) => {
             out(
                 &json!({"type":"result","subtype":"success","is_error":false,"duration_ms":duration,
-                "num_turns":turns,"result":t.text,"session_id":session,"total_cost_usd":0.0123,"usage":usage}),
+                "num_turns":turns,"result":t.text,"session_id":session,"total_cost_usd":0.0123,"usage":usage,
+                "permission_denials":denials}),
             );
             0
         }
@@ -389,12 +444,28 @@ fn codex(args: &[String]) -> i32 {
         it.next();
         resume = it.next().cloned();
     }
-    let (mut json_mode, mut prompt) = (false, None);
+    let (mut json_mode, mut prompt, mut writes) = (false, None, false);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--json" => json_mode = true,
-            "--skip-git-repo-check" | "--full-auto" => {}
-            "--model" | "-m" | "--sandbox" | "-s" | "-C" | "--cd" => {
+            "--skip-git-repo-check" => {}
+            "--dangerously-bypass-approvals-and-sandbox" | "--full-auto" => writes = true,
+            "--sandbox" | "-s" => {
+                let mode = it.next().cloned().unwrap_or_default();
+                match mode.as_str() {
+                    "workspace-write" | "danger-full-access" => writes = true,
+                    "read-only" => writes = false,
+                    other => {
+                        return fail(
+                            &format!(
+                                "error: invalid value '{other}' for '--sandbox <SANDBOX_MODE>'"
+                            ),
+                            2,
+                        )
+                    }
+                }
+            }
+            "--model" | "-m" | "-C" | "--cd" => {
                 it.next();
             }
             "--" => prompt = Some(it.by_ref().cloned().collect::<Vec<_>>().join(" ")),
@@ -418,7 +489,7 @@ fn codex(args: &[String]) -> i32 {
     };
     out(&json!({"type":"thread.started","thread_id":thread}));
     out(&json!({"type":"turn.started"}));
-    let t = match turn(&prompt, prompts.len(), None) {
+    let t = match turn(&prompt, prompts.len(), None, writes) {
         Ok(t) => t,
         Err(code) => return code,
     };
@@ -429,7 +500,7 @@ fn codex(args: &[String]) -> i32 {
     for (i, (_, input, result)) in t.tools.iter().enumerate() {
         out(
             &json!({"type":"item.completed","item":{"id":format!("item_t{i}"),"type":"file_change",
-            "changes":[{"path":input["file_path"],"kind":"add"}],"status": if result.starts_with("error") {"failed"} else {"completed"}}}),
+            "changes":[{"path":input["file_path"],"kind":"add"}],"status": if result.starts_with("error") || result.starts_with("denied") {"failed"} else {"completed"}}}),
         );
     }
     out(
@@ -453,17 +524,31 @@ fn codex(args: &[String]) -> i32 {
 // Gemini: `gemini -p PROMPT --output-format stream-json [--model M] [--resume ID] [--yolo]`.
 
 fn gemini(args: &[String]) -> i32 {
-    let (mut prompt, mut format, mut resume) = (None, None, None);
+    let (mut prompt, mut format, mut resume, mut writes) = (None, None, None, false);
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "-p" | "--prompt" => prompt = it.next().cloned(),
+            "--approval-mode" => {
+                let mode = it.next().cloned().unwrap_or_default();
+                match mode.as_str() {
+                    "yolo" | "auto_edit" => writes = true,
+                    "default" | "plan" => writes = false,
+                    other => {
+                        return fail(
+                            &format!("Invalid values: Argument: approval-mode, Given: \"{other}\""),
+                            42,
+                        )
+                    }
+                }
+            }
             "--output-format" | "-o" => format = it.next().cloned(),
             "--resume" | "-r" => resume = it.next().cloned(),
             "--model" | "-m" => {
                 it.next();
             }
-            "--yolo" | "-y" | "--skip-trust" => {}
+            "--yolo" | "-y" => writes = true,
+            "--skip-trust" => {}
             f => return fail(&format!("Unknown argument: {f}"), 42),
         }
     }
@@ -485,7 +570,7 @@ fn gemini(args: &[String]) -> i32 {
     };
     out(&json!({"type":"init","session_id":session,"model":"fake-gemini"}));
     out(&json!({"type":"message","role":"user","content":prompt}));
-    let t = match turn(&prompt, prompts.len(), None) {
+    let t = match turn(&prompt, prompts.len(), None, writes) {
         Ok(t) => t,
         Err(code) => return code,
     };
@@ -498,7 +583,7 @@ fn gemini(args: &[String]) -> i32 {
             &json!({"type":"tool_use","tool_name":name,"tool_id":format!("t{i}"),"parameters":input}),
         );
         out(
-            &json!({"type":"tool_result","tool_id":format!("t{i}"),"status":"success","output":result}),
+            &json!({"type":"tool_result","tool_id":format!("t{i}"),"status": if result.starts_with("denied") {"error"} else {"success"},"output":result}),
         );
     }
     out(&json!({"type":"message","role":"assistant","content":t.text,"delta":true}));

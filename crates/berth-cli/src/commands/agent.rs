@@ -69,8 +69,32 @@ fn settings(flags: &AgentFlags) -> anyhow::Result<AgentSettings> {
         max_containers: None,
         model: flags.model.clone(),
         max_turns: flags.max_turns,
+        secrets: flags.secrets.clone(),
+        allow_hosts: flags.allow_hosts.clone(),
+        permission_mode: flags.permission_mode.clone(),
     };
-    Ok(given.over(&base))
+    let settings = given.over(&base);
+    if settings.network == Some(berth_spec::NetworkMode::Bridge) {
+        if !settings.allow_hosts.is_empty() {
+            bail!("--allow-host limits egress to named hosts through berth's gateway, and --network bridge opens all of it: drop one of them");
+        }
+        if !settings.secrets.is_empty() {
+            let names: Vec<&str> = settings.secrets.iter().map(|s| s.name.as_str()).collect();
+            eprintln!(
+                "berth: warning: with --network bridge there is no egress gateway: {} will be inside the sandbox, where any tool the agent runs can read it and send it anywhere (egress is open). Drop --network bridge to keep it out.",
+                names.join(", ")
+            );
+        }
+    }
+    for var in &settings.env {
+        if settings.uses_gateway() && settings.secrets.iter().any(|s| s.name == var.name) {
+            eprintln!(
+                "berth: warning: -e {0} ignored: {0} is a --secret, so the sandbox gets a placeholder and the gateway the value",
+                var.name
+            );
+        }
+    }
+    Ok(settings)
 }
 
 async fn host(engine: &DockerEngine) -> anyhow::Result<Host> {
@@ -157,12 +181,27 @@ fn finish(report: &RunReport, json: bool) -> ExitCode {
         if let Some(map) = value.as_object_mut() {
             map.insert("type".into(), "summary".into());
             map.insert("success".into(), report.success().into());
+            map.insert("clean".into(), report.clean().into());
+            map.insert("permission_denied".into(), report.denials().into());
             map.insert("exit_code".into(), report.exit_code().into());
         }
         println!("{value}");
     } else {
         let result = report.summary.result.as_ref();
-        let status = if report.success() {
+        let denials = report.denials();
+        let status = if report.success() && denials > 0 {
+            format!(
+                "finished, but not cleanly: the CLI's permission mode denied {denials} tool call{} ({}), so part of the task was not done; pass --permission-mode to change the mode, --fail-on-denial to exit 1",
+                if denials == 1 { "" } else { "s" },
+                report
+                    .summary
+                    .permission_denials
+                    .iter()
+                    .map(|d| d.tool.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else if report.success() {
             "succeeded".to_string()
         } else if report.timed_out {
             "timed out (its process tree was killed)".to_string()
@@ -231,7 +270,9 @@ async fn agent_run(args: AgentRunArgs) -> anyhow::Result<ExitCode> {
         fork: args.fork,
     };
     let mut print = printer(args.json);
-    let report = launch::run(&engine, &host, &image, &request, &mut print, interrupted()).await?;
+    let mut report =
+        launch::run(&engine, &host, &image, &request, &mut print, interrupted()).await?;
+    report.fail_on_denial = args.fail_on_denial;
     Ok(finish(&report, args.json))
 }
 

@@ -38,6 +38,7 @@ pub fn container_body(plan: &ContainerPlan) -> ContainerCreateBody {
         privileged: Some(false),
         oom_score_adj: plan.oom_score_adj,
         init: Some(false),
+        dns: (!plan.dns.is_empty()).then(|| plan.dns.clone()),
         ..Default::default()
     };
     ContainerCreateBody {

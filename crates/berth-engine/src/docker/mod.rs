@@ -471,6 +471,18 @@ impl Engine for DockerEngine {
             finished_at: state.finished_at,
             labels: config.labels.unwrap_or_default().into_iter().collect(),
             image: config.image.unwrap_or_default(),
+            ip_addresses: c
+                .network_settings
+                .and_then(|n| n.networks)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(name, endpoint)| {
+                    endpoint
+                        .ip_address
+                        .filter(|ip| !ip.is_empty())
+                        .map(|ip| (name, ip))
+                })
+                .collect(),
         })
     }
 
@@ -608,6 +620,23 @@ impl Engine for DockerEngine {
             .await
             .map_err(|e| self.err("creating a network", Subject::Other, e))?;
         Ok(created.id)
+    }
+
+    async fn network_connect(&self, network: &str, container: &str) -> Result<(), EngineError> {
+        let request = bollard::models::NetworkConnectRequest {
+            container: container.to_string(),
+            ..Default::default()
+        };
+        self.docker
+            .connect_network(network, request)
+            .await
+            .map_err(|e| {
+                self.err(
+                    "connecting a container to a network",
+                    Subject::Container(container),
+                    e,
+                )
+            })
     }
 
     async fn network_remove(&self, id: &str) -> Result<(), EngineError> {

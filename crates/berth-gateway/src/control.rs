@@ -1,0 +1,158 @@
+//! The control channel: a unix socket in the gateway's own `/tmp`, reached only from inside
+//! its container (berth runs `berth-gateway configure` / `stats` there through the engine's
+//! exec API). One JSON line in, one JSON line out.
+//!
+//! `serve` accepts no proxy connection before its first configuration: until then the
+//! sandbox simply has no way out.
+
+use std::sync::Arc;
+
+use berth_spec::egress::{GatewayConfig, GatewayReply};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
+
+use crate::state::Gateway;
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ControlRequest {
+    Configure(Box<GatewayConfig>),
+    Stats,
+}
+
+/// The gateway's main loop: the control socket, and the proxy once configured.
+pub async fn serve(socket: &str) -> Result<(), String> {
+    let _ = std::fs::remove_file(socket);
+    let control = UnixListener::bind(socket).map_err(|e| format!("binding {socket}: {e}"))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600));
+    }
+    eprintln!("berth-gateway: waiting for its configuration on {socket}");
+    let mut gateway: Option<Arc<Gateway>> = None;
+    loop {
+        let (stream, _) = control
+            .accept()
+            .await
+            .map_err(|e| format!("control socket: {e}"))?;
+        if let Some((gw, listener)) = answer(stream_request(stream).await, &mut gateway).await {
+            tokio::spawn(crate::proxy::serve(gw, listener));
+        }
+    }
+}
+
+type Started = Option<(Arc<Gateway>, TcpListener)>;
+
+async fn stream_request(stream: UnixStream) -> (UnixStream, Result<ControlRequest, String>) {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    let parsed = match reader.read_line(&mut line).await {
+        Ok(_) => serde_json::from_str(&line).map_err(|e| format!("bad control request: {e}")),
+        Err(e) => Err(format!("reading the control request: {e}")),
+    };
+    (reader.into_inner(), parsed)
+}
+
+async fn answer(
+    (mut stream, request): (UnixStream, Result<ControlRequest, String>),
+    gateway: &mut Option<Arc<Gateway>>,
+) -> Started {
+    let mut started = None;
+    let reply = match request {
+        Err(e) => serde_json::json!({ "error": e }),
+        Ok(ControlRequest::Stats) => match gateway {
+            Some(g) => serde_json::to_value(g.stats()).unwrap_or_default(),
+            None => serde_json::json!({ "error": "not configured yet" }),
+        },
+        Ok(ControlRequest::Configure(config)) => {
+            let result = match gateway {
+                Some(g) => g.reconfigure(*config).map(|()| g.ca.pem.clone()),
+                None => match configure_first(*config).await {
+                    Ok((g, listener)) => {
+                        let pem = g.ca.pem.clone();
+                        *gateway = Some(g.clone());
+                        started = Some((g, listener));
+                        Ok(pem)
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            let reply = match result {
+                Ok(ca_pem) => GatewayReply {
+                    error: None,
+                    ca_pem,
+                },
+                Err(e) => GatewayReply {
+                    error: Some(e),
+                    ca_pem: String::new(),
+                },
+            };
+            serde_json::to_value(reply).unwrap_or_default()
+        }
+    };
+    let mut text = reply.to_string();
+    text.push('\n');
+    let _ = stream.write_all(text.as_bytes()).await;
+    let _ = stream.shutdown().await;
+    started
+}
+
+async fn configure_first(config: GatewayConfig) -> Result<(Arc<Gateway>, TcpListener), String> {
+    let listen = config.listen.clone();
+    let listener = TcpListener::bind(&listen)
+        .await
+        .map_err(|e| format!("listening on {listen}: {e}"))?;
+    let id = config.sandbox_id.clone();
+    let gateway = Arc::new(Gateway::new(config)?);
+    eprintln!("berth-gateway: sandbox {id}: proxy listening on {listen}");
+    Ok((gateway, listener))
+}
+
+/// `configure` (stdin → socket) and `stats`: print the reply; fail if it carries an error.
+pub async fn client(socket: &str, verb: &str) -> Result<(), String> {
+    let request = if verb == "configure" {
+        let mut input = String::new();
+        tokio::io::stdin()
+            .read_to_string(&mut input)
+            .await
+            .map_err(|e| format!("reading the configuration from stdin: {e}"))?;
+        let config: GatewayConfig =
+            serde_json::from_str(&input).map_err(|e| format!("bad configuration: {e}"))?;
+        ControlRequest::Configure(Box::new(config))
+    } else {
+        ControlRequest::Stats
+    };
+    let mut stream = connect_retrying(socket).await?;
+    let mut line = serde_json::to_string(&request).map_err(|e| e.to_string())?;
+    line.push('\n');
+    stream
+        .write_all(line.as_bytes())
+        .await
+        .map_err(|e| format!("writing to {socket}: {e}"))?;
+    let mut reply = String::new();
+    stream
+        .read_to_string(&mut reply)
+        .await
+        .map_err(|e| format!("reading from {socket}: {e}"))?;
+    print!("{reply}");
+    let value: serde_json::Value =
+        serde_json::from_str(&reply).map_err(|e| format!("bad reply: {e}"))?;
+    match value.get("error").and_then(|e| e.as_str()) {
+        Some(e) => Err(e.to_string()),
+        None => Ok(()),
+    }
+}
+
+/// The gateway may still be starting when berth configures it: retry for a few seconds.
+async fn connect_retrying(socket: &str) -> Result<UnixStream, String> {
+    let mut last = String::new();
+    for _ in 0..500 {
+        match UnixStream::connect(socket).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Err(format!("the gateway is not answering on {socket}: {last}"))
+}

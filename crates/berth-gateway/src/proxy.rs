@@ -1,0 +1,387 @@
+//! The proxy: HTTP/1.1 from the sandbox (hyper), CONNECT tunnels and plain requests.
+//!
+//! - `CONNECT host:port`: policy and address checks first (403/502 with a body that names the
+//!   host and the policy), then `200`, then the ClientHello: its SNI must name the CONNECT
+//!   host. A host without secrets gets the client's own TLS forwarded byte for byte; a
+//!   secret's host gets TLS terminated here ([`mitm`]).
+//! - `GET http://host/…` (absolute form): checked the same way and forwarded. Secrets are
+//!   never added to plain HTTP: the value would cross the network in clear.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, HOST};
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex;
+
+use crate::state::{Denial, Gateway};
+use crate::tls::{read_client_hello, Prefixed};
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Headers that belong to one hop (the sandbox's connection to the proxy), never forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+fn text(status: u16, message: String) -> Response<Body> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(format!("{message}\n")))
+            .map_err(|never: Infallible| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn refusal(d: Denial) -> Response<Body> {
+    text(
+        d.status,
+        format!("berth egress gateway: refused: {}", d.reason),
+    )
+}
+
+/// Accepts the sandbox's connections until the process ends.
+pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("berth-gateway: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let gateway = gateway.clone();
+                async move { Ok::<_, Infallible>(handle(gateway, peer, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
+fn split_authority(uri: &Uri, default_port: u16) -> Option<(String, u16)> {
+    let authority = uri.authority()?;
+    let host = authority
+        .host()
+        .trim_matches(['[', ']'])
+        .to_ascii_lowercase();
+    Some((host, authority.port_u16().unwrap_or(default_port)))
+}
+
+async fn handle(
+    gateway: Arc<Gateway>,
+    _peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    if req.method() == Method::CONNECT {
+        let Some((host, port)) = split_authority(req.uri(), 443) else {
+            return text(400, "berth egress gateway: CONNECT needs host:port".into());
+        };
+        let addrs = match gateway.check(&host, port, "connect").await {
+            Ok(a) => a,
+            Err(d) => return refusal(d),
+        };
+        tokio::spawn(async move {
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => tunnel(gateway, host, port, addrs, TokioIo::new(upgraded)).await,
+                Err(e) => eprintln!("berth-gateway: CONNECT upgrade failed: {e}"),
+            }
+        });
+        return Response::new(
+            http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+    }
+    match req.uri().scheme_str() {
+        Some("http") => plain(gateway, req).await,
+        Some(_) => text(
+            400,
+            "berth egress gateway: use CONNECT for https (set HTTPS_PROXY), not an absolute https:// URL".into(),
+        ),
+        None => text(
+            400,
+            "berth egress gateway: this is the sandbox's HTTP(S) proxy, not a web server; send requests through it (HTTP_PROXY/HTTPS_PROXY)".into(),
+        ),
+    }
+}
+
+async fn dial(addrs: &[SocketAddr]) -> std::io::Result<TcpStream> {
+    let mut last = std::io::Error::other("no address");
+    for addr in addrs {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(e)) => last = e,
+            Err(_) => last = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+        }
+    }
+    Err(last)
+}
+
+/// After `200` to a CONNECT: check the SNI, then forward raw TLS or terminate it.
+async fn tunnel<S>(
+    gateway: Arc<Gateway>,
+    host: String,
+    port: u16,
+    addrs: Vec<SocketAddr>,
+    mut client: S,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sni, hello) = match read_client_hello(&mut client).await {
+        Ok(h) => h,
+        Err(e) => {
+            gateway.deny(&host, port, "connect", &e);
+            return;
+        }
+    };
+    let host_is_ip = host.parse::<std::net::IpAddr>().is_ok();
+    match sni.as_deref().map(str::to_ascii_lowercase) {
+        Some(name) if name.trim_end_matches('.') == host => {}
+        None if host_is_ip => {}
+        other => {
+            let reason = format!(
+                "the TLS server name {:?} does not match the CONNECT host {host}",
+                other.unwrap_or_default()
+            );
+            gateway.deny(&host, port, "connect", &reason);
+            return;
+        }
+    }
+    let secrets = gateway.secrets_for(&host);
+    let client = Prefixed::new(hello, client);
+    if !secrets.is_empty() && !host_is_ip {
+        mitm(gateway, host, addrs, client).await;
+        return;
+    }
+    let mut upstream = match dial(&addrs).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("berth-gateway: {host}:{port}: {e}");
+            return;
+        }
+    };
+    let mut client = client;
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}
+
+/// Terminates the sandbox's TLS with this sandbox's CA, serves its HTTP/1.1 requests, puts
+/// secrets into their headers and sends them on over verified TLS.
+async fn mitm<S>(gateway: Arc<Gateway>, host: String, addrs: Vec<SocketAddr>, client: Prefixed<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let config = match gateway.ca.server_config(&host) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("berth-gateway: {e}");
+            return;
+        }
+    };
+    let tls = match tokio_rustls::TlsAcceptor::from(config).accept(client).await {
+        Ok(t) => t,
+        Err(e) => {
+            gateway.deny(
+                &host,
+                443,
+                "https",
+                &format!(
+                    "TLS handshake with the sandbox failed: {e} (does it trust the sandbox CA?)"
+                ),
+            );
+            return;
+        }
+    };
+    let upstream: Arc<Mutex<Option<hyper::client::conn::http1::SendRequest<Incoming>>>> =
+        Arc::new(Mutex::new(None));
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let (gateway, host, addrs, upstream) = (
+            gateway.clone(),
+            host.clone(),
+            addrs.clone(),
+            upstream.clone(),
+        );
+        async move {
+            Ok::<_, Infallible>(forward_secret_host(gateway, host, addrs, upstream, req).await)
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(tls), service)
+        .await;
+}
+
+async fn forward_secret_host(
+    gateway: Arc<Gateway>,
+    host: String,
+    addrs: Vec<SocketAddr>,
+    upstream: Arc<Mutex<Option<hyper::client::conn::http1::SendRequest<Incoming>>>>,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    if let Some(given) = req.headers().get(HOST).and_then(|h| h.to_str().ok()) {
+        let name = given
+            .rsplit_once(':')
+            .map_or(given, |(h, _)| h)
+            .to_ascii_lowercase();
+        if name != host {
+            let reason =
+                format!("the Host header {given:?} does not match the tunnel's host {host}");
+            gateway.deny(&host, 443, "https", &reason);
+            return text(403, format!("berth egress gateway: refused: {reason}"));
+        }
+    }
+    let mut injected = Vec::new();
+    for secret in gateway.secrets_for(&host) {
+        for value in req.headers_mut().values_mut() {
+            let Ok(text) = value.to_str() else { continue };
+            if text.contains(&secret.placeholder) {
+                let replaced = text.replace(&secret.placeholder, secret.value.expose());
+                if let Ok(v) = HeaderValue::from_str(&replaced) {
+                    let mut v = v;
+                    v.set_sensitive(true);
+                    *value = v;
+                    if !injected.contains(&secret.name) {
+                        injected.push(secret.name.clone());
+                    }
+                }
+            }
+        }
+    }
+    if !injected.is_empty() {
+        gateway.note_injected(&host, &injected);
+    }
+    strip_hop_by_hop(req.headers_mut());
+    let mut guard = upstream.lock().await;
+    let ready = match guard.as_mut() {
+        Some(sender) => sender.ready().await.is_ok(),
+        None => false,
+    };
+    if !ready {
+        match connect_tls(&gateway, &host, &addrs).await {
+            Ok(sender) => *guard = Some(sender),
+            Err(e) => {
+                return text(
+                    502,
+                    format!("berth egress gateway: cannot reach {host}: {e}"),
+                )
+            }
+        }
+    }
+    let Some(sender) = guard.as_mut() else {
+        return text(502, format!("berth egress gateway: cannot reach {host}"));
+    };
+    match sender.send_request(req).await {
+        Ok(response) => response.map(BodyExt::boxed),
+        Err(e) => {
+            *guard = None;
+            text(
+                502,
+                format!("berth egress gateway: {host} did not answer: {e}"),
+            )
+        }
+    }
+}
+
+async fn connect_tls(
+    gateway: &Gateway,
+    host: &str,
+    addrs: &[SocketAddr],
+) -> Result<hyper::client::conn::http1::SendRequest<Incoming>, String> {
+    let tcp = dial(addrs).await.map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
+    let tls = tokio_rustls::TlsConnector::from(gateway.upstream_tls())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS to {host}: {e}"))?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// A plain `http://` request: checked, then forwarded on a fresh connection.
+async fn plain(gateway: Arc<Gateway>, mut req: Request<Incoming>) -> Response<Body> {
+    let Some((host, port)) = split_authority(req.uri(), 80) else {
+        return text(
+            400,
+            "berth egress gateway: the request URL has no host".into(),
+        );
+    };
+    let addrs = match gateway.check(&host, port, "http").await {
+        Ok(a) => a,
+        Err(d) => return refusal(d),
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/".to_string(), |p| p.to_string());
+    *req.uri_mut() = match path.parse() {
+        Ok(u) => u,
+        Err(_) => return text(400, "berth egress gateway: bad request path".into()),
+    };
+    strip_hop_by_hop(req.headers_mut());
+    let tcp = match dial(&addrs).await {
+        Ok(s) => s,
+        Err(e) => {
+            return text(
+                502,
+                format!("berth egress gateway: cannot reach {host}:{port}: {e}"),
+            )
+        }
+    };
+    let (mut sender, connection) =
+        match hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await {
+            Ok(pair) => pair,
+            Err(e) => return text(502, format!("berth egress gateway: {host}:{port}: {e}")),
+        };
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    match sender.send_request(req).await {
+        Ok(response) => response.map(BodyExt::boxed),
+        Err(e) => text(
+            502,
+            format!("berth egress gateway: {host}:{port} did not answer: {e}"),
+        ),
+    }
+}
