@@ -349,6 +349,11 @@ fn duration_arg(value: &str) -> Result<Duration, String> {
     berth_spec::parse_duration(value).map_err(|e| e.to_string())
 }
 
+/// Parses `--secret` values; an error never shows the value.
+pub fn secret_specs(values: &[String]) -> Result<Vec<SecretSpec>, SpecError> {
+    values.iter().map(|v| SecretSpec::parse(v)).collect()
+}
+
 fn spec_arg<T>(
     parse: fn(&str) -> Result<T, SpecError>,
 ) -> impl Fn(&str) -> Result<T, String> + Clone {
@@ -412,8 +417,9 @@ pub struct SandboxFlags {
 
     /// NAME[=VALUE]@HOST[,HOST…]: the sandbox sees a placeholder in $NAME; the gateway puts the
     /// value (from your environment unless given) into requests to HOST only (repeatable).
-    #[arg(long = "secret", value_name = "NAME[=VALUE]@HOST", value_parser = spec_arg(SecretSpec::parse))]
-    pub secrets: Vec<SecretSpec>,
+    // Parsed later (`spec`), so that a bad value is never echoed back by the parser.
+    #[arg(long = "secret", value_name = "NAME[=VALUE]@HOST")]
+    pub secrets: Vec<String>,
 
     /// Mount the root file system read-only (only /tmp, the workspace and volumes are writable).
     #[arg(long)]
@@ -486,7 +492,7 @@ impl SandboxFlags {
         spec.network = self.network;
         spec.egress = EgressPolicy {
             allow: self.allow_hosts.clone(),
-            secrets: self.secrets.clone(),
+            secrets: secret_specs(&self.secrets)?,
         };
         spec.security = Security {
             cap_add: self.cap_add.clone(),
@@ -634,8 +640,9 @@ pub struct AgentFlags {
     /// Keep a secret out of the sandbox: NAME[=VALUE][@HOST,…] (default host: the CLI's API
     /// host). The CLI sees a placeholder; berth's egress gateway adds the value to requests
     /// for HOST. Without --network, egress is then only the CLI's API host (repeatable).
-    #[arg(long = "secret", value_name = "NAME[=VALUE][@HOST]", value_parser = spec_arg(SecretSpec::parse))]
-    pub secrets: Vec<SecretSpec>,
+    // Parsed later (`secret_specs`), so that a bad value is never echoed back by the parser.
+    #[arg(long = "secret", value_name = "NAME[=VALUE][@HOST]")]
+    pub secrets: Vec<String>,
     /// Let the agent reach HOST too, through the egress gateway (repeatable).
     #[arg(long = "allow-host", value_name = "HOST", value_parser = spec_arg(HostPattern::parse))]
     pub allow_hosts: Vec<HostPattern>,

@@ -5,18 +5,18 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Why an address is refused, or `None` when it is a public address.
 pub fn forbidden(ip: IpAddr, host_addrs: &[IpAddr]) -> Option<&'static str> {
-    if host_addrs.contains(&ip) {
-        return Some("one of the host's own addresses");
-    }
-    match ip {
+    let special = match ip {
         IpAddr::V4(v4) => forbidden_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return forbidden_v4(v4);
-            }
-            forbidden_v6(v6)
-        }
-    }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => forbidden_v4(v4),
+            None => forbidden_v6(v6),
+        },
+    };
+    special.or_else(|| {
+        host_addrs
+            .contains(&ip)
+            .then_some("one of the host's own addresses")
+    })
 }
 
 fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {

@@ -135,10 +135,15 @@ impl Gateway {
         };
         let literal: Option<IpAddr> = host.trim_matches(['[', ']']).parse().ok();
         if !config.allow.iter().any(|p| p.matches(&host, port)) {
+            let suggestion = if port == 80 || port == 443 {
+                host.clone()
+            } else {
+                format!("{host}:{port}")
+            };
             let reason = if literal.is_some() {
                 format!("raw IP addresses are not on the policy (name the host instead); this sandbox may reach: {policy}")
             } else {
-                format!("{host}:{port} is not on this sandbox's egress policy, which allows: {policy} (add it with --allow-host {host})")
+                format!("{host}:{port} is not on this sandbox's egress policy, which allows: {policy} (add it with --allow-host {suggestion})")
             };
             return Err(Denial {
                 status: 403,
@@ -169,11 +174,14 @@ impl Gateway {
         }
         for a in &addrs {
             if let Some(why) = crate::addr::forbidden(a.ip(), &config.deny_addrs) {
+                let what = match literal {
+                    Some(_) => format!("{host} is {why}"),
+                    None => format!("{host} resolves to {}, {why}", a.ip()),
+                };
                 return Err(Denial {
                     status: 403,
                     reason: format!(
-                        "{host} resolves to {}, {why}; the gateway never dials loopback, private, link-local or host addresses",
-                        a.ip()
+                        "{what}; the gateway never dials loopback, private, link-local or host addresses"
                     ),
                 });
             }

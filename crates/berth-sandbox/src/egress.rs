@@ -470,9 +470,11 @@ fn test_resolve() -> Result<BTreeMap<String, IpAddr>, SandboxError> {
             Some((name, ip)) => {
                 out.insert(name, ip);
             }
-            None => return Err(SandboxError::Input(format!(
+            None => {
+                return Err(SandboxError::Input(format!(
                 "{TEST_RESOLVE_ENV}: {pair:?} is not NAME=IP (e.g. api.anthropic.com=172.17.0.5)"
-            ))),
+            )))
+            }
         }
     }
     Ok(out)

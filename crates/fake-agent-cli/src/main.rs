@@ -13,6 +13,7 @@
 //! | `fake:turns=N` | the turn takes N turns (`--max-turns` below N gives `error_max_turns`) |
 //! | `fake:write=NAME` | writes the prompt to NAME in the working directory — only in a permission mode that allows writes (Claude `bypassPermissions`/`acceptEdits`/`auto`, Codex `--dangerously-bypass-approvals-and-sandbox` or `--sandbox workspace-write`/`danger-full-access`, Gemini `yolo`/`auto_edit`); otherwise the call is denied as the real CLI denies it headless |
 //! | `fake:env=NAME` | says whether the environment variable NAME is set |
+//! | `fake:value=NAME` | says what the environment variable NAME holds |
 //! | `fake:replay=FILE` | prints `/usr/share/fake-cli/FILE` verbatim |
 //! | `fake:garbage` | prints a line that is not JSON before the answer |
 //!
@@ -127,6 +128,13 @@ fn turn(prompt: &str, earlier: usize, max_turns: Option<u64>, writes: bool) -> R
             "unset"
         };
         text.push_str(&format!("\nenv {var}={state}"));
+    }
+    for var in prompt
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("fake:value="))
+    {
+        let value = std::env::var(var).unwrap_or_default();
+        text.push_str(&format!("\nvalue {var}={value}"));
     }
     if let Some(name) = directive(prompt, "write") {
         let result = if writes {

@@ -69,11 +69,14 @@ fn settings(flags: &AgentFlags) -> anyhow::Result<AgentSettings> {
         max_containers: None,
         model: flags.model.clone(),
         max_turns: flags.max_turns,
-        secrets: flags.secrets.clone(),
+        secrets: crate::args::secret_specs(&flags.secrets)?,
         allow_hosts: flags.allow_hosts.clone(),
         permission_mode: flags.permission_mode.clone(),
     };
     let settings = given.over(&base);
+    // Every value is checked before anything is looked up or made.
+    settings.sandbox_spec()?;
+    berth_runtimes::profile::permission_args(settings.cli(), settings.permission_mode.as_deref())?;
     if settings.network == Some(berth_spec::NetworkMode::Bridge) {
         if !settings.allow_hosts.is_empty() {
             bail!("--allow-host limits egress to named hosts through berth's gateway, and --network bridge opens all of it: drop one of them");

@@ -111,6 +111,9 @@ pub async fn inspect(args: SandboxRef) -> anyhow::Result<ExitCode> {
     value["labels"] = serde_json::json!(status.labels);
     value["agent"] = agent;
     value["socket_dir"] = serde_json::json!(record.run_dir);
+    if let Some(egress) = &status.egress {
+        value["egress"] = serde_json::json!(egress);
+    }
     println!("{}", serde_json::to_string_pretty(&value)?);
     Ok(ExitCode::SUCCESS)
 }

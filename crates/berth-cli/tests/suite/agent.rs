@@ -668,3 +668,161 @@ fn ctrl_c_and_sigkill_leave_nothing_that_gc_would_not_find() {
     assert!(docker(&["inspect", &container]).status.code() != Some(0));
     assert!(volumes_named(&home).is_empty(), "{home} was left behind");
 }
+
+#[test]
+fn by_default_each_cli_acts_without_asking_and_denials_are_never_a_clean_success() {
+    // Default mode: the write happens, nothing is denied.
+    for cli in ["claude", "codex", "gemini"] {
+        let ws = dir_owned_by(1000, 1000);
+        let (_, summary, out) = agent_json(&[
+            "--cli",
+            cli,
+            "--workspace",
+            ws.path().to_str().unwrap(),
+            "--prompt",
+            "do it fake:write=out.txt",
+        ]);
+        assert_eq!(code(&out), 0, "{cli}: {}", stderr(&out));
+        assert!(ws.path().join("out.txt").exists(), "{cli} could not write");
+        assert_eq!(summary["permission_denied"], 0, "{cli}: {summary}");
+        assert_eq!(summary["clean"], true, "{cli}: {summary}");
+    }
+    // The CLI's own modes stay reachable: a mode that asks means a denial, headless.
+    let ws = dir_owned_by(1000, 1000);
+    let args = |extra: &'static [&'static str]| {
+        let mut a = vec![
+            "--workspace".to_string(),
+            ws.path().display().to_string(),
+            "--permission-mode".to_string(),
+            "default".to_string(),
+            "--prompt".to_string(),
+            "do it fake:write=out.txt".to_string(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let plain = args(&[]);
+    let refs: Vec<&str> = plain.iter().map(String::as_str).collect();
+    let (events, summary, out) = agent_json(&refs);
+    assert!(!ws.path().join("out.txt").exists(), "the write was denied");
+    assert_eq!(code(&out), 0, "a denial alone exits 0: {}", stderr(&out));
+    assert!(events
+        .iter()
+        .any(|e| e["type"] == "permission_denied" && e["tool"] == "Write"));
+    assert_eq!(summary["permission_denied"], 1, "{summary}");
+    assert_eq!(summary["summary"]["permission_denials"][0]["tool"], "Write");
+    assert_eq!(summary["success"], true, "the CLI said success");
+    assert_eq!(summary["clean"], false, "but the run was not clean");
+    let strict = args(&["--fail-on-denial"]);
+    let refs: Vec<&str> = strict.iter().map(String::as_str).collect();
+    let (_, summary, out) = agent_json(&refs);
+    assert_eq!(code(&out), 1, "--fail-on-denial: {summary}");
+    assert_eq!(summary["exit_code"], 1);
+    // Rendered for a human: the denial and a summary that says it was not clean.
+    ensure_fake_image();
+    let out = berth()
+        .args(["agent", "run", "--image", IMAGE, "--workspace"])
+        .arg(ws.path())
+        .args([
+            "--permission-mode",
+            "default",
+            "--prompt",
+            "fake:write=x.txt",
+        ])
+        .output()
+        .unwrap();
+    assert!(stdout(&out).contains("✗ denied: Write"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("not cleanly"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("denied 1 tool call"),
+        "{}",
+        stderr(&out)
+    );
+    // Codex's and Gemini's modes pass through too.
+    for (cli, mode) in [("codex", "read-only"), ("gemini", "default")] {
+        let (_, _, out) = agent_json(&[
+            "--cli",
+            cli,
+            "--workspace",
+            ws.path().to_str().unwrap(),
+            "--permission-mode",
+            mode,
+            "--prompt",
+            "fake:write=y.txt",
+        ]);
+        assert_eq!(code(&out), 0, "{cli}: {}", stderr(&out));
+        assert!(
+            !ws.path().join("y.txt").exists(),
+            "{cli} {mode} must not write"
+        );
+    }
+    // A mode the CLI does not have is refused before anything is made.
+    let out = berth()
+        .args(["agent", "run", "--image", IMAGE, "--cli", "gemini"])
+        .args(["--permission-mode", "bypassPermissions", "--prompt", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 125, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("yolo, auto_edit, default, plan"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_agent_with_a_secret_sees_only_a_placeholder_and_gets_the_gateway() {
+    ensure_fake_image();
+    ensure_gateway();
+    let real = "sk-ant-test-real-key-31337";
+    let out = berth()
+        .args(["agent", "run", "--json", "--image", IMAGE])
+        .args(["--secret", &format!("ANTHROPIC_API_KEY={real}")])
+        .args(["-e", "ANTHROPIC_API_KEY"])
+        .args([
+            "--prompt",
+            "fake:value=ANTHROPIC_API_KEY fake:value=HTTPS_PROXY",
+        ])
+        .env("ANTHROPIC_API_KEY", real)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(!text.contains(real), "the key reached the CLI: {text}");
+    assert!(
+        text.contains("value ANTHROPIC_API_KEY=berth-placeholder-anthropic_api_key-"),
+        "{text}"
+    );
+    assert!(
+        text.contains("value HTTPS_PROXY=http://berth-gw-"),
+        "{text}"
+    );
+    assert!(
+        stderr(&out).contains("-e ANTHROPIC_API_KEY ignored"),
+        "{}",
+        stderr(&out)
+    );
+    // With --network bridge there is no gateway: berth says the key is inside.
+    let out = berth()
+        .args(["agent", "run", "--image", IMAGE, "--network", "bridge"])
+        .args([
+            "--secret",
+            "ANTHROPIC_API_KEY",
+            "--prompt",
+            "fake:env=ANTHROPIC_API_KEY",
+        ])
+        .env("ANTHROPIC_API_KEY", real)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("will be inside the sandbox"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("env ANTHROPIC_API_KEY=set"),
+        "{}",
+        stdout(&out)
+    );
+}

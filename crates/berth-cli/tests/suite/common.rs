@@ -33,6 +33,53 @@ pub fn ensure_base_image() {
     *built = true;
 }
 
+pub const DEBIAN: &str = "berth/debian:latest";
+
+/// Builds berth/debian once (debootstrap, ~1.5 min) if the engine does not have it.
+pub fn ensure_debian_image() {
+    static BUILT: Mutex<bool> = Mutex::new(false);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if *built {
+        return;
+    }
+    if !docker(&["image", "inspect", DEBIAN]).status.success() {
+        let out = berth()
+            .args(["image", "build", "--debian"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "berth image build --debian: {}",
+            stderr(&out)
+        );
+    }
+    *built = true;
+}
+
+/// Builds a static in-sandbox binary of this repo (`scripts/build-agent PACKAGE`) and
+/// returns its path.
+pub fn build_static(package: &str) -> std::path::PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-agent");
+    let out = Command::new(&script).arg(package).output().unwrap();
+    assert!(
+        out.status.success(),
+        "scripts/build-agent {package} failed: {}",
+        stderr(&out)
+    );
+    stdout(&out).trim().into()
+}
+
+/// Builds the egress gateway once per test binary (berth finds it under target/agent/).
+pub fn ensure_gateway() {
+    static BUILT: Mutex<bool> = Mutex::new(false);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !*built {
+        build_static("berth-gateway");
+        *built = true;
+    }
+}
+
 /// Runs `berth run ARGS` (image ensured) and returns its output.
 pub fn run(args: &[&str]) -> Output {
     ensure_base_image();

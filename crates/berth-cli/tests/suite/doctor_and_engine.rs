@@ -203,19 +203,7 @@ fn unknown_images_fail_clearly() {
 
 #[test]
 fn debian_image_has_real_toolchains() {
-    const DEBIAN: &str = "berth/debian:latest";
-    if !docker(&["image", "inspect", DEBIAN]).status.success() {
-        let out = berth()
-            .args(["image", "build", "--debian"])
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "berth image build --debian: {}",
-            stderr(&out)
-        );
-    }
+    ensure_debian_image();
     let out = run(&[
         "--image", DEBIAN, "--", "bash", "-c",
         "echo \"$BASH_VERSION\" | cut -d. -f1; python3 -c 'print(6*7)'; git --version | cut -d' ' -f1-2; id -un",

@@ -1,6 +1,7 @@
 mod agent;
 mod common;
 mod doctor_and_engine;
+mod egress;
 mod hardening;
 mod lifecycle;
 mod run;

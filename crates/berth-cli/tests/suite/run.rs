@@ -273,6 +273,9 @@ fn bad_values_are_rejected_with_an_example() {
         ("--workspace", ".:rx", "--workspace ."),
         ("--volume", "named:/data", "./data:/data:ro"),
         ("--user", "a b", "1000:1000"),
+        // Docker reads a memory limit of 0 as "unlimited": berth refuses it.
+        ("--memory", "0", "--memory 2g"),
+        ("--memory", "0g", "--memory 2g"),
     ] {
         let out = berth()
             .args(["run", flag, value, "--", "true"])

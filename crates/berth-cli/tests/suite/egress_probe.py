@@ -1,0 +1,54 @@
+import json, os, socket, ssl, sys, urllib.request
+proxy = os.environ["HTTPS_PROXY"].split("//")[1]
+phost, pport = proxy.rsplit(":", 1)
+
+def connect(target, sni=None, cafile="/ca/ca.pem"):
+    s = socket.create_connection((phost, int(pport)), timeout=10)
+    s.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(4096)
+        if not chunk: break
+        head += chunk
+    status = head.split(b"\r\n")[0].decode()
+    if " 200 " not in status + " ":
+        body = head.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in head else b""
+        try:
+            s.settimeout(2); body += s.recv(4096)
+        except Exception: pass
+        return status, body.decode(errors="replace")
+    ctx = ssl.create_default_context()
+    ctx.load_verify_locations(cafile)
+    host = target.rsplit(":", 1)[0]
+    try:
+        t = ctx.wrap_socket(s, server_hostname=sni or host)
+        t.sendall(f"GET /echo HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {os.environ.get('TOKEN','')}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while True:
+            c = t.recv(65536)
+            if not c: break
+            data += c
+        return status, data.decode(errors="replace")
+    except Exception as e:
+        return status, f"TLS-ERROR {type(e).__name__}: {e}"
+
+what = sys.argv[1]
+if what == "connect":
+    status, body = connect(sys.argv[2], sni=(sys.argv[3] if len(sys.argv) > 3 else None))
+    print(json.dumps({"status": status, "body": body}))
+elif what == "urllib":
+    ctx = ssl.create_default_context()
+    ctx.load_verify_locations("/ca/ca.pem")
+    req = urllib.request.Request(sys.argv[2], headers={"Authorization": "Bearer " + os.environ.get("TOKEN", "")})
+    print(urllib.request.urlopen(req, context=ctx, timeout=10).read().decode())
+elif what == "direct":
+    try:
+        socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=3)
+        print("CONNECTED")
+    except Exception as e:
+        print(f"FAILED {type(e).__name__}: {e}")
+elif what == "dns":
+    try:
+        print("RESOLVED", socket.getaddrinfo(sys.argv[2], 443))
+    except Exception as e:
+        print(f"FAILED {type(e).__name__}: {e}")
