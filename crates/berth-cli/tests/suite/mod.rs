@@ -4,5 +4,6 @@ mod doctor_and_engine;
 mod egress;
 mod hardening;
 mod lifecycle;
+mod real_claude;
 mod run;
 mod sandbox;
