@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use berth_protocol::{OWNED_DIRS_ENV, SANDBOX_ID_ENV, TOKEN_ENV, USER_ENV, WORKDIR_ENV};
+use berth_protocol::{
+    OWNED_DIRS_ENV, SANDBOX_ID_ENV, TOKEN_ENV, USER_ENV, WAIT_FOR_ENV, WORKDIR_ENV,
+};
 
 /// The sandbox's identity and defaults.
 #[derive(Debug, Clone)]
@@ -48,6 +50,7 @@ impl Identity {
                         USER_ENV,
                         WORKDIR_ENV,
                         OWNED_DIRS_ENV,
+                        WAIT_FOR_ENV,
                     ]
                     .contains(&k.as_str())
                 })

@@ -241,7 +241,13 @@ pub async fn serve(main_command: Vec<String>) -> Result<u8, String> {
     });
 
     if !main_command.is_empty() {
-        start_main(&ctx, main_command);
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            if let Ok(target) = std::env::var(berth_protocol::WAIT_FOR_ENV) {
+                wait_for(&target).await;
+            }
+            start_main(&ctx, main_command);
+        });
     }
 
     let token = format!("Bearer {}", identity.token);
@@ -280,6 +286,20 @@ pub async fn serve(main_command: Vec<String>) -> Result<u8, String> {
 
     stop_everything().await;
     Ok(0)
+}
+
+/// Waits until `path` exists (the egress gateway is configured), or the limit passes; the
+/// main process then starts either way (without egress, if the gateway never came up).
+async fn wait_for(path: &str) {
+    let limit = std::time::Duration::from_millis(berth_protocol::WAIT_FOR_LIMIT_MS);
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if std::path::Path::new(path).exists() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    eprintln!("berth-agent: {path} did not appear; starting the main process anyway");
 }
 
 /// Runs the image's entrypoint and command as the sandbox's main process; its output goes to

@@ -5,6 +5,7 @@
 //! cargo build --release && scripts/build-agent && target/release/berth-bench all
 //! ```
 
+mod egress;
 mod sandbox;
 
 use std::path::PathBuf;
@@ -47,6 +48,8 @@ enum Bench {
     Create,
     /// The agent's binary size and idle memory.
     Agent,
+    /// The egress gateway: create with vs without, 256 MiB through it vs direct, latency.
+    Egress,
     /// Everything above.
     All,
 }
@@ -249,6 +252,35 @@ fn main() -> anyhow::Result<()> {
         );
         report("Upload 256 MiB", &series[..2], 0, Some(256 << 20));
         report("Download 256 MiB", &series[2..], 0, Some(256 << 20));
+    }
+    if want(Bench::Egress) {
+        let [create, download, latency] = egress::egress(&berth, few.max(10), n.max(100) * 2)?;
+        report(
+            "Create a sandbox and finish a first exec: with vs without a gateway",
+            &create,
+            0,
+            None,
+        );
+        report(
+            "HTTPS download of 256 MiB from inside a sandbox",
+            &download,
+            0,
+            Some(egress::DOWNLOAD),
+        );
+        report(
+            "One HTTPS request (new connection: CONNECT + TLS + GET /echo)",
+            &latency,
+            0,
+            None,
+        );
+        let base = latency[0].median();
+        for s in &latency[1..] {
+            println!(
+                "- added latency per request, {}: {:.2} ms",
+                s.name,
+                s.median() - base
+            );
+        }
     }
     if want(Bench::Agent) {
         let (size, rss) = sandbox::agent(&berth)?;

@@ -2,8 +2,10 @@
 //! its container (berth runs `berth-gateway configure` / `stats` there through the engine's
 //! exec API). One JSON line in, one JSON line out.
 //!
-//! `serve` accepts no proxy connection before its first configuration: until then the
-//! sandbox simply has no way out.
+//! `serve` listens on the proxy port from its first instant (so a sandbox started at the
+//! same time never finds it missing) but serves no connection before its first
+//! configuration, and then only connections that arrived on the sandbox's network: until
+//! then the sandbox simply has no way out.
 
 use std::sync::Arc;
 
@@ -23,6 +25,11 @@ enum ControlRequest {
 
 /// The gateway's main loop: the control socket, and the proxy once configured.
 pub async fn serve(socket: &str) -> Result<(), String> {
+    let proxy = TcpListener::bind(("0.0.0.0", berth_spec::egress::PROXY_PORT))
+        .await
+        .map_err(|e| format!("listening on the proxy port: {e}"))?;
+    let (configured, watch) = tokio::sync::watch::channel(None);
+    tokio::spawn(crate::proxy::serve(watch, proxy));
     let _ = std::fs::remove_file(socket);
     let control = UnixListener::bind(socket).map_err(|e| format!("binding {socket}: {e}"))?;
     {
@@ -36,13 +43,14 @@ pub async fn serve(socket: &str) -> Result<(), String> {
             .accept()
             .await
             .map_err(|e| format!("control socket: {e}"))?;
-        if let Some((gw, listener)) = answer(stream_request(stream).await, &mut gateway).await {
-            tokio::spawn(crate::proxy::serve(gw, listener));
+        if let Some(gw) = answer(stream_request(stream).await, &mut gateway).await {
+            let _ = configured.send(Some(gw));
         }
     }
 }
 
-type Started = Option<(Arc<Gateway>, TcpListener)>;
+/// The gateway, when a request configured it for the first time.
+type Started = Option<Arc<Gateway>>;
 
 async fn stream_request(stream: UnixStream) -> (UnixStream, Result<ControlRequest, String>) {
     let mut reader = BufReader::new(stream);
@@ -68,11 +76,12 @@ async fn answer(
         Ok(ControlRequest::Configure(config)) => {
             let result = match gateway {
                 Some(g) => g.reconfigure(*config).map(|()| g.ca.pem.clone()),
-                None => match configure_first(*config).await {
-                    Ok((g, listener)) => {
+                None => match Gateway::new(*config) {
+                    Ok(g) => {
+                        let g = Arc::new(g);
                         let pem = g.ca.pem.clone();
                         *gateway = Some(g.clone());
-                        started = Some((g, listener));
+                        started = Some(g);
                         Ok(pem)
                     }
                     Err(e) => Err(e),
@@ -96,17 +105,6 @@ async fn answer(
     let _ = stream.write_all(text.as_bytes()).await;
     let _ = stream.shutdown().await;
     started
-}
-
-async fn configure_first(config: GatewayConfig) -> Result<(Arc<Gateway>, TcpListener), String> {
-    let listen = config.listen.clone();
-    let listener = TcpListener::bind(&listen)
-        .await
-        .map_err(|e| format!("listening on {listen}: {e}"))?;
-    let id = config.sandbox_id.clone();
-    let gateway = Arc::new(Gateway::new(config)?);
-    eprintln!("berth-gateway: sandbox {id}: proxy listening on {listen}");
-    Ok((gateway, listener))
 }
 
 /// `configure` (stdin → socket) and `stats`: print the reply; fail if it carries an error.

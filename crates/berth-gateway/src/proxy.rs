@@ -18,8 +18,9 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, HOST};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 
 use crate::state::{Denial, Gateway};
 use crate::tls::{read_client_hello, Prefixed};
@@ -27,6 +28,8 @@ use crate::tls::{read_client_hello, Prefixed};
 type Body = BoxBody<Bytes, hyper::Error>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Each direction's copy buffer in a tunnel.
+const TUNNEL_BUFFER: usize = 256 << 10;
 
 /// Headers that belong to one hop (the sandbox's connection to the proxy), never forwarded.
 const HOP_BY_HOP: [&str; 8] = [
@@ -61,8 +64,12 @@ fn refusal(d: Denial) -> Response<Body> {
     )
 }
 
-/// Accepts the sandbox's connections until the process ends.
-pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) {
+/// How long a connection that arrives before the configuration waits for it.
+const CONFIG_WAIT: Duration = Duration::from_secs(30);
+
+/// Accepts connections until the process ends; each waits for the configuration, and is
+/// served only if it arrived on the sandbox's network.
+pub async fn serve(configured: watch::Receiver<Option<Arc<Gateway>>>, listener: TcpListener) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -73,8 +80,30 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let gateway = gateway.clone();
+        let mut configured = configured.clone();
         tokio::spawn(async move {
+            let ready = tokio::time::timeout(CONFIG_WAIT, async {
+                configured
+                    .wait_for(Option::is_some)
+                    .await
+                    .ok()
+                    .and_then(|g| g.as_ref().cloned())
+            })
+            .await;
+            let Ok(Some(gateway)) = ready else { return };
+            let local = match stream.local_addr() {
+                Ok(l) => l,
+                Err(_) => return,
+            };
+            if !gateway.on_sandbox_network(local) {
+                gateway.deny(
+                    &peer.ip().to_string(),
+                    local.port(),
+                    "accept",
+                    "a connection from outside the sandbox's network",
+                );
+                return;
+            }
             let service = hyper::service::service_fn(move |req| {
                 let gateway = gateway.clone();
                 async move { Ok::<_, Infallible>(handle(gateway, peer, req).await) }
@@ -111,7 +140,7 @@ async fn handle(
         };
         tokio::spawn(async move {
             match hyper::upgrade::on(req).await {
-                Ok(upgraded) => tunnel(gateway, host, port, addrs, TokioIo::new(upgraded)).await,
+                Ok(upgraded) => tunnel(gateway, host, port, addrs, upgraded).await,
                 Err(e) => eprintln!("berth-gateway: CONNECT upgrade failed: {e}"),
             }
         });
@@ -149,16 +178,68 @@ async fn dial(addrs: &[SocketAddr]) -> std::io::Result<TcpStream> {
     Err(last)
 }
 
-/// After `200` to a CONNECT: check the SNI, then forward raw TLS or terminate it.
-async fn tunnel<S>(
+/// After `200` to a CONNECT: check the SNI, then forward raw TLS or terminate it. The
+/// sandbox's socket is taken back from hyper, so a forwarded tunnel is a plain socket copy.
+async fn tunnel(
     gateway: Arc<Gateway>,
     host: String,
     port: u16,
     addrs: Vec<SocketAddr>,
-    mut client: S,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+    upgraded: hyper::upgrade::Upgraded,
+) {
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let client = Prefixed::new(parts.read_buf, parts.io.into_inner());
+            tunnel_over(gateway, host, port, addrs, client).await;
+        }
+        Err(upgraded) => {
+            let client = Prefixed::new(Bytes::new(), TokioIo::new(upgraded));
+            tunnel_over(gateway, host, port, addrs, client).await;
+        }
+    }
+}
+
+/// A tunnel's client side: hyper's socket taken back, or (should hyper ever hand over
+/// something else) the upgraded connection itself.
+trait TunnelEnd: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {
+    /// Forwards everything both ways between this end and `upstream`.
+    fn forward(self, upstream: TcpStream) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl TunnelEnd for TcpStream {
+    async fn forward(mut self, mut upstream: TcpStream) {
+        // Measured against splice(2) through a pipe on this kind of machine: copying with
+        // 256 KiB buffers moved a 256 MiB download faster (berth-bench egress).
+        let _ = tokio::io::copy_bidirectional_with_sizes(
+            &mut self,
+            &mut upstream,
+            TUNNEL_BUFFER,
+            TUNNEL_BUFFER,
+        )
+        .await;
+    }
+}
+
+impl TunnelEnd for TokioIo<hyper::upgrade::Upgraded> {
+    async fn forward(mut self, mut upstream: TcpStream) {
+        // Large buffers: a download crosses in a few hundred system calls.
+        let _ = tokio::io::copy_bidirectional_with_sizes(
+            &mut self,
+            &mut upstream,
+            TUNNEL_BUFFER,
+            TUNNEL_BUFFER,
+        )
+        .await;
+    }
+}
+
+async fn tunnel_over<S: TunnelEnd>(
+    gateway: Arc<Gateway>,
+    host: String,
+    port: u16,
+    addrs: Vec<SocketAddr>,
+    mut client: Prefixed<S>,
+) {
     let (sni, hello) = match read_client_hello(&mut client).await {
         Ok(h) => h,
         Err(e) => {
@@ -166,6 +247,12 @@ async fn tunnel<S>(
             return;
         }
     };
+    // What was read (the ClientHello) goes first, then whatever hyper had buffered and the
+    // hello reader did not take.
+    let (rest, client) = client.into_parts();
+    let mut first = bytes::BytesMut::from(&hello[..]);
+    first.extend_from_slice(&rest);
+    let hello = first.freeze();
     let host_is_ip = host.parse::<std::net::IpAddr>().is_ok();
     match sni.as_deref().map(str::to_ascii_lowercase) {
         Some(name) if name.trim_end_matches('.') == host => {}
@@ -192,8 +279,11 @@ async fn tunnel<S>(
             return;
         }
     };
-    let mut client = client;
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    let (hello, client) = client.into_parts();
+    if upstream.write_all(&hello).await.is_err() {
+        return;
+    }
+    client.forward(upstream).await;
 }
 
 /// Terminates the sandbox's TLS with this sandbox's CA, serves its HTTP/1.1 requests, puts

@@ -34,6 +34,14 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(config: GatewayConfig) -> Result<Self, String> {
+        config
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| format!("bad listen address {:?}: {e}", config.listen))?;
+        eprintln!(
+            "berth-gateway: sandbox {}: serving the sandbox's network at {}",
+            config.sandbox_id, config.listen
+        );
         let upstream = crate::tls::client_config(config.upstream_ca_pem.as_deref())?;
         Ok(Self {
             config: RwLock::new(Arc::new(config)),
@@ -56,6 +64,15 @@ impl Gateway {
             *c = Arc::new(config);
         }
         Ok(())
+    }
+
+    /// Whether a connection that arrived at `local` came in on the sandbox's network (and not
+    /// on the outside one, where other containers could reach the port).
+    pub fn on_sandbox_network(&self, local: SocketAddr) -> bool {
+        self.config()
+            .listen
+            .parse::<SocketAddr>()
+            .is_ok_and(|l| l.ip() == local.ip())
     }
 
     pub fn config(&self) -> Arc<GatewayConfig> {

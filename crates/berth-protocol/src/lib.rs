@@ -29,6 +29,13 @@ pub const WORKDIR_ENV: &str = "BERTH_SANDBOX_WORKDIR";
 /// Environment variable with `:`-separated directories (fresh volume mount points such as an
 /// agent CLI's home) that the agent gives to the sandbox user at start when root owns them.
 pub const OWNED_DIRS_ENV: &str = "BERTH_OWNED_DIRS";
+/// Environment variable with a file the agent waits for (at most [`WAIT_FOR_LIMIT_MS`])
+/// before it starts the main process: the egress gateway's CA, written once the gateway —
+/// started at the same time as the sandbox — is configured, so the main process never
+/// finds the gateway missing.
+pub const WAIT_FOR_ENV: &str = "BERTH_WAIT_FOR";
+/// How long the agent waits for [`WAIT_FOR_ENV`].
+pub const WAIT_FOR_LIMIT_MS: u64 = 15_000;
 /// Where the agent binary is mounted inside the sandbox.
 pub const AGENT_PATH: &str = "/.berth-agent";
 

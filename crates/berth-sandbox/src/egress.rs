@@ -33,6 +33,9 @@ use crate::plan::{object_labels, HostFacts};
 /// Where the sandbox finds the gateway's CA: `ca.pem` (the CA alone, for
 /// `NODE_EXTRA_CA_CERTS`) and `bundle.pem` (the host's trusted roots plus the CA).
 pub const CA_DIR: &str = "/.berth-egress";
+/// The CA alone, in [`CA_DIR`]; written last, so its presence means the gateway is
+/// configured.
+pub const CA_FILE: &str = "ca.pem";
 /// Test only: `name=ip,name=ip` — the gateway resolves these names to these addresses and
 /// dials them even when they are private (the tests' upstreams live on Docker networks).
 pub const TEST_RESOLVE_ENV: &str = "BERTH_EGRESS_TEST_RESOLVE";
@@ -429,11 +432,13 @@ fn write_ca(id: &str, ca_pem: &str) -> Result<(), SandboxError> {
         bundle.push('\n');
     }
     bundle.push_str(ca_pem);
-    for (name, content) in [("ca.pem", ca_pem), ("bundle.pem", bundle.as_str())] {
-        // Written in place: the sandbox sees the file through a bind mount of the directory,
-        // and a restarted gateway's new CA must reach a running sandbox too.
+    for (name, content) in [("bundle.pem", bundle.as_str()), (CA_FILE, ca_pem)] {
+        // Written aside and renamed: a reader never sees half a file. The sandbox sees the
+        // directory through a bind mount, so a restarted gateway's new CA reaches it too.
         let path = dir.join(name);
-        std::fs::write(&path, content)
+        let partial = dir.join(format!(".{name}.partial"));
+        std::fs::write(&partial, content)
+            .and_then(|()| std::fs::rename(&partial, &path))
             .map_err(|e| SandboxError::io(format!("writing {}", path.display()), e))?;
     }
     Ok(())

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use berth_engine::{BindMount, ContainerState, Engine, ImageInfo, VolumePlan};
 use berth_protocol::{
-    AGENT_PATH, OWNED_DIRS_ENV, SANDBOX_DIR, SANDBOX_ID_ENV, TOKEN_ENV, USER_ENV, WORKDIR_ENV,
+    AGENT_PATH, OWNED_DIRS_ENV, SANDBOX_DIR, SANDBOX_ID_ENV, TOKEN_ENV, USER_ENV, WAIT_FOR_ENV,
+    WORKDIR_ENV,
 };
 use berth_spec::{labels, SandboxSpec};
 use serde::{Deserialize, Serialize};
@@ -356,20 +357,46 @@ async fn make<E: Engine>(
         engine.network_create(network).await?;
     }
     let mut container = plan.container.clone();
-    if let Some(egress) = &plan.egress {
-        crate::egress::mount_ca(&record.id, &mut container)?;
-        crate::egress::start(engine, &record.id, egress).await?;
-    }
-    record.container_id = engine.container_create(&container).await?;
-    save(&record)?;
+    let Some(egress) = &plan.egress else {
+        start_container(engine, &container, &mut record, agent).await?;
+        return Ok(record);
+    };
+    // The gateway and the sandbox start at the same time (each start is most of the cost);
+    // the agent holds the main process until the gateway is configured, and no exec comes
+    // before both are ready.
+    crate::egress::mount_ca(&record.id, &mut container)?;
+    container.env.push(format!(
+        "{WAIT_FOR_ENV}={}/{}",
+        crate::egress::CA_DIR,
+        crate::egress::CA_FILE
+    ));
+    let id = record.id.clone();
+    let (gateway, sandbox) = tokio::join!(
+        crate::egress::start(engine, &id, egress),
+        start_container(engine, &container, &mut record, agent)
+    );
+    gateway?;
+    sandbox?;
+    Ok(record)
+}
+
+/// Creates the sandbox's container, saves its record, starts it and waits for the agent.
+async fn start_container<E: Engine>(
+    engine: &E,
+    container: &berth_engine::ContainerPlan,
+    record: &mut SandboxRecord,
+    agent: Option<bytes::Bytes>,
+) -> Result<(), SandboxError> {
+    record.container_id = engine.container_create(container).await?;
+    save(record)?;
     if let Some(archive) = agent {
         engine
             .archive_upload(&record.container_id, "/", archive)
             .await?;
     }
     engine.container_start(&record.container_id).await?;
-    wait_ready(engine, &record).await?;
-    Ok(record)
+    wait_ready(engine, record).await?;
+    Ok(())
 }
 
 fn save(record: &SandboxRecord) -> Result<(), SandboxError> {

@@ -112,6 +112,7 @@ async fn serve(names: Vec<String>, out: String) -> Result<(), String> {
             let Ok((tcp, _)) = http.accept().await else {
                 continue;
             };
+            let _ = tcp.set_nodelay(true);
             tokio::spawn(serve_connection(TokioIo::new(tcp)));
         }
     });
@@ -119,6 +120,8 @@ async fn serve(names: Vec<String>, out: String) -> Result<(), String> {
         let Ok((tcp, _)) = https.accept().await else {
             continue;
         };
+        // As real servers do (nginx's tcp_nodelay): no Nagle delay on small responses.
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             if let Ok(tls) = acceptor.accept(tcp).await {

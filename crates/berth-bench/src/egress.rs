@@ -1,0 +1,258 @@
+//! The egress gateway's cost, side by side with what it replaces: a sandbox made with and
+//! without a gateway, and HTTPS from inside a sandbox directly over Docker's bridge versus
+//! through the gateway — as a tunnel (a host without secrets: the gateway copies TLS bytes)
+//! and terminated (a secret's host: decrypted, headers rewritten, re-encrypted).
+//!
+//! The "internet" is this repo's `fake-upstream` in a container on the bridge; the gateway
+//! reaches it through the documented test-only overrides. The client is one Python script
+//! (`egress_client.py`), the same for every contender, timed inside the sandbox.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::Series;
+
+const UPSTREAM_IMAGE: &str = "berth-bench/fake-upstream:latest";
+const DEBIAN: &str = "berth/debian:latest";
+const CLIENT: &str = include_str!("egress_client.py");
+/// The download size of the throughput rows.
+pub const DOWNLOAD: u64 = 256 << 20;
+
+fn run(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.stdin(Stdio::null()).output()?;
+    if !out.status.success() {
+        bail!(
+            "{:?} failed: {}",
+            cmd,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
+/// `fake-upstream`, built by `scripts/build-agent fake-upstream` next to the agent.
+fn upstream_binary(berth: &str) -> anyhow::Result<PathBuf> {
+    let target = Path::new(berth)
+        .parent()
+        .and_then(Path::parent)
+        .context("locating target/")?;
+    for host in std::fs::read_dir(target.join("agent"))?.flatten() {
+        let candidate = host.path().join("release/fake-upstream");
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    bail!("no fake-upstream binary: build it with `scripts/build-agent fake-upstream`")
+}
+
+/// A running upstream and the directory (its CA, the client script) sandboxes mount at /ca.
+struct Upstream {
+    container: String,
+    ip: String,
+    dir: tempfile::TempDir,
+}
+
+impl Upstream {
+    fn start(berth: &str) -> anyhow::Result<Self> {
+        let ctx = tempfile::tempdir()?;
+        std::fs::copy(upstream_binary(berth)?, ctx.path().join("fake-upstream"))?;
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            "FROM scratch\nCOPY fake-upstream /fake-upstream\nENTRYPOINT [\"/fake-upstream\"]\n",
+        )?;
+        run(Command::new("docker")
+            .args(["build", "-q", "-t", UPSTREAM_IMAGE])
+            .arg(ctx.path()))?;
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("egress_client.py"), CLIENT)?;
+        let container = run(Command::new("docker")
+            .args(["run", "-d", "--label", "berth.bench=true", "-v"])
+            .arg(format!("{}:/out", dir.path().display()))
+            .args([UPSTREAM_IMAGE, "--names", "bench.test,secret.test"]))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !dir.path().join("ready").exists() {
+            if Instant::now() > deadline {
+                bail!("fake-upstream did not start");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let ip = run(Command::new("docker").args([
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.IPAddress}}",
+            &container,
+        ]))?;
+        Ok(Self { container, ip, dir })
+    }
+
+    /// berth, pointed at this upstream.
+    fn berth(&self, berth: &str) -> Command {
+        let mut cmd = Command::new(berth);
+        cmd.env(
+            "BERTH_EGRESS_TEST_RESOLVE",
+            format!("bench.test={0},secret.test={0}", self.ip),
+        )
+        .env(
+            "BERTH_EGRESS_TEST_UPSTREAM_CA",
+            self.dir.path().join("ca.pem"),
+        )
+        .env("BENCH_TOKEN", "bench-secret-value");
+        cmd
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.container])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+struct Box_ {
+    berth: String,
+    id: String,
+}
+
+impl Drop for Box_ {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.berth)
+            .args(["rm", "-f", &self.id])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+fn create(up: &Upstream, berth: &str, args: &[&str]) -> anyhow::Result<Box_> {
+    let id = run(up.berth(berth).arg("create").args(args))?;
+    Ok(Box_ {
+        berth: berth.to_string(),
+        id,
+    })
+}
+
+/// Runs the client in a sandbox; its own timings.
+fn client(berth: &str, sandbox: &Box_, args: &[&str]) -> anyhow::Result<Vec<f64>> {
+    let out = run(Command::new(berth)
+        .args(["exec", &sandbox.id, "--", "python3", "/ca/egress_client.py"])
+        .args(args))?;
+    Ok(serde_json::from_str(&out)?)
+}
+
+/// The three egress tables: create → first exec, 256 MiB download, per-request latency.
+pub fn egress(berth: &str, iterations: usize, requests: usize) -> anyhow::Result<[Vec<Series>; 3]> {
+    if !Command::new("docker")
+        .args(["image", "inspect", DEBIAN])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?
+        .success()
+    {
+        run(Command::new(berth).args(["image", "build", "--debian"]))?;
+    }
+    let up = Upstream::start(berth)?;
+
+    // Create → first exec, with and without a gateway.
+    let mut create_series = vec![
+        Series::new(
+            "berth create + exec",
+            "berth create; berth exec <id> -- true".into(),
+        ),
+        Series::new(
+            "berth create --allow-host + exec",
+            "berth create --allow-host bench.test; berth exec <id> -- true".into(),
+        ),
+    ];
+    let once = |args: &[&str]| -> anyhow::Result<Duration> {
+        let t = Instant::now();
+        let sb = create(&up, berth, args)?;
+        run(Command::new(berth).args(["exec", &sb.id, "--", "true"]))?;
+        Ok(t.elapsed())
+    };
+    once(&["--allow-host", "bench.test"])?; // builds the gateway image if needed
+    for i in 0..iterations {
+        let order: [usize; 2] = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+        for k in order {
+            let args: &[&str] = if k == 0 {
+                &[]
+            } else {
+                &["--allow-host", "bench.test"]
+            };
+            create_series[k].push(once(args)?);
+        }
+    }
+
+    let mount = format!("{}:/ca:ro", up.dir.path().display());
+    let direct = create(
+        &up,
+        berth,
+        &["--image", DEBIAN, "--network", "bridge", "-v", &mount],
+    )?;
+    let gateway = create(
+        &up,
+        berth,
+        &[
+            "--image",
+            DEBIAN,
+            "--allow-host",
+            "bench.test",
+            "--secret",
+            "BENCH_TOKEN@secret.test",
+            "-v",
+            &mount,
+        ],
+    )?;
+    let contenders: [(&'static str, &Box_, &str, &str); 3] = [
+        ("direct (bridge network)", &direct, "direct", "bench.test"),
+        (
+            "through the gateway (TLS tunnel)",
+            &gateway,
+            "proxy",
+            "bench.test",
+        ),
+        (
+            "through the gateway (TLS terminated, secret injected)",
+            &gateway,
+            "proxy",
+            "secret.test",
+        ),
+    ];
+    let describe = |what: &str, mode: &str, host: &str| {
+        format!("python3 egress_client.py {mode} {host} {what} (Python ssl, new connection each)")
+    };
+    let mut download: Vec<Series> = contenders
+        .iter()
+        .map(|(name, _, mode, host)| {
+            Series::new(name, describe(&format!("/bytes/{DOWNLOAD}"), mode, host))
+        })
+        .collect();
+    let path = format!("/bytes/{DOWNLOAD}");
+    for round in 0..iterations.max(3) {
+        for k in 0..contenders.len() {
+            let j = (round + k) % contenders.len();
+            let (_, sandbox, mode, host) = contenders[j];
+            for ms in client(berth, sandbox, &[mode, host, &path, "1", &up.ip])? {
+                download[j].ms.push(ms);
+            }
+        }
+    }
+    let mut latency: Vec<Series> = contenders
+        .iter()
+        .map(|(name, _, mode, host)| Series::new(name, describe("/echo", mode, host)))
+        .collect();
+    for round in 0..4 {
+        for k in 0..contenders.len() {
+            let j = (round + k) % contenders.len();
+            let (_, sandbox, mode, host) = contenders[j];
+            let n = (requests / 4).max(1).to_string();
+            latency[j]
+                .ms
+                .extend(client(berth, sandbox, &[mode, host, "/echo", &n, &up.ip])?);
+        }
+    }
+    Ok([create_series, download, latency])
+}
