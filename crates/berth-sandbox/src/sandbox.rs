@@ -688,7 +688,7 @@ pub struct SandboxStatus {
     pub user: String,
     pub workdir: String,
     pub labels: BTreeMap<String, String>,
-    /// The egress policy and what the gateway counted.
+    /// The egress policy (without the gateway's counts; see [`crate::egress::stats`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub egress: Option<crate::receipt::EgressReport>,
 }
@@ -711,10 +711,8 @@ pub async fn status<E: Engine>(engine: &E, record: &SandboxRecord) -> SandboxSta
         ),
         Err(e) => (format!("unknown: {e}"), BTreeMap::new()),
     };
-    let egress = match &record.egress {
-        None => None,
-        Some(e) => Some(e.report(crate::egress::stats(engine, &e.gateway_name).await.ok())),
-    };
+    // The policy only: counting asks the gateway (an exec), which `berth inspect` does.
+    let egress = record.egress.as_ref().map(|e| e.report(None));
     SandboxStatus {
         egress,
         id: record.id.clone(),

@@ -336,6 +336,18 @@ fn a_sandbox_reaches_only_its_policy_and_never_holds_the_secret() {
         .filter(|r| r["host"] == "allowed.test")
         .all(|r| !r["authorization"].to_string().contains(SECRET)));
 
+    // Stopped, the sandbox's gateway stops too; started again, the gateway gets its secret
+    // back from the caller's environment (it was only ever in the old gateway's memory).
+    let out = berth().args(["stop", &sandbox.id]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "stop: {}", stderr(&out));
+    let running = stdout(&docker(&["inspect", "-f", "{{.State.Running}}", &gateway]));
+    assert_eq!(running.trim(), "false");
+    let out = output(berth_wired(&up).args(["start", &sandbox.id]).env("TOKEN", SECRET));
+    assert_eq!(out.status.code(), Some(0), "start: {}", stderr(&out));
+    let again: Value =
+        serde_json::from_str(&probe(&sandbox, &["urllib", "https://secret.test/echo"])).unwrap();
+    assert_eq!(again["headers"]["authorization"], format!("Bearer {SECRET}"), "{again}");
+
     // Killing the gateway leaves the sandbox without egress, never with more.
     let out = docker(&["kill", &gateway]);
     assert!(out.status.success());
