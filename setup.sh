@@ -2,8 +2,8 @@
 # Sets berth up on a fresh Debian machine and runs a first sandboxed command:
 # installs the Debian packages berth needs, builds berth, installs it on PATH,
 # checks the engine (berth doctor), builds the default image offline, and runs
-# `berth run -- echo …` in a hardened sandbox, then a long-lived sandbox with the agent, and
-# shows how berth reads a coding agent's event stream.
+# `berth run -- echo …` in a hardened sandbox, then a long-lived sandbox with the agent, a
+# sandbox behind its egress gateway, and shows how berth reads a coding agent's event stream.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -26,14 +26,16 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 command -v cargo >/dev/null 2>&1 || { echo "berth needs a Rust toolchain (https://rustup.rs)"; exit 1; }
-say "building berth (release) and its static in-sandbox agent"
+say "building berth (release), its static in-sandbox agent and its egress gateway"
 cargo build --release --locked -p berth-cli
 agent=$(scripts/build-agent)
+gateway=$(scripts/build-agent berth-gateway)
 bindir="${CARGO_HOME:-$HOME/.cargo}/bin"
 install -D -m 0755 target/release/berth "$bindir/berth"
 install -D -m 0755 "$agent" "$bindir/berth-agent"
+install -D -m 0755 "$gateway" "$bindir/berth-gateway"
 export PATH="$bindir:$PATH"
-echo "installed $bindir/berth and $bindir/berth-agent"
+echo "installed $bindir/berth, $bindir/berth-agent and $bindir/berth-gateway"
 
 say "berth doctor"
 berth doctor
@@ -49,11 +51,17 @@ id=$(berth create)
 berth exec "$id" -- sh -c 'echo "exec in sandbox $(hostname) as uid $(id -u); pid 1 is $(cat /proc/1/comm)"'
 berth rm -f "$id" >/dev/null
 
+say "egress by domain: a sandbox reaches only what --allow-host names, through its gateway"
+berth run --allow-host example.com -- sh -c '
+  echo "proxy: $HTTPS_PROXY"
+  echo "not allowed: $(wget -q -O- http://not-allowed.example/ 2>&1 | head -1)"
+  echo "around the proxy: $(nc -w 2 1.1.1.1 80 </dev/null 2>&1 | head -1)"'
+
 say "coding agents: a saved Claude Code event stream, normalized (berth agent events)"
 berth agent events --cli claude fixtures/agent-transcripts/claude-streamjson-tooluse-bash-v2.1.3.assembled.jsonl
 if docker image inspect berth/claude-cli >/dev/null 2>&1; then
-  echo "berth/claude-cli is present: try berth agent run --workspace . --network bridge -e ANTHROPIC_API_KEY --prompt \"…\""
+  echo "berth/claude-cli is present: try berth agent run --workspace . --secret ANTHROPIC_API_KEY --prompt \"…\""
 else
   echo "to run Claude Code in a sandbox, build its image where a registry is reachable (images/README.md),"
-  echo "then: berth agent run --workspace . --network bridge -e ANTHROPIC_API_KEY --prompt \"fix the failing test\""
+  echo "then: berth agent run --workspace . --secret ANTHROPIC_API_KEY --prompt \"fix the failing test\""
 fi

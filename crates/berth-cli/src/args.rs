@@ -35,7 +35,9 @@ pub enum Command {
 126 command not executable; 127 command not found; 137 killed (OOM is named); 130/143 interrupted.\n\n\
 Examples:\n  berth run -- echo hello\n  berth run --workspace . --timeout 30s --memory 1g --cpus 2 -- sh -c 'make test'\n  \
 berth run --workspace ./repo:ro --network isolated -- ls /workspace\n  berth run --json -- ls /\n  \
-berth run --receipt run.json --env API_TOKEN -- ./job.sh"
+berth run --receipt run.json --env API_TOKEN -- ./job.sh\n  \
+berth run --allow-host pypi.org --allow-host files.pythonhosted.org -- pip download requests\n  \
+berth run --secret GITHUB_TOKEN@api.github.com -- sh -c 'curl -H \"Authorization: Bearer $GITHUB_TOKEN\" https://api.github.com/user'"
     )]
     Run(Box<RunArgs>),
     /// Create a long-lived sandbox with berth's agent inside; prints its id.
@@ -43,7 +45,8 @@ berth run --receipt run.json --env API_TOKEN -- ./job.sh"
         after_help = "The sandbox runs the image's own entrypoint and command (or COMMAND) as its main \
 process; it lives until `berth stop`/`berth rm`, whatever the main process does.\n\n\
 Examples:\n  id=$(berth create --workspace . --memory 1g)\n  berth create --name dev --network isolated --image berth/debian\n  \
-berth create --json -- sh -c 'echo main process running; sleep infinity'"
+berth create --json -- sh -c 'echo main process running; sleep infinity'\n  \
+berth create --allow-host api.openai.com   # egress to that host only; `berth inspect` shows the policy"
     )]
     Create(Box<CreateArgs>),
     /// Run a command in a sandbox through its agent.
@@ -555,11 +558,16 @@ pub enum AgentCommand {
     /// Run an agent CLI once on a prompt, headless, and report its events and result.
     #[command(
         after_help = "The prompt goes to the CLI as one argument (or on stdin with --prompt-file), never \
-through a shell. Only the variables you name with --env reach the CLI. The agent's network is none \
-unless you give --network bridge (the CLI must reach its API).\n\n\
-Exit codes: 0 the agent succeeded; 1 it failed (an error result such as error_max_turns, or no \
-result); the CLI's own code when it died; 124 timed out; 130 interrupted; 125 berth itself failed.\n\n\
-Examples:\n  berth agent run --workspace ./repo --network bridge -e ANTHROPIC_API_KEY --prompt \"fix the failing test\"\n  \
+through a shell. Only the variables you name with --env reach the CLI. With --secret, the CLI sees \
+a placeholder and reaches only its API host (and --allow-host ones) through berth's egress gateway, \
+which adds the key; otherwise the network is none unless you give --network bridge (open egress). \
+By default the CLI acts without asking (the sandbox is the boundary); --permission-mode picks its \
+own modes, and denied tool calls are counted and never a clean success.\n\n\
+Exit codes: 0 the agent succeeded (also with denials, unless --fail-on-denial); 1 it failed (an \
+error result such as error_max_turns, or no result, or a denial with --fail-on-denial); the CLI's \
+own code when it died; 124 timed out; 130 interrupted; 125 berth itself failed.\n\n\
+Examples:\n  berth agent run --workspace ./repo --secret ANTHROPIC_API_KEY --prompt \"fix the failing test\"\n  \
+berth agent run --permission-mode plan --workspace . --prompt \"review only\"\n  \
 berth agent run --cli codex --workspace ./repo --prompt-file task.md --json\n  \
 berth agent run --name reviewer --keep --workspace .:ro --prompt \"review\"\n  \
 berth agent run --name reviewer --resume <session> --fork --prompt \"try another approach\""

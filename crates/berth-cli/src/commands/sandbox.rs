@@ -112,7 +112,9 @@ pub async fn inspect(args: SandboxRef) -> anyhow::Result<ExitCode> {
     value["agent"] = agent;
     value["socket_dir"] = serde_json::json!(record.run_dir);
     if let Some(egress) = &record.egress {
-        let stats = berth_sandbox::egress::stats(&engine, &egress.gateway_name).await.ok();
+        let stats = berth_sandbox::egress::stats(&engine, &egress.gateway_name)
+            .await
+            .ok();
         value["egress"] = serde_json::json!(egress.report(stats));
     }
     println!("{}", serde_json::to_string_pretty(&value)?);

@@ -342,11 +342,19 @@ fn a_sandbox_reaches_only_its_policy_and_never_holds_the_secret() {
     assert_eq!(out.status.code(), Some(0), "stop: {}", stderr(&out));
     let running = stdout(&docker(&["inspect", "-f", "{{.State.Running}}", &gateway]));
     assert_eq!(running.trim(), "false");
-    let out = output(berth_wired(&up).args(["start", &sandbox.id]).env("TOKEN", SECRET));
+    let out = output(
+        berth_wired(&up)
+            .args(["start", &sandbox.id])
+            .env("TOKEN", SECRET),
+    );
     assert_eq!(out.status.code(), Some(0), "start: {}", stderr(&out));
     let again: Value =
         serde_json::from_str(&probe(&sandbox, &["urllib", "https://secret.test/echo"])).unwrap();
-    assert_eq!(again["headers"]["authorization"], format!("Bearer {SECRET}"), "{again}");
+    assert_eq!(
+        again["headers"]["authorization"],
+        format!("Bearer {SECRET}"),
+        "{again}"
+    );
 
     // Killing the gateway leaves the sandbox without egress, never with more.
     let out = docker(&["kill", &gateway]);
