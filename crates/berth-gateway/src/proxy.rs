@@ -179,7 +179,7 @@ async fn dial(addrs: &[SocketAddr]) -> std::io::Result<TcpStream> {
 }
 
 /// After `200` to a CONNECT: check the SNI, then forward raw TLS or terminate it. The
-/// sandbox's socket is taken back from hyper, so a forwarded tunnel is a plain socket copy.
+/// sandbox's socket is taken back from hyper when it can be (no upgrade wrapper in the way).
 async fn tunnel(
     gateway: Arc<Gateway>,
     host: String,
@@ -199,47 +199,15 @@ async fn tunnel(
     }
 }
 
-/// A tunnel's client side: hyper's socket taken back, or (should hyper ever hand over
-/// something else) the upgraded connection itself.
-trait TunnelEnd: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {
-    /// Forwards everything both ways between this end and `upstream`.
-    fn forward(self, upstream: TcpStream) -> impl std::future::Future<Output = ()> + Send;
-}
-
-impl TunnelEnd for TcpStream {
-    async fn forward(mut self, mut upstream: TcpStream) {
-        // Measured against splice(2) through a pipe on this kind of machine: copying with
-        // 256 KiB buffers moved a 256 MiB download faster (berth-bench egress).
-        let _ = tokio::io::copy_bidirectional_with_sizes(
-            &mut self,
-            &mut upstream,
-            TUNNEL_BUFFER,
-            TUNNEL_BUFFER,
-        )
-        .await;
-    }
-}
-
-impl TunnelEnd for TokioIo<hyper::upgrade::Upgraded> {
-    async fn forward(mut self, mut upstream: TcpStream) {
-        // Large buffers: a download crosses in a few hundred system calls.
-        let _ = tokio::io::copy_bidirectional_with_sizes(
-            &mut self,
-            &mut upstream,
-            TUNNEL_BUFFER,
-            TUNNEL_BUFFER,
-        )
-        .await;
-    }
-}
-
-async fn tunnel_over<S: TunnelEnd>(
+async fn tunnel_over<S>(
     gateway: Arc<Gateway>,
     host: String,
     port: u16,
     addrs: Vec<SocketAddr>,
     mut client: Prefixed<S>,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sni, hello) = match read_client_hello(&mut client).await {
         Ok(h) => h,
         Err(e) => {
@@ -279,11 +247,19 @@ async fn tunnel_over<S: TunnelEnd>(
             return;
         }
     };
-    let (hello, client) = client.into_parts();
+    let (hello, mut client) = client.into_parts();
     if upstream.write_all(&hello).await.is_err() {
         return;
     }
-    client.forward(upstream).await;
+    // Large buffers: a download crosses in a few hundred system calls. (Measured against
+    // splice(2) through a pipe on this kind of machine: this was faster; berth-bench egress.)
+    let _ = tokio::io::copy_bidirectional_with_sizes(
+        &mut client,
+        &mut upstream,
+        TUNNEL_BUFFER,
+        TUNNEL_BUFFER,
+    )
+    .await;
 }
 
 /// Terminates the sandbox's TLS with this sandbox's CA, serves its HTTP/1.1 requests, puts

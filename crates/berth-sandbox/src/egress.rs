@@ -596,47 +596,34 @@ mod tests {
 
     #[test]
     fn bridge_a_missing_value_and_a_hostless_secret_are_refused() {
-        let policy = EgressPolicy {
-            allow: vec![HostPattern::parse("a.com").unwrap()],
-            secrets: vec![],
+        let refusal = |allow: &str, secret: Option<&str>, mode| {
+            let policy = EgressPolicy {
+                allow: vec![HostPattern::parse(allow).unwrap()],
+                secrets: secret
+                    .map(|s| SecretSpec::parse(s).unwrap())
+                    .into_iter()
+                    .collect(),
+            };
+            plan(
+                &policy,
+                mode,
+                "a",
+                &host(),
+                true,
+                &mut ContainerPlan::default(),
+            )
+            .unwrap_err()
+            .to_string()
         };
-        let e = plan(
-            &policy,
-            NetworkMode::Bridge,
-            "a",
-            &host(),
-            true,
-            &mut ContainerPlan::default(),
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("--network bridge"), "{e}");
-        let policy = EgressPolicy {
-            allow: vec![],
-            secrets: vec![SecretSpec::parse("BERTH_TEST_SURELY_UNSET_SECRET@a.com").unwrap()],
-        };
-        let e = plan(
-            &policy,
+        let e = refusal("a.com", None, NetworkMode::Bridge);
+        assert!(e.contains("--network bridge"), "{e}");
+        let e = refusal(
+            "a.com",
+            Some("BERTH_TEST_SURELY_UNSET_SECRET@a.com"),
             NetworkMode::None,
-            "a",
-            &host(),
-            true,
-            &mut ContainerPlan::default(),
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("not set in your environment"), "{e}");
-        let policy = EgressPolicy {
-            allow: vec![],
-            secrets: vec![SecretSpec::parse("T=v").unwrap()],
-        };
-        let e = plan(
-            &policy,
-            NetworkMode::None,
-            "a",
-            &host(),
-            true,
-            &mut ContainerPlan::default(),
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("names no host"), "{e}");
+        );
+        assert!(e.contains("not set in your environment"), "{e}");
+        let e = refusal("a.com", Some("T=v"), NetworkMode::None);
+        assert!(e.contains("names no host"), "{e}");
     }
 }
