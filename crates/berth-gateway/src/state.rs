@@ -231,3 +231,77 @@ impl Gateway {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use berth_spec::HostPattern;
+
+    fn gateway(allow: &[&str], resolve: &[(&str, &str)]) -> Gateway {
+        Gateway::new(GatewayConfig {
+            sandbox_id: "t1".into(),
+            listen: "10.0.0.2:3128".into(),
+            allow: allow
+                .iter()
+                .map(|a| HostPattern::parse(a).unwrap())
+                .collect(),
+            secrets: Vec::new(),
+            deny_addrs: vec!["8.8.4.4".parse().unwrap()],
+            resolve: resolve
+                .iter()
+                .map(|(n, ip)| (n.to_string(), ip.parse().unwrap()))
+                .collect(),
+            upstream_ca_pem: None,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_decision_names_its_reason_and_is_counted() {
+        let g = gateway(
+            &["ok.test", "10.1.2.3", "8.8.4.4", "*.wild.test"],
+            &[("ok.test", "203.0.113.9"), ("a.wild.test", "203.0.113.10")],
+        );
+        let addrs = g.check("OK.test.", 443, "t").await.unwrap();
+        assert_eq!(addrs[0].to_string(), "203.0.113.9:443");
+        assert!(g.check("a.wild.test", 80, "t").await.is_ok());
+        let refuse = |r: Result<Vec<SocketAddr>, Denial>| r.unwrap_err();
+        let d = refuse(g.check("denied.test", 443, "t").await);
+        assert_eq!(d.status, 403);
+        assert!(
+            d.reason.contains("--allow-host denied.test"),
+            "{}",
+            d.reason
+        );
+        assert!(d.reason.contains("ok.test, *.wild.test") || d.reason.contains("ok.test"));
+        let d = refuse(g.check("ok.test", 22, "t").await);
+        assert!(d.reason.contains("--allow-host ok.test:22"), "{}", d.reason);
+        let d = refuse(g.check("wild.test", 443, "t").await);
+        assert!(
+            d.reason.contains("not on this sandbox's egress policy"),
+            "{}",
+            d.reason
+        );
+        let d = refuse(g.check("1.2.3.4", 443, "t").await);
+        assert!(d.reason.contains("raw IP"), "{}", d.reason);
+        let d = refuse(g.check("10.1.2.3", 443, "t").await);
+        assert!(
+            d.reason.contains("10.1.2.3 is a private address"),
+            "{}",
+            d.reason
+        );
+        let d = refuse(g.check("8.8.4.4", 443, "t").await);
+        assert!(d.reason.contains("host's own"), "{}", d.reason);
+        let stats = g.stats();
+        assert_eq!((stats.allowed, stats.denied), (2, 6));
+        assert_eq!(stats.recent_denials.len(), 6);
+    }
+
+    #[test]
+    fn only_connections_on_the_sandbox_network_are_served() {
+        let g = gateway(&["ok.test"], &[]);
+        assert!(g.on_sandbox_network("10.0.0.2:3128".parse().unwrap()));
+        assert!(!g.on_sandbox_network("172.17.0.5:3128".parse().unwrap()));
+    }
+}

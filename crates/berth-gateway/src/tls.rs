@@ -207,3 +207,67 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn the_hello_is_read_whole_replayed_and_terminated_with_the_sandbox_ca() {
+        let ca = Ca::generate().unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).unwrap())
+            .unwrap();
+        let client_config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let (client_io, mut server_io) = tokio::io::duplex(64 << 10);
+        let client = tokio::spawn(async move {
+            let name = rustls::pki_types::ServerName::try_from("secret.test").unwrap();
+            let mut tls = match tokio_rustls::TlsConnector::from(Arc::new(client_config))
+                .connect(name, client_io)
+                .await
+            {
+                Ok(t) => t,
+                Err(e) => panic!("client: {e}"),
+            };
+            tls.write_all(b"ping").await.unwrap();
+            let mut answer = [0u8; 4];
+            tls.read_exact(&mut answer).await.unwrap();
+            answer
+        });
+        let (sni, hello) = read_client_hello(&mut server_io).await.unwrap();
+        assert_eq!(sni.as_deref(), Some("secret.test"));
+        assert!(!hello.is_empty());
+        let config = ca.server_config("secret.test").unwrap();
+        let accepted = tokio_rustls::TlsAcceptor::from(config)
+            .accept(Prefixed::new(hello, server_io))
+            .await;
+        let mut tls = match accepted {
+            Ok(t) => t,
+            Err(e) => panic!("server: {e}; client: {:?}", client.await),
+        };
+        let mut got = [0u8; 4];
+        tls.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+        tls.write_all(b"pong").await.unwrap();
+        tls.flush().await.unwrap();
+        assert_eq!(&client.await.unwrap(), b"pong");
+    }
+
+    #[tokio::test]
+    async fn plain_bytes_after_a_connect_are_not_a_hello() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        a.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let e = read_client_hello(&mut b).await.unwrap_err();
+        assert!(e.contains("not a TLS ClientHello"), "{e}");
+    }
+}

@@ -306,4 +306,22 @@ mod tests {
         let e = err("[agents.a\n");
         assert_eq!(e.line, 1);
     }
+
+    #[test]
+    fn secrets_are_names_only_and_hosts_and_modes_are_read() {
+        let text = "[agents.a]\nsecrets = [\"ANTHROPIC_API_KEY\", \"GH@api.github.com\"]\nallow_hosts = [\"pypi.org\"]\npermission_mode = \"plan\"\n";
+        let c = parse(text, "berth.toml", Path::new("/proj")).unwrap();
+        let a = &c.agents["a"];
+        assert_eq!(a.secrets.len(), 2);
+        assert_eq!(a.secrets[1].hosts[0].name, "api.github.com");
+        assert_eq!(a.allow_hosts[0].name, "pypi.org");
+        assert_eq!(a.permission_mode.as_deref(), Some("plan"));
+        let e = err("[agents.a]\nsecrets = [\"K=hunter2\"]\n");
+        let text = e.to_string();
+        assert!(
+            text.contains("berth.toml:2") && text.contains("a value written in berth.toml"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+    }
 }

@@ -297,6 +297,22 @@ pub async fn create<E: Engine>(
         c.env.push(format!("{OWNED_DIRS_ENV}={}", dirs.join(":")));
     }
 
+    // The sandbox's network and gateway live and die with it: same owner, same keep.
+    let shared: Vec<(String, String)> = [labels::OWNER, labels::KEEP]
+        .iter()
+        .filter_map(|k| {
+            plan.container
+                .labels
+                .get(*k)
+                .map(|v| (k.to_string(), v.clone()))
+        })
+        .collect();
+    if let Some(net) = &mut plan.network {
+        net.labels.extend(shared.clone());
+    }
+    if let Some(egress) = &mut plan.egress {
+        egress.gateway.labels.extend(shared);
+    }
     let record = SandboxRecord {
         id: id.clone(),
         name: options.name.clone(),

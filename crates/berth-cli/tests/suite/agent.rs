@@ -826,3 +826,60 @@ fn an_agent_with_a_secret_sees_only_a_placeholder_and_gets_the_gateway() {
         stdout(&out)
     );
 }
+
+#[test]
+fn a_sigkilled_agent_run_with_a_secret_leaves_only_what_gc_removes() {
+    ensure_fake_image();
+    ensure_gateway();
+    let mut child = berth()
+        .args([
+            "agent",
+            "run",
+            "--image",
+            IMAGE,
+            "--secret",
+            "ANTHROPIC_API_KEY=k",
+        ])
+        .args(["--prompt", "fake:hang"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let container = running_container_of(child.id());
+    let id = stdout(&docker(&[
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"berth.id\"}}",
+        &container,
+    ]))
+    .trim()
+    .to_string();
+    // The sandbox, its gateway and its network: all carry the run's owner.
+    let label = format!("berth.id={id}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while containers_with(&label).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no gateway appeared");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let owner_of = |object: &str, format: &str| stdout(&docker(&["inspect", "-f", format, object]));
+    let networks = networks_with(&label);
+    assert_eq!(networks.len(), 1, "{networks:?}");
+    let owners: Vec<String> = containers_with(&label)
+        .iter()
+        .map(|c| owner_of(c, "{{index .Config.Labels \"berth.owner\"}}"))
+        .chain(
+            networks
+                .iter()
+                .map(|n| owner_of(n, "{{index .Labels \"berth.owner\"}}")),
+        )
+        .collect();
+    for owner in &owners {
+        assert!(owner.contains(&format!(":{}:", child.id())), "{owners:?}");
+    }
+    kill(child.id(), libc::SIGKILL);
+    let _ = child.wait();
+    let out = berth().args(["gc"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(containers_with(&label).is_empty(), "a container was left");
+    assert!(networks_with(&label).is_empty(), "a network was left");
+}
