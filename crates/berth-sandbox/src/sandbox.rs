@@ -393,8 +393,48 @@ async fn make<E: Engine>(
     );
     gateway?;
     sandbox?;
+    trust_in_system_bundle(engine, &record).await;
     Ok(record)
 }
+
+/// Adds the gateway's CA to the image's system bundle, where the image has one and it is
+/// writable, for tools that read only that (the variables cover the rest). Best effort: an
+/// image without a shell or a bundle keeps its own.
+async fn trust_in_system_bundle<E: Engine>(engine: &E, record: &SandboxRecord) {
+    use berth_protocol::v1::{exec_input, exec_output, ExecInput, ExecStart};
+    let script = format!(
+        "f={SYSTEM_BUNDLE}; [ -f \"$f\" ] && [ -w \"$f\" ] && cat {}/{} >> \"$f\"",
+        crate::egress::CA_DIR,
+        crate::egress::CA_FILE
+    );
+    let start = ExecStart {
+        argv: vec!["sh".into(), "-c".into(), script],
+        user: "0:0".into(),
+        timeout_ms: 10_000,
+        ..Default::default()
+    };
+    let Ok(mut client) = connect(engine, record).await else {
+        return;
+    };
+    let input = tokio_stream::once(ExecInput {
+        input: Some(exec_input::Input::Start(start)),
+    });
+    let Ok(response) = client.exec(input).await else {
+        return;
+    };
+    let mut stream = response.into_inner();
+    while let Ok(Some(msg)) = stream.message().await {
+        if matches!(
+            msg.output,
+            Some(exec_output::Output::Exited(_) | exec_output::Output::StartFailed(_))
+        ) {
+            break;
+        }
+    }
+}
+
+/// Debian's and Alpine's bundle of trusted roots.
+const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Creates the sandbox's container, saves its record, starts it and waits for the agent.
 async fn start_container<E: Engine>(
@@ -605,6 +645,10 @@ pub async fn start<E: Engine>(engine: &E, record: &SandboxRecord) -> Result<(), 
     }
     engine.container_start(&record.container_id).await?;
     wait_ready(engine, record).await?;
+    if record.egress.is_some() {
+        // The restarted gateway made a new CA.
+        trust_in_system_bundle(engine, record).await;
+    }
     Ok(())
 }
 

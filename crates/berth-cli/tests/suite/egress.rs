@@ -201,6 +201,21 @@ fn a_sandbox_reaches_only_its_policy_and_never_holds_the_secret() {
         format!("Bearer {SECRET}"),
         "{secret}"
     );
+    // Tools that read only the system bundle trust the sandbox's CA too (berth appended it).
+    let out = sandbox.exec(
+        &[],
+        &[
+            "env",
+            "-u",
+            "SSL_CERT_FILE",
+            "python3",
+            "/ca/probe.py",
+            "system",
+            "https://secret.test/echo",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("\"host\":\"secret.test\""), "{}", stdout(&out));
     // Plain HTTP goes through the proxy too (and never gets a secret).
     let plain: Value =
         serde_json::from_str(&probe(&sandbox, &["urllib", "http://allowed.test/echo"])).unwrap();

@@ -36,6 +36,9 @@ what = sys.argv[1]
 if what == "connect":
     status, body = connect(sys.argv[2], sni=(sys.argv[3] if len(sys.argv) > 3 else None))
     print(json.dumps({"status": status, "body": body}))
+elif what == "system":
+    # Only the image's system bundle (no SSL_CERT_FILE, no extra CA file).
+    print(urllib.request.urlopen(sys.argv[2], timeout=10).read().decode())
 elif what == "urllib":
     ctx = ssl.create_default_context()
     ctx.load_verify_locations("/ca/ca.pem")
