@@ -28,6 +28,8 @@ use crate::tls::{read_client_hello, Prefixed};
 type Body = BoxBody<Bytes, hyper::Error>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The one port whose tunnels must carry TLS for the CONNECT host (and may be terminated).
+const HTTPS_PORT: u16 = 443;
 /// Each direction's copy buffer in a tunnel.
 const TUNNEL_BUFFER: usize = 256 << 10;
 
@@ -208,6 +210,13 @@ async fn tunnel_over<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    if port != HTTPS_PORT {
+        // Not HTTPS (plain HTTP on 80, or a port allowed as host:port, where the server may
+        // speak first, as SSH does): the gateway dialed the allowed name itself, so the bytes
+        // can only reach that host; there is no TLS to check or terminate.
+        forward(&host, port, &addrs, client).await;
+        return;
+    }
     let (sni, hello) = match read_client_hello(&mut client).await {
         Ok(h) => h,
         Err(e) => {
@@ -240,7 +249,15 @@ async fn tunnel_over<S>(
         mitm(gateway, host, addrs, client).await;
         return;
     }
-    let mut upstream = match dial(&addrs).await {
+    forward(&host, port, &addrs, client).await;
+}
+
+/// Dials the host and copies both ways, starting with the bytes already read from the client.
+async fn forward<S>(host: &str, port: u16, addrs: &[SocketAddr], client: Prefixed<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut upstream = match dial(addrs).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("berth-gateway: {host}:{port}: {e}");

@@ -215,11 +215,29 @@ fn a_sandbox_reaches_only_its_policy_and_never_holds_the_secret() {
         ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stdout(&out).contains("\"host\":\"secret.test\""), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("\"host\":\"secret.test\""),
+        "{}",
+        stdout(&out)
+    );
     // Plain HTTP goes through the proxy too (and never gets a secret).
     let plain: Value =
         serde_json::from_str(&probe(&sandbox, &["urllib", "http://allowed.test/echo"])).unwrap();
     assert_eq!(plain["host"], "allowed.test");
+
+    // A tunnel to port 80 carries plain HTTP (only 443 must be TLS for the CONNECT host).
+    let tunnel = probe_json(&sandbox, &["connect-plain", "allowed.test:80"]);
+    assert!(
+        tunnel["status"].as_str().unwrap().contains("200"),
+        "{tunnel}"
+    );
+    assert!(
+        tunnel["body"]
+            .as_str()
+            .unwrap()
+            .contains("\"host\":\"allowed.test\""),
+        "{tunnel}"
+    );
 
     // Refusals name the host and the policy.
     let denied = probe_json(&sandbox, &["connect", "denied.test:443"]);

@@ -32,9 +32,28 @@ def connect(target, sni=None, cafile="/ca/ca.pem"):
     except Exception as e:
         return status, f"TLS-ERROR {type(e).__name__}: {e}"
 
+def connect_plain(target):
+    """CONNECT, then plain HTTP through the tunnel (no TLS)."""
+    s = socket.create_connection((phost, int(pport)), timeout=10)
+    host = target.rsplit(":", 1)[0]
+    s.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(4096)
+    s.sendall(f"GET /echo HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    data = b""
+    while True:
+        c = s.recv(65536)
+        if not c: break
+        data += c
+    return head.split(b"\r\n")[0].decode(), data.decode(errors="replace")
+
 what = sys.argv[1]
 if what == "connect":
     status, body = connect(sys.argv[2], sni=(sys.argv[3] if len(sys.argv) > 3 else None))
+    print(json.dumps({"status": status, "body": body}))
+elif what == "connect-plain":
+    status, body = connect_plain(sys.argv[2])
     print(json.dumps({"status": status, "body": body}))
 elif what == "system":
     # Only the image's system bundle (no SSL_CERT_FILE, no extra CA file).
