@@ -251,6 +251,23 @@ pub async fn engine_checks<E: Engine>(engine: &E) -> Vec<Check> {
             "sudo apt-get install busybox-static (needed to build berth/base offline)",
         )),
     }
+    for (name, found, remedy) in [
+        (
+            "sandbox agent",
+            crate::sandbox::agent_binary(),
+            "run ./setup.sh or scripts/build-agent (needed by berth create and berth agent)",
+        ),
+        (
+            "egress gateway",
+            crate::sandbox::gateway_binary(),
+            "run ./setup.sh or scripts/build-agent berth-gateway (needed by --allow-host and --secret)",
+        ),
+    ] {
+        checks.push(match found {
+            Ok(path) => Check::ok(name, format!("static binary at {}", path.display())),
+            Err(_) => Check::bad(name, Status::Warn, "not found".to_string(), remedy),
+        });
+    }
     checks
 }
 
