@@ -30,8 +30,11 @@ type Body = BoxBody<Bytes, hyper::Error>;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The one port whose tunnels must carry TLS for the CONNECT host (and may be terminated).
 const HTTPS_PORT: u16 = 443;
+/// At most this many connections at once (each may hold two copy buffers): beyond it, new
+/// ones wait in the kernel's backlog, so a sandbox cannot run its gateway out of memory.
+const MAX_CONNECTIONS: usize = 512;
 /// Each direction's copy buffer in a tunnel.
-const TUNNEL_BUFFER: usize = 256 << 10;
+const TUNNEL_BUFFER: usize = 128 << 10;
 
 /// Headers that belong to one hop (the sandbox's connection to the proxy), never forwarded.
 const HOP_BY_HOP: [&str; 8] = [
@@ -72,7 +75,11 @@ const CONFIG_WAIT: Duration = Duration::from_secs(30);
 /// Accepts connections until the process ends; each waits for the configuration, and is
 /// served only if it arrived on the sandbox's network.
 pub async fn serve(configured: watch::Receiver<Option<Arc<Gateway>>>, listener: TcpListener) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
@@ -84,6 +91,7 @@ pub async fn serve(configured: watch::Receiver<Option<Arc<Gateway>>>, listener: 
         let _ = stream.set_nodelay(true);
         let mut configured = configured.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let ready = tokio::time::timeout(CONFIG_WAIT, async {
                 configured
                     .wait_for(Option::is_some)
