@@ -802,6 +802,40 @@ fn an_agent_with_a_secret_sees_only_a_placeholder_and_gets_the_gateway() {
         "{}",
         stderr(&out)
     );
+    // A kept agent's sandbox is reused with its gateway, which gets this run's values.
+    let agent = Agent::new("secret");
+    let mut seen = Vec::new();
+    for value in ["first-value", "second-value"] {
+        let out = berth()
+            .args([
+                "agent",
+                "run",
+                "--json",
+                "--image",
+                IMAGE,
+                "--name",
+                &agent.name,
+                "--keep",
+            ])
+            .args(["--secret", &format!("ANTHROPIC_API_KEY={value}")])
+            .args(["--prompt", "fake:value=ANTHROPIC_API_KEY"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert!(!stdout(&out).contains(value));
+        let summary: Value = serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+        seen.push(summary["sandbox_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(seen[0], seen[1], "the kept sandbox was not reused");
+    let gateway = format!("berth-gw-{}", seen[0]);
+    let running = stdout(&docker(&["inspect", "-f", "{{.State.Running}}", &gateway]));
+    assert_eq!(running.trim(), "true");
+    drop(agent);
+    assert!(
+        docker(&["inspect", &gateway]).status.code() != Some(0),
+        "agent rm left the gateway"
+    );
+
     // With --network bridge there is no gateway: berth says the key is inside.
     let out = berth()
         .args(["agent", "run", "--image", IMAGE, "--network", "bridge"])

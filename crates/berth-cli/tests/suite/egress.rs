@@ -475,6 +475,12 @@ fn a_crashed_run_leaves_a_gateway_that_gc_removes() {
     let (containers, networks) = objects_of(&id);
     assert_eq!(containers.len(), 2, "sandbox and gateway are left behind");
     assert_eq!(networks.len(), 1);
+    let state = std::env::var("BERTH_STATE_DIR").map_or_else(
+        |_| Path::new(&std::env::var("HOME").unwrap()).join(".local/state/berth"),
+        std::path::PathBuf::from,
+    );
+    let ca_dir = state.join("sandboxes").join(&id);
+    assert!(ca_dir.join("egress/ca.pem").exists(), "the run's CA files");
     let out = berth().args(["gc"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let (containers, networks) = objects_of(&id);
@@ -482,6 +488,7 @@ fn a_crashed_run_leaves_a_gateway_that_gc_removes() {
         containers.is_empty() && networks.is_empty(),
         "{containers:?} {networks:?}"
     );
+    assert!(!ca_dir.exists(), "gc leaves the run's CA files");
 }
 
 #[test]
