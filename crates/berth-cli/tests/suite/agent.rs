@@ -54,12 +54,7 @@ fn ensure_fake_image() {
          LABEL berth.managed=true berth.kind=image\n",
     )
     .unwrap();
-    let out = Command::new("docker")
-        .args(["build", "-q", "-t", IMAGE])
-        .arg(ctx.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "docker build: {}", stderr(&out));
+    docker_build(ctx.path(), IMAGE);
     *built = true;
 }
 
@@ -880,14 +875,7 @@ fn a_sigkilled_agent_run_with_a_secret_leaves_only_what_gc_removes() {
         .spawn()
         .unwrap();
     let container = running_container_of(child.id());
-    let id = stdout(&docker(&[
-        "inspect",
-        "-f",
-        "{{index .Config.Labels \"berth.id\"}}",
-        &container,
-    ]))
-    .trim()
-    .to_string();
+    let id = berth_id_of(&container);
     // The sandbox, its gateway and its network: all carry the run's owner.
     let label = format!("berth.id={id}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);

@@ -100,6 +100,35 @@ pub fn run_json(args: &[&str]) -> (serde_json::Value, i32) {
     (receipt, out.status.code().unwrap_or(-1))
 }
 
+/// `docker build -q -t TAG CONTEXT`, asserting success.
+pub fn docker_build(context: &Path, tag: &str) {
+    let out = Command::new("docker")
+        .args(["build", "-q", "-t", tag])
+        .arg(context)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker build {tag}: {}", stderr(&out));
+}
+
+/// berth's state directory as the berth under test sees it.
+pub fn state_dir() -> std::path::PathBuf {
+    std::env::var("BERTH_STATE_DIR").map_or_else(
+        |_| Path::new(&std::env::var("HOME").unwrap()).join(".local/state/berth"),
+        std::path::PathBuf::from,
+    )
+}
+
+/// The `berth.id` label of a container.
+pub fn berth_id_of(container: &str) -> String {
+    let out = docker(&[
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"berth.id\"}}",
+        container,
+    ]);
+    stdout(&out).trim().to_string()
+}
+
 /// Runs the docker CLI.
 pub fn docker(args: &[&str]) -> Output {
     Command::new("docker").args(args).output().unwrap()

@@ -4,7 +4,6 @@
 //! test-only overrides (`BERTH_EGRESS_TEST_RESOLVE`, `BERTH_EGRESS_TEST_UPSTREAM_CA`).
 //! Clients inside the sandboxes are real: Python's urllib and ssl, busybox wget.
 
-use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -40,12 +39,7 @@ fn ensure_upstream_image() {
         "FROM scratch\nCOPY fake-upstream /fake-upstream\nENTRYPOINT [\"/fake-upstream\"]\nLABEL berth.test=true\n",
     )
     .unwrap();
-    let out = Command::new("docker")
-        .args(["build", "-q", "-t", UPSTREAM_IMAGE])
-        .arg(ctx.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "docker build: {}", stderr(&out));
+    docker_build(ctx.path(), UPSTREAM_IMAGE);
     *built = true;
 }
 
@@ -318,10 +312,7 @@ fn a_sandbox_reaches_only_its_policy_and_never_holds_the_secret() {
         "{logs}"
     );
     assert!(!logs.contains(SECRET), "the secret is in the gateway's log");
-    let state = std::env::var("BERTH_STATE_DIR").map_or_else(
-        |_| Path::new(&std::env::var("HOME").unwrap()).join(".local/state/berth"),
-        Into::into,
-    );
+    let state = state_dir();
     let grep = Command::new("grep")
         .args(["-rl", SECRET])
         .arg(&state)
@@ -456,14 +447,7 @@ fn a_crashed_run_leaves_a_gateway_that_gc_removes() {
         .unwrap();
     let pid = child.id();
     let container = running_container_of(pid);
-    let id = stdout(&docker(&[
-        "inspect",
-        "-f",
-        "{{index .Config.Labels \"berth.id\"}}",
-        &container,
-    ]))
-    .trim()
-    .to_string();
+    let id = berth_id_of(&container);
     // Wait until the sandbox itself runs (the gateway starts first).
     let deadline = Instant::now() + Duration::from_secs(60);
     while containers_with(&format!("berth.id={id}")).len() < 2 {
@@ -475,11 +459,7 @@ fn a_crashed_run_leaves_a_gateway_that_gc_removes() {
     let (containers, networks) = objects_of(&id);
     assert_eq!(containers.len(), 2, "sandbox and gateway are left behind");
     assert_eq!(networks.len(), 1);
-    let state = std::env::var("BERTH_STATE_DIR").map_or_else(
-        |_| Path::new(&std::env::var("HOME").unwrap()).join(".local/state/berth"),
-        std::path::PathBuf::from,
-    );
-    let ca_dir = state.join("sandboxes").join(&id);
+    let ca_dir = state_dir().join("sandboxes").join(&id);
     assert!(ca_dir.join("egress/ca.pem").exists(), "the run's CA files");
     let out = berth().args(["gc"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

@@ -121,12 +121,7 @@ fn ensure_image() -> bool {
         "FROM berth/base:latest\nCOPY root/ /\nLABEL berth.test=true\n",
     )
     .unwrap();
-    let out = Command::new("docker")
-        .args(["build", "-q", "-t", IMAGE])
-        .arg(ctx.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "docker build: {}", stderr(&out));
+    docker_build(ctx.path(), IMAGE);
     *built = Some(true);
     true
 }
