@@ -48,4 +48,10 @@ impl EngineError {
                 | Self::Api { status: 404, .. }
         )
     }
+
+    /// True when someone else is already removing the object (another `berth gc`, say): it
+    /// is on its way out, and waiting for it to be gone is all that is left to do.
+    pub fn is_removal_in_progress(&self) -> bool {
+        matches!(self, Self::Api { status: 409, message, .. } if message.contains("already in progress"))
+    }
 }

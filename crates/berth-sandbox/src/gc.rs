@@ -86,6 +86,27 @@ async fn settle(
     }
 }
 
+/// Removes a container; when another process is already removing it, waits (a few seconds at
+/// most) until it is gone, so two `berth gc` at once both succeed.
+async fn remove_container<E: Engine>(
+    engine: &E,
+    id: &str,
+) -> Result<(), berth_engine::EngineError> {
+    match engine.container_remove(id, true).await {
+        Err(e) if e.is_removal_in_progress() => {
+            for _ in 0..100 {
+                match engine.container_inspect(id).await {
+                    Err(gone) if gone.is_not_found() => return Ok(()),
+                    Err(other) => return Err(other),
+                    Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                }
+            }
+            Err(e)
+        }
+        other => other,
+    }
+}
+
 /// Finds garbage and (unless a dry run) removes it: containers first, then networks and
 /// volumes.
 pub async fn collect<E: Engine>(
@@ -102,7 +123,7 @@ pub async fn collect<E: Engine>(
     // Containers first: a network cannot be removed while a container is attached.
     for c in containers {
         if let Some(reason) = verdict(&c.labels, options.all) {
-            let removal = (!options.dry_run).then(|| engine.container_remove(&c.id, true));
+            let removal = (!options.dry_run).then(|| remove_container(engine, &c.id));
             let item = settle("container", c.id.clone(), c.name, reason, removal).await;
             let removed = item.removed;
             items.push(item);

@@ -641,6 +641,7 @@ fn ctrl_c_and_sigkill_leave_nothing_that_gc_would_not_find() {
     ]);
     let id = stdout(&id).trim().to_string();
     assert!(!id.is_empty());
+    let _gc = gc_lock();
     kill(child.id(), libc::SIGKILL);
     let _ = child.wait();
     let out = berth().args(["gc", "--json"]).output().unwrap();
@@ -860,21 +861,23 @@ fn an_agent_with_a_secret_sees_only_a_placeholder_and_gets_the_gateway() {
 fn a_sigkilled_agent_run_with_a_secret_leaves_only_what_gc_removes() {
     ensure_fake_image();
     ensure_gateway();
-    let mut child = berth()
-        .args([
-            "agent",
-            "run",
-            "--image",
-            IMAGE,
-            "--secret",
-            "ANTHROPIC_API_KEY=k",
-        ])
-        .args(["--prompt", "fake:hang"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let container = running_container_of(child.id());
+    let mut child = Running(
+        berth()
+            .args([
+                "agent",
+                "run",
+                "--image",
+                IMAGE,
+                "--secret",
+                "ANTHROPIC_API_KEY=k",
+            ])
+            .args(["--prompt", "fake:hang"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let container = running_container_of(child.0.id());
     let id = berth_id_of(&container);
     // The sandbox, its gateway and its network: all carry the run's owner.
     let label = format!("berth.id={id}");
@@ -896,10 +899,11 @@ fn a_sigkilled_agent_run_with_a_secret_leaves_only_what_gc_removes() {
         )
         .collect();
     for owner in &owners {
-        assert!(owner.contains(&format!(":{}:", child.id())), "{owners:?}");
+        assert!(owner.contains(&format!(":{}:", child.0.id())), "{owners:?}");
     }
-    kill(child.id(), libc::SIGKILL);
-    let _ = child.wait();
+    let _gc = gc_lock();
+    kill(child.0.id(), libc::SIGKILL);
+    let _ = child.0.wait();
     let out = berth().args(["gc"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(containers_with(&label).is_empty(), "a container was left");

@@ -194,6 +194,27 @@ pub fn remove_containers(ids: &[String]) {
     }
 }
 
+/// Held by every test that leaves garbage on purpose (a SIGKILLed berth) or runs `berth gc`,
+/// from the kill to its own gc: otherwise one test's gc removes what another test is about
+/// to look for.
+pub fn gc_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A spawned berth that a failing test interrupts (SIGINT: berth cleans up) instead of leaving
+/// it running.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            kill(self.0.id(), libc::SIGINT);
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Sends `signal` to `pid`.
 pub fn kill(pid: u32, signal: i32) {
     // SAFETY: kill(2) with a pid we spawned and a valid signal number has no memory effects.

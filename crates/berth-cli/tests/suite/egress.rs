@@ -441,11 +441,13 @@ fn a_one_shot_run_with_a_gateway_reports_egress_and_leaves_nothing() {
 fn a_crashed_run_leaves_a_gateway_that_gc_removes() {
     ensure_base_image();
     ensure_gateway();
-    let mut child = berth()
-        .args(["run", "--allow-host", "example.com", "--", "sleep", "60"])
-        .spawn()
-        .unwrap();
-    let pid = child.id();
+    let mut child = Running(
+        berth()
+            .args(["run", "--allow-host", "example.com", "--", "sleep", "60"])
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
     let container = running_container_of(pid);
     let id = berth_id_of(&container);
     // Wait until the sandbox itself runs (the gateway starts first).
@@ -454,8 +456,9 @@ fn a_crashed_run_leaves_a_gateway_that_gc_removes() {
         assert!(Instant::now() < deadline, "the sandbox never started");
         std::thread::sleep(Duration::from_millis(50));
     }
+    let _gc = gc_lock();
     kill(pid, libc::SIGKILL);
-    let _ = child.wait();
+    let _ = child.0.wait();
     let (containers, networks) = objects_of(&id);
     assert_eq!(containers.len(), 2, "sandbox and gateway are left behind");
     assert_eq!(networks.len(), 1);

@@ -54,6 +54,7 @@ fn sigterm_removes_the_sandbox() {
 #[test]
 fn a_crashed_berth_is_cleaned_up_by_gc() {
     let (mut child, container, id) = spawn_run(&["--network", "isolated", "--", "sleep", "300"]);
+    let _gc = gc_lock();
     kill(child.id(), libc::SIGKILL);
     child.wait().unwrap();
     assert_eq!(
@@ -91,6 +92,7 @@ fn a_crashed_berth_is_cleaned_up_by_gc() {
 #[test]
 fn gc_leaves_live_runs_alone() {
     let (mut child, container, _) = spawn_run(&["--", "sleep", "300"]);
+    let _gc = gc_lock();
     let gc = berth().args(["gc", "--json"]).output().unwrap();
     let listed: serde_json::Value = serde_json::from_slice(&gc.stdout).unwrap();
     assert!(!listed["items"]
