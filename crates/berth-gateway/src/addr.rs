@@ -35,9 +35,10 @@ fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
         Some("a shared (carrier-grade NAT) address")
     } else if (a == 192 && b == 0 && c == 0) || (a == 198 && (b == 18 || b == 19)) || a >= 240 {
         Some("a reserved address")
-    } else if ip.is_documentation() {
-        Some("a documentation address")
     } else {
+        // The documentation ranges (TEST-NET-1..3) are not routed on the internet, but some
+        // networks do use them for real services (this project's build machines reach their
+        // package registries there); nothing about them is private to the host.
         None
     }
 }
@@ -54,8 +55,6 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
         Some("a private (unique local) address")
     } else if ip.is_unicast_link_local() || (first & 0xffc0) == 0xfec0 {
         Some("a link-local address")
-    } else if first == 0x2001 && ip.segments()[1] == 0x0db8 {
-        Some("a documentation address")
     } else if ip.to_ipv4().is_some() {
         // ::a.b.c.d (deprecated IPv4-compatible) and the NAT64 forms smuggle IPv4 addresses.
         Some("an IPv4-compatible address")

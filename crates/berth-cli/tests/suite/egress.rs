@@ -512,3 +512,65 @@ fn bad_egress_input_is_refused_clearly() {
         .unwrap();
     assert!(!stderr(&out).contains("hunter2-value"), "{}", stderr(&out));
 }
+
+/// Fetches PyPI's index of `six` and downloads its first wheel: the issue's `pip download`,
+/// with Python's urllib (the debian image has no pip). Prints `index <status>` and then
+/// `wheel <bytes>` or `wheel refused: <error>`.
+const PYPI_CLIENT: &str = r##"
+import re, sys, urllib.request, urllib.error
+index = urllib.request.urlopen("https://pypi.org/simple/six/", timeout=30)
+html = index.read().decode()
+print("index", index.status)
+url = re.search(r'href="(https://files\.pythonhosted\.org/[^"#]+\.whl)', html).group(1)
+try:
+    print("wheel", len(urllib.request.urlopen(url, timeout=60).read()))
+except urllib.error.URLError as e:
+    print("wheel refused:", e)
+"##;
+
+#[test]
+fn the_real_package_index_is_reachable_only_as_far_as_the_policy_allows() {
+    // The host's own view first: where PyPI cannot be reached at all, there is nothing to show.
+    let host = Command::new("python3")
+        .args(["-c", "import urllib.request; urllib.request.urlopen('https://pypi.org/simple/six/', timeout=20)"])
+        .output()
+        .unwrap();
+    if !host.status.success() {
+        eprintln!(
+            "SKIPPED: PyPI is not reachable from this host: {}",
+            stderr(&host)
+        );
+        return;
+    }
+    ensure_debian_image();
+    ensure_gateway();
+    let run = |allow: &[&str]| {
+        let mut args = vec!["run", "--json", "--image", DEBIAN];
+        for host in allow {
+            args.extend(["--allow-host", host]);
+        }
+        args.extend(["--", "python3", "-c", PYPI_CLIENT]);
+        let out = berth().args(&args).output().unwrap();
+        let receipt: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {} {}", stdout(&out), stderr(&out)));
+        receipt
+    };
+    let both = run(&["pypi.org", "files.pythonhosted.org"]);
+    let text = both["stdout_text"].as_str().unwrap();
+    assert!(text.contains("index 200"), "{both}");
+    let size: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("wheel "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no wheel: {both}"));
+    assert!(size > 1000, "{both}");
+    assert_eq!(both["egress"]["stats"]["denied"], 0, "{both}");
+    // Without the files host, the index answers and the download is refused by the gateway.
+    let index_only = run(&["pypi.org"]);
+    let text = index_only["stdout_text"].as_str().unwrap();
+    assert!(text.contains("index 200"), "{index_only}");
+    assert!(text.contains("wheel refused"), "{index_only}");
+    assert_eq!(index_only["egress"]["stats"]["denied"], 1, "{index_only}");
+    let recent = index_only["egress"]["stats"]["recent_denials"].to_string();
+    assert!(recent.contains("files.pythonhosted.org"), "{recent}");
+}
