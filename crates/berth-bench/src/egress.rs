@@ -156,7 +156,7 @@ pub fn egress(berth: &str, iterations: usize, requests: usize) -> anyhow::Result
     }
     let up = Upstream::start(berth)?;
 
-    // Create → first exec, with and without a gateway.
+    // Create → first exec, and a one-shot run, with and without a gateway.
     let mut create_series = vec![
         Series::new(
             "berth create + exec",
@@ -166,6 +166,11 @@ pub fn egress(berth: &str, iterations: usize, requests: usize) -> anyhow::Result
             "berth create --allow-host + exec",
             "berth create --allow-host bench.test; berth exec <id> -- true".into(),
         ),
+        Series::new("berth run", "berth run -- true".into()),
+        Series::new(
+            "berth run --allow-host",
+            "berth run --allow-host bench.test -- true".into(),
+        ),
     ];
     let once = |args: &[&str]| -> anyhow::Result<Duration> {
         let t = Instant::now();
@@ -173,16 +178,27 @@ pub fn egress(berth: &str, iterations: usize, requests: usize) -> anyhow::Result
         run(Command::new(berth).args(["exec", &sb.id, "--", "true"]))?;
         Ok(t.elapsed())
     };
+    let run_once = |args: &[&str]| -> anyhow::Result<Duration> {
+        let t = Instant::now();
+        run(up.berth(berth).arg("run").args(args).args(["--", "true"]))?;
+        Ok(t.elapsed())
+    };
     once(&["--allow-host", "bench.test"])?; // builds the gateway image if needed
     for i in 0..iterations {
-        let order: [usize; 2] = if i % 2 == 0 { [0, 1] } else { [1, 0] };
-        for k in order {
-            let args: &[&str] = if k == 0 {
+        // Interleaved, rotating the order, so drift affects every contender alike.
+        for k in 0..create_series.len() {
+            let j = (i + k) % create_series.len();
+            let gateway: &[&str] = if j % 2 == 0 {
                 &[]
             } else {
                 &["--allow-host", "bench.test"]
             };
-            create_series[k].push(once(args)?);
+            let took = if j < 2 {
+                once(gateway)?
+            } else {
+                run_once(gateway)?
+            };
+            create_series[j].push(took);
         }
     }
 

@@ -257,7 +257,13 @@ fn main() -> anyhow::Result<()> {
         let [create, download, latency] = egress::egress(&berth, few.max(10), n.max(100) * 2)?;
         report(
             "Create a sandbox and finish a first exec: with vs without a gateway",
-            &create,
+            &create[..2],
+            0,
+            None,
+        );
+        report(
+            "One-shot `berth run -- true`: with vs without a gateway",
+            &create[2..],
             0,
             None,
         );

@@ -367,13 +367,15 @@ async fn cleanup<E: Engine>(engine: &E, plan: &SandboxPlan, made: &Made, sweep: 
     }
     containers.sort();
     containers.dedup();
-    for id in &containers {
+    // The sandbox and its gateway go at the same time (each removal waits on the engine).
+    let removals = containers.iter().map(|id| async move {
         if let Err(e) = engine.container_remove(id, true).await {
             if !e.is_not_found() {
                 tracing::warn!("could not remove container {id}: {e}; `berth gc` will retry");
             }
         }
-    }
+    });
+    futures_util::future::join_all(removals).await;
     if plan.egress.is_some() {
         crate::sandbox::forget(&plan.id);
     }
