@@ -300,6 +300,13 @@ pub fn mount_ca(id: &str, sandbox: &mut ContainerPlan) -> Result<(), SandboxErro
     Ok(())
 }
 
+/// The gateway's image (found or built from the gateway binary): asked for before anything of
+/// the sandbox is made, so a missing gateway leaves nothing to clean up.
+pub async fn image<E: Engine>(engine: &E) -> Result<String, SandboxError> {
+    let binary = crate::sandbox::gateway_binary()?;
+    crate::images::ensure_gateway(engine, &binary).await
+}
+
 /// A running, configured gateway.
 #[derive(Debug, Clone)]
 pub struct Gateway {
@@ -313,10 +320,10 @@ pub async fn start<E: Engine>(
     engine: &E,
     id: &str,
     egress: &EgressPlan,
+    image: &str,
 ) -> Result<Gateway, SandboxError> {
-    let binary = crate::sandbox::gateway_binary()?;
     let mut plan = egress.gateway.clone();
-    plan.image = crate::images::ensure_gateway(engine, &binary).await?;
+    plan.image = image.to_string();
     let container_id = engine.container_create(&plan).await?;
     engine.network_connect("bridge", &container_id).await?;
     engine.container_start(&container_id).await?;

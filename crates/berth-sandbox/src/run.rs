@@ -310,16 +310,20 @@ async fn prepare<E: Engine>(
     plan: &SandboxPlan,
     made: &mut Made,
 ) -> Result<(String, berth_engine::OutputStream), SandboxError> {
+    let gateway_image = match &plan.egress {
+        Some(_) => Some(crate::egress::image(engine).await?),
+        None => None,
+    };
     if let Some(network) = &plan.network {
         made.uncertain = true;
         made.network = Some(engine.network_create(network).await?);
     }
     let mut container = plan.container.clone();
-    if let Some(egress) = &plan.egress {
+    if let (Some(egress), Some(image)) = (&plan.egress, &gateway_image) {
         crate::egress::mount_ca(&plan.id, &mut container)?;
         made.uncertain = true;
         made.gateway = Some(
-            crate::egress::start(engine, &plan.id, egress)
+            crate::egress::start(engine, &plan.id, egress, image)
                 .await?
                 .container_id,
         );

@@ -369,6 +369,10 @@ async fn make<E: Engine>(
     mut record: SandboxRecord,
     agent: Option<bytes::Bytes>,
 ) -> Result<SandboxRecord, SandboxError> {
+    let gateway_image = match &plan.egress {
+        Some(_) => crate::egress::image(engine).await?,
+        None => String::new(),
+    };
     if let Some(network) = &plan.network {
         engine.network_create(network).await?;
     }
@@ -388,7 +392,7 @@ async fn make<E: Engine>(
     ));
     let id = record.id.clone();
     let (gateway, sandbox) = tokio::join!(
-        crate::egress::start(engine, &id, egress),
+        crate::egress::start(engine, &id, egress, &gateway_image),
         start_container(engine, &container, &mut record, agent)
     );
     gateway?;

@@ -505,6 +505,18 @@ fn bad_egress_input_is_refused_clearly() {
         );
         assert!(!stderr(&out).contains("panicked"));
     }
+    // Without the gateway binary nothing is made, and berth says how to get it.
+    let out = berth()
+        .args(["run", "--allow-host", "a.com", "--", "true"])
+        .env("BERTH_GATEWAY", "/nonexistent/berth-gateway")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("scripts/build-agent berth-gateway"),
+        "{}",
+        stderr(&out)
+    );
     // A secret's value never appears in an error about it.
     let out = berth()
         .args(["run", "--secret", "1BAD=hunter2-value", "--", "true"])
