@@ -58,6 +58,8 @@ pub struct ContainerPlan {
     pub oom_score_adj: Option<i64>,
     /// DNS servers the engine's resolver forwards to (empty: the engine's default).
     pub dns: Vec<String>,
+    /// resolv.conf options (`timeout:1`, …).
+    pub dns_options: Vec<String>,
 }
 
 /// A host path bound into the container.

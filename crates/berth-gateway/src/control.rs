@@ -55,9 +55,16 @@ type Started = Option<Arc<Gateway>>;
 async fn stream_request(stream: UnixStream) -> (UnixStream, Result<ControlRequest, String>) {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
-    let parsed = match reader.read_line(&mut line).await {
-        Ok(_) => serde_json::from_str(&line).map_err(|e| format!("bad control request: {e}")),
-        Err(e) => Err(format!("reading the control request: {e}")),
+    // One request at a time: a client that never finishes its line must not block the next.
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        reader.read_line(&mut line),
+    )
+    .await;
+    let parsed = match read {
+        Ok(Ok(_)) => serde_json::from_str(&line).map_err(|e| format!("bad control request: {e}")),
+        Ok(Err(e)) => Err(format!("reading the control request: {e}")),
+        Err(_) => Err("no control request within 10 s".to_string()),
     };
     (reader.into_inner(), parsed)
 }

@@ -451,6 +451,19 @@ async fn plain(gateway: Arc<Gateway>, mut req: Request<Incoming>) -> Response<Bo
         Err(_) => return text(400, "berth egress gateway: bad request path".into()),
     };
     strip_hop_by_hop(req.headers_mut());
+    // The request goes to the host it named in its URL, and says so: a different Host header
+    // would let it reach another site served from the same address.
+    let authority = if port == 80 {
+        host.clone()
+    } else {
+        format!("{host}:{port}")
+    };
+    match HeaderValue::from_str(&authority) {
+        Ok(v) => {
+            req.headers_mut().insert(HOST, v);
+        }
+        Err(_) => return text(400, "berth egress gateway: bad host".into()),
+    }
     let tcp = match dial(&addrs).await {
         Ok(s) => s,
         Err(e) => {

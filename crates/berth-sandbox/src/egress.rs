@@ -209,6 +209,7 @@ pub fn plan(
         stop_timeout: Some(1),
         oom_score_adj: None,
         dns: Vec::new(),
+        dns_options: Vec::new(),
     };
     let allow = policy.allowed_hosts();
 
@@ -246,6 +247,8 @@ pub fn plan(
     sandbox.env.extend(env);
     sandbox.network = network.clone();
     sandbox.dns = vec![DEAD_DNS.to_string()];
+    // A lookup that can only fail (anything but the gateway's name) fails in a second, not ten.
+    sandbox.dns_options = vec!["timeout:1".to_string(), "attempts:1".to_string()];
     sandbox.labels.insert(
         labels::EGRESS_ALLOW.to_string(),
         allow

@@ -296,6 +296,7 @@ pub fn plan_sandbox(
         stop_timeout: Some(2),
         oom_score_adj: None,
         dns: Vec::new(),
+        dns_options: Vec::new(),
     };
     let mut container = container;
     let (network_plan, egress) = if spec.egress.enabled() {

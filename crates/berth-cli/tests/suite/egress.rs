@@ -218,6 +218,11 @@ fn a_sandbox_reaches_only_its_policy_and_never_holds_the_secret() {
     let plain: Value =
         serde_json::from_str(&probe(&sandbox, &["urllib", "http://allowed.test/echo"])).unwrap();
     assert_eq!(plain["host"], "allowed.test");
+    let fronted = probe(
+        &sandbox,
+        &["plain-host", "http://allowed.test/echo", "evil.test"],
+    );
+    assert!(fronted.contains("\"host\":\"allowed.test\""), "{fronted}");
 
     // A tunnel to port 80 carries plain HTTP (only 443 must be TLS for the CONNECT host).
     let tunnel = probe_json(&sandbox, &["connect-plain", "allowed.test:80"]);

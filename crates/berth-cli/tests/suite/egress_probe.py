@@ -52,6 +52,16 @@ what = sys.argv[1]
 if what == "connect":
     status, body = connect(sys.argv[2], sni=(sys.argv[3] if len(sys.argv) > 3 else None))
     print(json.dumps({"status": status, "body": body}))
+elif what == "plain-host":
+    # An absolute-form request whose Host header names another site.
+    s = socket.create_connection((phost, int(pport)), timeout=10)
+    s.sendall(f"GET {sys.argv[2]} HTTP/1.1\r\nHost: {sys.argv[3]}\r\nConnection: close\r\n\r\n".encode())
+    data = b""
+    while True:
+        c = s.recv(65536)
+        if not c: break
+        data += c
+    print(data.split(b"\r\n\r\n", 1)[1].decode(errors="replace"))
 elif what == "connect-plain":
     status, body = connect_plain(sys.argv[2])
     print(json.dumps({"status": status, "body": body}))

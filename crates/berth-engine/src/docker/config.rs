@@ -39,6 +39,7 @@ pub fn container_body(plan: &ContainerPlan) -> ContainerCreateBody {
         oom_score_adj: plan.oom_score_adj,
         init: Some(false),
         dns: (!plan.dns.is_empty()).then(|| plan.dns.clone()),
+        dns_options: (!plan.dns_options.is_empty()).then(|| plan.dns_options.clone()),
         ..Default::default()
     };
     ContainerCreateBody {
