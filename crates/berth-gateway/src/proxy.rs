@@ -33,6 +33,11 @@ const HTTPS_PORT: u16 = 443;
 /// At most this many connections at once (each may hold two copy buffers): beyond it, new
 /// ones wait in the kernel's backlog, so a sandbox cannot run its gateway out of memory.
 const MAX_CONNECTIONS: usize = 512;
+/// Kernel buffers of both of a tunnel's sockets, fixed instead of autotuned: a download
+/// crossing the gateway's two hops was a little faster in most runs with it (berth-bench
+/// egress, 2-core machine: ~0.79× of direct against ~0.76×; runs vary by ±0.05), and it
+/// bounds what one connection can queue. The kernel caps it at `net.core.[rw]mem_max`.
+const SOCKET_BUFFER: usize = 4 << 20;
 /// Each direction's copy buffer in a tunnel.
 const TUNNEL_BUFFER: usize = 128 << 10;
 
@@ -89,6 +94,8 @@ pub async fn serve(configured: watch::Receiver<Option<Arc<Gateway>>>, listener: 
             }
         };
         let _ = stream.set_nodelay(true);
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SOCKET_BUFFER);
+        let _ = socket2::SockRef::from(&stream).set_recv_buffer_size(SOCKET_BUFFER);
         let mut configured = configured.clone();
         tokio::spawn(async move {
             let _slot = slot;
@@ -176,7 +183,14 @@ async fn handle(
 async fn dial(addrs: &[SocketAddr]) -> std::io::Result<TcpStream> {
     let mut last = std::io::Error::other("no address");
     for addr in addrs {
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }?;
+        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER as u32);
+        let _ = socket.set_send_buffer_size(SOCKET_BUFFER as u32);
+        match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(*addr)).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
                 return Ok(s);
