@@ -356,28 +356,22 @@ pub async fn release<E: Engine>(engine: &E, acquired: &Acquired) {
 pub fn cli_env(settings: &AgentSettings) -> (BTreeMap<String, String>, Vec<String>) {
     let mut env = BTreeMap::from([("HOME".to_string(), AGENT_HOME.to_string())]);
     let mut missing = Vec::new();
-    let gateway = settings.uses_gateway();
-    for secret in &settings.secrets {
-        if gateway {
-            // The sandbox holds a placeholder (in its configuration); the value stays here.
-            continue;
-        }
-        // `--network bridge`: no gateway, so the CLI needs the value itself (berth warns).
-        match secret.value.as_ref().map(|v| v.expose().to_string()) {
-            Some(v) => {
-                env.insert(secret.name.clone(), v);
-            }
-            None => match std::env::var(&secret.name) {
-                Ok(v) => {
-                    env.insert(secret.name.clone(), v);
+    // With the gateway the sandbox holds placeholders (in its configuration) and the values
+    // stay here; with `--network bridge` there is no gateway, so the CLI gets the values
+    // (berth warns).
+    if !settings.uses_gateway() {
+        for secret in &settings.secrets {
+            match berth_sandbox::egress::secret_value(&secret.name, secret.value.as_ref()) {
+                Some(v) => {
+                    env.insert(secret.name.clone(), v.expose().to_string());
                 }
-                Err(_) => missing.push(secret.name.clone()),
-            },
+                None => missing.push(secret.name.clone()),
+            }
         }
     }
+    let shadowed = settings.shadowed_env();
     for var in &settings.env {
-        if gateway && settings.secrets.iter().any(|s| s.name == var.name) {
-            // `-e KEY` next to `--secret KEY` would hand the CLI the value after all.
+        if shadowed.contains(&var.name.as_str()) {
             continue;
         }
         match &var.value {

@@ -126,6 +126,11 @@ impl AgentSettings {
             DEFAULT_TMP_SIZE,
         )?;
         spec.network = self.network.unwrap_or(NetworkMode::None);
+        if spec.network == NetworkMode::Bridge && !self.allow_hosts.is_empty() {
+            // A secret with bridge is allowed (the CLI gets it, berth warns); a host list is
+            // meaningless when everything is open.
+            return Err(SpecError::EgressWithBridge);
+        }
         spec.egress = self.egress();
         spec.security.read_only_rootfs = self.read_only.unwrap_or(false);
         spec.timeout = None;
@@ -138,6 +143,19 @@ impl AgentSettings {
     pub fn uses_gateway(&self) -> bool {
         (!self.secrets.is_empty() || !self.allow_hosts.is_empty())
             && self.network != Some(NetworkMode::Bridge)
+    }
+
+    /// `-e NAME`s that are also secrets behind the gateway: passing them would hand the CLI
+    /// the value after all, so they are left out (and the CLI says so).
+    pub fn shadowed_env(&self) -> Vec<&str> {
+        if !self.uses_gateway() {
+            return Vec::new();
+        }
+        self.env
+            .iter()
+            .filter(|v| self.secrets.iter().any(|s| s.name == v.name))
+            .map(|v| v.name.as_str())
+            .collect()
     }
 
     /// The egress policy: the CLI's API host plus `allow_hosts`; a secret without hosts goes
@@ -216,6 +234,31 @@ mod tests {
         assert_eq!(spec.network, NetworkMode::None);
         assert!(spec.security.no_new_privileges);
         assert!(spec.env.is_empty());
+    }
+
+    #[test]
+    fn a_secret_means_the_gateway_unless_the_network_is_open() {
+        let secret = |s: &str| berth_spec::SecretSpec::parse(s).unwrap();
+        let mut s = AgentSettings {
+            secrets: vec![secret("ANTHROPIC_API_KEY")],
+            env: vec![berth_spec::parse_env("ANTHROPIC_API_KEY").unwrap()],
+            ..Default::default()
+        };
+        let spec = s.sandbox_spec().unwrap();
+        assert_eq!(spec.egress.allow[0].name, "api.anthropic.com");
+        assert_eq!(spec.egress.secrets[0].hosts[0].name, "api.anthropic.com");
+        assert_eq!(s.shadowed_env(), ["ANTHROPIC_API_KEY"]);
+        s.network = Some(NetworkMode::Bridge);
+        assert!(
+            !s.sandbox_spec().unwrap().egress.enabled(),
+            "bridge: no gateway"
+        );
+        assert!(
+            s.shadowed_env().is_empty(),
+            "bridge: the CLI gets the value"
+        );
+        s.allow_hosts = vec![HostPattern::parse("pypi.org").unwrap()];
+        assert_eq!(s.sandbox_spec().unwrap_err(), SpecError::EgressWithBridge);
     }
 
     #[test]

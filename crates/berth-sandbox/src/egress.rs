@@ -116,6 +116,16 @@ impl EgressPlan {
     }
 }
 
+/// A secret's value: the one given (`NAME=VALUE`), else a non-empty `$NAME` of this process.
+pub fn secret_value(name: &str, given: Option<&SecretValue>) -> Option<SecretValue> {
+    given.cloned().or_else(|| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(SecretValue::new)
+    })
+}
+
 /// A fresh placeholder for secret `name`: unique per sandbox, and shaped like a token so
 /// tools pass it along as they would the real value.
 fn placeholder(name: &str) -> String {
@@ -151,17 +161,11 @@ pub fn plan(
                 s.name, s.name
             )));
         }
-        let value = match &s.value {
-            Some(v) => v.clone(),
-            None => match std::env::var(&s.name) {
-                Ok(v) if !v.is_empty() => SecretValue::new(v),
-                _ => {
-                    return Err(SandboxError::Input(format!(
-                        "--secret {}: {} is not set in your environment; export it, or give the value (--secret {}=VALUE@HOST)",
-                        s.name, s.name, s.name
-                    )))
-                }
-            },
+        let Some(value) = secret_value(&s.name, s.value.as_ref()) else {
+            return Err(SandboxError::Input(format!(
+                "--secret {}: {} is not set in your environment; export it, or give the value (--secret {}=VALUE@HOST)",
+                s.name, s.name, s.name
+            )));
         };
         secrets.push(GatewaySecret {
             name: s.name.clone(),
@@ -171,16 +175,7 @@ pub fn plan(
         });
     }
     let network = format!("berth-egress-{id}");
-    let network_plan = NetworkPlan {
-        name: network.clone(),
-        internal: true,
-        host_reachable: false,
-        labels: object_labels(id, labels::KIND_NETWORK, host, owned),
-    };
-    let mut gateway_labels = object_labels(id, labels::KIND_GATEWAY, host, owned);
-    if sandbox.labels.contains_key(labels::KEEP) {
-        gateway_labels.insert(labels::KEEP.to_string(), "true".to_string());
-    }
+    let network_plan = crate::plan::internal_network(network.clone(), id, host, owned);
     let gateway = ContainerPlan {
         name: format!("berth-gw-{id}"),
         image: String::new(),
@@ -189,7 +184,7 @@ pub fn plan(
         user: "65534:65534".to_string(),
         workdir: None,
         env: Vec::new(),
-        labels: gateway_labels,
+        labels: object_labels(id, labels::KIND_GATEWAY, host, owned),
         memory_bytes: 256 << 20,
         memory_swap_bytes: 256 << 20,
         nano_cpus: 1_000_000_000,

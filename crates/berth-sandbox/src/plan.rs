@@ -76,18 +76,17 @@ impl SandboxPlan {
     /// Marks the sandbox's objects as kept on purpose, so `berth gc` leaves them alone
     /// (unless `--all`) after the owning process exits.
     pub fn mark_kept(&mut self) {
-        self.container
-            .labels
-            .insert(labels::KEEP.to_string(), "true".to_string());
-        if let Some(net) = &mut self.network {
-            net.labels
-                .insert(labels::KEEP.to_string(), "true".to_string());
-        }
-        if let Some(egress) = &mut self.egress {
-            egress
-                .gateway
-                .labels
-                .insert(labels::KEEP.to_string(), "true".to_string());
+        self.label_all(labels::KEEP, "true");
+    }
+
+    /// Puts a label on every object of the sandbox — its container, its network, its
+    /// gateway — so that they live and die together (owner, keep).
+    pub fn label_all(&mut self, key: &str, value: &str) {
+        let mut all = vec![&mut self.container.labels];
+        all.extend(self.network.as_mut().map(|n| &mut n.labels));
+        all.extend(self.egress.as_mut().map(|e| &mut e.gateway.labels));
+        for labels in all {
+            labels.insert(key.to_string(), value.to_string());
         }
     }
 }
@@ -111,6 +110,17 @@ pub fn object_labels(
         l.insert(labels::OWNER.to_string(), host.owner.clone());
     }
     l
+}
+
+/// A berth-made network with no route out and no address on the host's side (the
+/// sandbox can reach neither the internet nor the host through it).
+pub fn internal_network(name: String, id: &str, host: &HostFacts, owned: bool) -> NetworkPlan {
+    NetworkPlan {
+        name,
+        internal: true,
+        host_reachable: false,
+        labels: object_labels(id, labels::KIND_NETWORK, host, owned),
+    }
 }
 
 /// Resolves a host path (`~`, relative) and checks it exists and is not the engine socket.
@@ -246,13 +256,7 @@ pub fn plan_sandbox(
         NetworkMode::Bridge => ("bridge".to_string(), None),
         NetworkMode::Isolated => {
             let name = format!("berth-net-{id}");
-            let plan = NetworkPlan {
-                name: name.clone(),
-                internal: true,
-                host_reachable: false,
-                labels: object_labels(id, labels::KIND_NETWORK, host, owned),
-            };
-            (name, Some(plan))
+            (name.clone(), Some(internal_network(name, id, host, owned)))
         }
     };
 

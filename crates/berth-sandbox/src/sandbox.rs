@@ -281,10 +281,6 @@ pub async fn create<E: Engine>(
         c.labels.insert(labels::NAME.to_string(), name.clone());
     }
     c.labels.extend(options.labels.clone());
-    if options.owned {
-        c.labels
-            .insert(labels::OWNER.to_string(), crate::owner::current_owner());
-    }
     for v in &options.volumes {
         c.binds.push(BindMount {
             source: v.volume.name.clone(),
@@ -297,21 +293,16 @@ pub async fn create<E: Engine>(
         c.env.push(format!("{OWNED_DIRS_ENV}={}", dirs.join(":")));
     }
 
-    // The sandbox's network and gateway live and die with it: same owner, same keep.
-    let shared: Vec<(String, String)> = [labels::OWNER, labels::KEEP]
-        .iter()
-        .filter_map(|k| {
-            plan.container
-                .labels
-                .get(*k)
-                .map(|v| (k.to_string(), v.clone()))
-        })
-        .collect();
-    if let Some(net) = &mut plan.network {
-        net.labels.extend(shared.clone());
+    // A sandbox that lives for one run, or is kept on purpose, says so on all its objects.
+    if options.owned {
+        plan.label_all(labels::OWNER, &crate::owner::current_owner());
     }
-    if let Some(egress) = &mut plan.egress {
-        egress.gateway.labels.extend(shared);
+    if options
+        .labels
+        .get(labels::KEEP)
+        .is_some_and(|v| v == "true")
+    {
+        plan.mark_kept();
     }
     let record = SandboxRecord {
         id: id.clone(),
@@ -669,18 +660,12 @@ pub async fn hand_secrets<E: Engine>(
     };
     let mut secrets = Vec::new();
     for s in &egress.secrets {
-        let value = given
+        let given_value = given
             .secrets
             .iter()
             .find(|g| g.name == s.name)
-            .and_then(|g| g.value.clone())
-            .or_else(|| {
-                std::env::var(&s.name)
-                    .ok()
-                    .filter(|v| !v.is_empty())
-                    .map(berth_spec::SecretValue::new)
-            });
-        match value {
+            .and_then(|g| g.value.as_ref());
+        match crate::egress::secret_value(&s.name, given_value) {
             Some(value) => secrets.push(berth_spec::egress::GatewaySecret {
                 name: s.name.clone(),
                 placeholder: s.placeholder.clone(),

@@ -72,7 +72,7 @@ pub enum SpecError {
     #[error("invalid --secret {value:?}: {reason}; expected NAME[=VALUE][@HOST[,HOST…]], e.g. --secret GITHUB_TOKEN@api.github.com (the value comes from your environment when omitted)")]
     Secret { value: String, reason: &'static str },
     /// An egress policy with open networking.
-    #[error("--allow-host and --secret put the sandbox behind berth's egress gateway, which --network bridge (open egress) would bypass: drop --network bridge")]
+    #[error("--allow-host (and, outside `berth agent`, --secret) puts the sandbox behind berth's egress gateway, which --network bridge (open egress) would bypass: drop one of them")]
     EgressWithBridge,
     /// No command was given.
     #[error("no command given: put the command after `--`, e.g. berth run -- echo hello")]

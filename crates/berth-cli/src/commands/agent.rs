@@ -77,25 +77,17 @@ fn settings(flags: &AgentFlags) -> anyhow::Result<AgentSettings> {
     // Every value is checked before anything is looked up or made.
     settings.sandbox_spec()?;
     berth_runtimes::profile::permission_args(settings.cli(), settings.permission_mode.as_deref())?;
-    if settings.network == Some(berth_spec::NetworkMode::Bridge) {
-        if !settings.allow_hosts.is_empty() {
-            bail!("--allow-host limits egress to named hosts through berth's gateway, and --network bridge opens all of it: drop one of them");
-        }
-        if !settings.secrets.is_empty() {
-            let names: Vec<&str> = settings.secrets.iter().map(|s| s.name.as_str()).collect();
-            eprintln!(
-                "berth: warning: with --network bridge there is no egress gateway: {} will be inside the sandbox, where any tool the agent runs can read it and send it anywhere (egress is open). Drop --network bridge to keep it out.",
-                names.join(", ")
-            );
-        }
+    if settings.network == Some(berth_spec::NetworkMode::Bridge) && !settings.secrets.is_empty() {
+        let names: Vec<&str> = settings.secrets.iter().map(|s| s.name.as_str()).collect();
+        eprintln!(
+            "berth: warning: with --network bridge there is no egress gateway: {} will be inside the sandbox, where any tool the agent runs can read it and send it anywhere (egress is open). Drop --network bridge to keep it out.",
+            names.join(", ")
+        );
     }
-    for var in &settings.env {
-        if settings.uses_gateway() && settings.secrets.iter().any(|s| s.name == var.name) {
-            eprintln!(
-                "berth: warning: -e {0} ignored: {0} is a --secret, so the sandbox gets a placeholder and the gateway the value",
-                var.name
-            );
-        }
+    for name in settings.shadowed_env() {
+        eprintln!(
+            "berth: warning: -e {name} ignored: {name} is a --secret, so the sandbox gets a placeholder and the gateway the value"
+        );
     }
     Ok(settings)
 }
