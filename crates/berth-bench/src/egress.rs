@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::sandbox::Sandbox;
 use crate::Series;
 
 const UPSTREAM_IMAGE: &str = "berth-bench/fake-upstream:latest";
@@ -113,30 +114,12 @@ impl Drop for Upstream {
     }
 }
 
-struct Box_ {
-    berth: String,
-    id: String,
-}
-
-impl Drop for Box_ {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.berth)
-            .args(["rm", "-f", &self.id])
-            .stdout(Stdio::null())
-            .status();
-    }
-}
-
-fn create(up: &Upstream, berth: &str, args: &[&str]) -> anyhow::Result<Box_> {
-    let id = run(up.berth(berth).arg("create").args(args))?;
-    Ok(Box_ {
-        berth: berth.to_string(),
-        id,
-    })
+fn create(up: &Upstream, berth: &str, args: &[&str]) -> anyhow::Result<Sandbox> {
+    Sandbox::create_with(up.berth(berth), berth, args)
 }
 
 /// Runs the client in a sandbox; its own timings.
-fn client(berth: &str, sandbox: &Box_, args: &[&str]) -> anyhow::Result<Vec<f64>> {
+fn client(berth: &str, sandbox: &Sandbox, args: &[&str]) -> anyhow::Result<Vec<f64>> {
     let out = run(Command::new(berth)
         .args(["exec", &sandbox.id, "--", "python3", "/ca/egress_client.py"])
         .args(args))?;
@@ -222,7 +205,7 @@ pub fn egress(berth: &str, iterations: usize, requests: usize) -> anyhow::Result
             &mount,
         ],
     )?;
-    let contenders: [(&'static str, &Box_, &str, &str); 3] = [
+    let contenders: [(&'static str, &Sandbox, &str, &str); 3] = [
         ("direct (bridge network)", &direct, "direct", "bench.test"),
         (
             "through the gateway (TLS tunnel)",

@@ -25,7 +25,12 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn create(berth: &str, args: &[&str]) -> anyhow::Result<Self> {
-        let out = Command::new(berth).arg("create").args(args).output()?;
+        Self::create_with(Command::new(berth), berth, args)
+    }
+
+    /// `berth create ARGS` through `cmd` (a `berth` command with its environment set).
+    pub fn create_with(mut cmd: Command, berth: &str, args: &[&str]) -> anyhow::Result<Self> {
+        let out = cmd.arg("create").args(args).output()?;
         if !out.status.success() {
             bail!(
                 "berth create failed: {}",

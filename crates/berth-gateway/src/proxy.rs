@@ -203,7 +203,7 @@ async fn dial(addrs: &[SocketAddr]) -> std::io::Result<TcpStream> {
 }
 
 /// After `200` to a CONNECT: check the SNI, then forward raw TLS or terminate it. The
-/// sandbox's socket is taken back from hyper when it can be (no upgrade wrapper in the way).
+/// sandbox's socket is taken back from hyper (no upgrade wrapper in the way of the copy).
 async fn tunnel(
     gateway: Arc<Gateway>,
     host: String,
@@ -211,27 +211,12 @@ async fn tunnel(
     addrs: Vec<SocketAddr>,
     upgraded: hyper::upgrade::Upgraded,
 ) {
-    match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => {
-            let client = Prefixed::new(parts.read_buf, parts.io.into_inner());
-            tunnel_over(gateway, host, port, addrs, client).await;
-        }
-        Err(upgraded) => {
-            let client = Prefixed::new(Bytes::new(), TokioIo::new(upgraded));
-            tunnel_over(gateway, host, port, addrs, client).await;
-        }
-    }
-}
-
-async fn tunnel_over<S>(
-    gateway: Arc<Gateway>,
-    host: String,
-    port: u16,
-    addrs: Vec<SocketAddr>,
-    mut client: Prefixed<S>,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+    // `serve` hands hyper a `TokioIo<TcpStream>`, so this is what comes back.
+    let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+        eprintln!("berth-gateway: {host}:{port}: the upgraded connection is not a TCP socket");
+        return;
+    };
+    let mut client = Prefixed::new(parts.read_buf, parts.io.into_inner());
     if port != HTTPS_PORT {
         // Not HTTPS (plain HTTP on 80, or a port allowed as host:port, where the server may
         // speak first, as SSH does): the gateway dialed the allowed name itself, so the bytes
@@ -265,9 +250,8 @@ async fn tunnel_over<S>(
             return;
         }
     }
-    let secrets = gateway.secrets_for(&host);
     let client = Prefixed::new(hello, client);
-    if !secrets.is_empty() && !host_is_ip {
+    if !host_is_ip && !gateway.secrets_for(&host).is_empty() {
         mitm(gateway, host, addrs, client).await;
         return;
     }

@@ -75,16 +75,7 @@ impl EgressRecord {
     /// The policy as receipts and `berth inspect` show it, with the gateway's counts.
     pub fn report(&self, stats: Option<GatewayStats>) -> crate::receipt::EgressReport {
         crate::receipt::EgressReport {
-            network: self.network.clone(),
-            allow: self.allow.iter().map(|h| h.to_string()).collect(),
-            secrets: self
-                .secrets
-                .iter()
-                .map(|s| crate::receipt::SecretReport {
-                    name: s.name.clone(),
-                    hosts: s.hosts.iter().map(|h| h.to_string()).collect(),
-                })
-                .collect(),
+            policy: self.clone(),
             stats,
         }
     }
@@ -349,7 +340,7 @@ pub async fn configure<E: Engine>(
     let state = engine.container_inspect(container_id).await?;
     let address = state.ip_addresses.get(network).cloned().ok_or_else(|| {
         SandboxError::Input(format!(
-            "the egress gateway of sandbox {id} has no address on {network}"
+            "the egress gateway of sandbox {id} has no address on {network} (did it stop? `docker logs berth-gw-{id}` says why); `berth rm -f {id}` and make the sandbox again"
         ))
     })?;
     let config = GatewayConfig {
@@ -421,7 +412,7 @@ async fn gateway_call<E: Engine>(
     }
     if out.is_empty() {
         return Err(SandboxError::Input(format!(
-            "the egress gateway did not answer `{verb}`: {}",
+            "the egress gateway ({container_id}) did not answer `{verb}`: {} (`docker logs {container_id}` shows what it did)",
             String::from_utf8_lossy(&err).trim()
         )));
     }

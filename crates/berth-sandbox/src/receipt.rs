@@ -142,23 +142,14 @@ pub struct Receipt {
     pub egress: Option<EgressReport>,
 }
 
-/// A sandbox's egress as a receipt or `berth inspect` shows it: never a secret's value.
+/// A sandbox's egress as a receipt or `berth inspect` shows it: the record (gateway,
+/// network, allowed hosts, each secret's name, placeholder and hosts — never a value) and
+/// the gateway's counts (absent when the gateway was gone).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct EgressReport {
-    /// The internal network the sandbox is on.
-    pub network: String,
-    /// Hosts it may reach through the gateway.
-    pub allow: Vec<String>,
-    pub secrets: Vec<SecretReport>,
-    /// The gateway's counts (absent when the gateway was gone).
+    #[serde(flatten)]
+    pub policy: crate::egress::EgressRecord,
     pub stats: Option<berth_spec::egress::GatewayStats>,
-}
-
-/// A secret's name and the hosts that get its value.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct SecretReport {
-    pub name: String,
-    pub hosts: Vec<String>,
 }
 
 #[cfg(test)]

@@ -2,7 +2,17 @@ import json, os, socket, ssl, sys, urllib.request
 proxy = os.environ["HTTPS_PROXY"].split("//")[1]
 phost, pport = proxy.rsplit(":", 1)
 
-def connect(target, sni=None, cafile="/ca/ca.pem"):
+def read_all(sock):
+    """Everything the peer sends until it closes."""
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+def tunnel(target):
+    """A socket to the proxy that has sent CONNECT; returns (socket, response head)."""
     s = socket.create_connection((phost, int(pport)), timeout=10)
     s.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
     head = b""
@@ -10,6 +20,14 @@ def connect(target, sni=None, cafile="/ca/ca.pem"):
         chunk = s.recv(4096)
         if not chunk: break
         head += chunk
+    return s, head
+
+def get_echo(sock, host, extra=""):
+    sock.sendall(f"GET /echo HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n".encode())
+    return read_all(sock).decode(errors="replace")
+
+def connect(target, sni=None, cafile="/ca/ca.pem"):
+    s, head = tunnel(target)
     status = head.split(b"\r\n")[0].decode()
     if " 200 " not in status + " ":
         body = head.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in head else b""
@@ -22,31 +40,14 @@ def connect(target, sni=None, cafile="/ca/ca.pem"):
     host = target.rsplit(":", 1)[0]
     try:
         t = ctx.wrap_socket(s, server_hostname=sni or host)
-        t.sendall(f"GET /echo HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {os.environ.get('TOKEN','')}\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while True:
-            c = t.recv(65536)
-            if not c: break
-            data += c
-        return status, data.decode(errors="replace")
+        return status, get_echo(t, host, f"Authorization: Bearer {os.environ.get('TOKEN','')}\r\n")
     except Exception as e:
         return status, f"TLS-ERROR {type(e).__name__}: {e}"
 
 def connect_plain(target):
     """CONNECT, then plain HTTP through the tunnel (no TLS)."""
-    s = socket.create_connection((phost, int(pport)), timeout=10)
-    host = target.rsplit(":", 1)[0]
-    s.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += s.recv(4096)
-    s.sendall(f"GET /echo HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-    data = b""
-    while True:
-        c = s.recv(65536)
-        if not c: break
-        data += c
-    return head.split(b"\r\n")[0].decode(), data.decode(errors="replace")
+    s, head = tunnel(target)
+    return head.split(b"\r\n")[0].decode(), get_echo(s, target.rsplit(":", 1)[0])
 
 what = sys.argv[1]
 if what == "connect":
@@ -56,12 +57,7 @@ elif what == "plain-host":
     # An absolute-form request whose Host header names another site.
     s = socket.create_connection((phost, int(pport)), timeout=10)
     s.sendall(f"GET {sys.argv[2]} HTTP/1.1\r\nHost: {sys.argv[3]}\r\nConnection: close\r\n\r\n".encode())
-    data = b""
-    while True:
-        c = s.recv(65536)
-        if not c: break
-        data += c
-    print(data.split(b"\r\n\r\n", 1)[1].decode(errors="replace"))
+    print(read_all(s).split(b"\r\n\r\n", 1)[1].decode(errors="replace"))
 elif what == "connect-plain":
     status, body = connect_plain(sys.argv[2])
     print(json.dumps({"status": status, "body": body}))
