@@ -18,7 +18,7 @@ use berth_events::{Cli, Parser, Record, Summary};
 use berth_protocol::v1::{exec_input, exec_output, ExecInput, ExecStart};
 use berth_sandbox::agent_client::AgentClient;
 use berth_sandbox::sandbox::{self, AgentDelivery, CreateOptions, SandboxRecord, VolumeMount};
-use berth_spec::labels;
+use berth_spec::{labels, SandboxSpec};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -173,8 +173,7 @@ impl RunReport {
     }
 }
 
-fn fingerprint(settings: &AgentSettings) -> Result<String, RuntimeError> {
-    let spec = settings.sandbox_spec()?;
+fn fingerprint(settings: &AgentSettings, spec: &SandboxSpec) -> String {
     let egress: Vec<String> = spec
         .egress
         .allowed_hosts()
@@ -193,7 +192,7 @@ fn fingerprint(settings: &AgentSettings) -> Result<String, RuntimeError> {
         settings.cli(),
         egress.join(",")
     );
-    Ok(hex::encode(&Sha256::digest(text.as_bytes())[..8]))
+    hex::encode(&Sha256::digest(text.as_bytes())[..8])
 }
 
 /// The name of an agent's home volume.
@@ -228,7 +227,8 @@ pub async fn acquire<E: Engine>(
     name: Option<&str>,
     keep: bool,
 ) -> Result<Acquired, RuntimeError> {
-    let print = fingerprint(settings)?;
+    let spec = settings.sandbox_spec()?;
+    let print = fingerprint(settings, &spec);
     if let (Some(name), true) = (name, keep) {
         for record in agent_sandboxes(name).into_iter().rev() {
             if record.labels.get(SPEC_LABEL) != Some(&print) {
@@ -242,8 +242,7 @@ pub async fn acquire<E: Engine>(
                         sandbox::start(engine, &record).await?;
                     }
                     // This run's secret values (they may have changed since).
-                    sandbox::hand_secrets(engine, &record, &settings.sandbox_spec()?.egress)
-                        .await?;
+                    sandbox::hand_secrets(engine, &record, &spec.egress).await?;
                     return Ok(Acquired {
                         record,
                         ephemeral: false,
@@ -259,7 +258,6 @@ pub async fn acquire<E: Engine>(
         }
     }
 
-    let spec = settings.sandbox_spec()?;
     let mut volume_labels = BTreeMap::from([
         (labels::MANAGED.to_string(), "true".to_string()),
         (labels::KIND.to_string(), labels::KIND_VOLUME.to_string()),
