@@ -38,7 +38,7 @@ impl Sandbox {
             );
         }
         let id = String::from_utf8(out.stdout)?.trim().to_string();
-        let record = berth_sandbox::sandbox::find(&id)?;
+        let record = berth_sandbox::sandbox::find(&berth_sandbox::store::FileStore::local(), &id)?;
         Ok(Self {
             berth: berth.to_string(),
             id,

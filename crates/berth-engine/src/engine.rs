@@ -84,6 +84,12 @@ pub trait Engine: Send + Sync {
         grace: Duration,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
+    /// Freezes every process of the container (the cgroup freezer: `docker pause`).
+    fn container_pause(&self, id: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Thaws a paused container (`docker unpause`).
+    fn container_unpause(&self, id: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+
     /// Removes the container (killing it first when `force`), with its anonymous volumes.
     fn container_remove(
         &self,

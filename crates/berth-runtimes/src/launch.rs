@@ -202,7 +202,7 @@ pub fn home_volume(name: &str) -> String {
 
 /// Sandboxes berth made for an agent name, oldest first.
 pub fn agent_sandboxes(name: &str) -> Vec<SandboxRecord> {
-    sandbox::records()
+    berth_sandbox::store::Store::records(&berth_sandbox::store::FileStore::local())
         .into_iter()
         .filter(|r| r.labels.get(labels::AGENT).map(String::as_str) == Some(name))
         .collect()
@@ -251,7 +251,13 @@ pub async fn acquire<E: Engine>(
                     });
                 }
                 Err(e) if e.is_not_found() => {
-                    let _ = sandbox::remove(engine, &record, true).await;
+                    let _ = sandbox::remove(
+                        engine,
+                        &berth_sandbox::store::FileStore::local(),
+                        &record,
+                        true,
+                    )
+                    .await;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -300,7 +306,15 @@ pub async fn acquire<E: Engine>(
         }],
         idle: true,
     };
-    let made = sandbox::create(engine, &spec, image, host.engine_socket.clone(), &options).await;
+    let made = sandbox::create(
+        engine,
+        &berth_sandbox::store::FileStore::local(),
+        &spec,
+        image,
+        host.engine_socket.clone(),
+        &options,
+    )
+    .await;
     let record = match made {
         Ok(r) => r,
         Err(e) => {
@@ -335,14 +349,20 @@ async fn prune<E: Engine>(engine: &E, name: &str, max: usize, current: &str) {
         .collect();
     let excess = all.len().saturating_sub(max.max(1));
     for old in all.iter().filter(|r| r.id != current).take(excess) {
-        let _ = sandbox::remove(engine, old, true).await;
+        let _ = sandbox::remove(engine, &berth_sandbox::store::FileStore::local(), old, true).await;
     }
 }
 
 /// Removes an ephemeral sandbox and its home volume.
 pub async fn release<E: Engine>(engine: &E, acquired: &Acquired) {
     if acquired.ephemeral {
-        let _ = sandbox::remove(engine, &acquired.record, true).await;
+        let _ = sandbox::remove(
+            engine,
+            &berth_sandbox::store::FileStore::local(),
+            &acquired.record,
+            true,
+        )
+        .await;
         if let Some(volume) = &acquired.volume {
             let _ = engine.volume_remove(volume).await;
         }

@@ -91,7 +91,7 @@ pub async fn start<E: Engine>(
 
 /// Whether the interactive process is still running.
 async fn running<E: Engine>(engine: &E, i: &Interactive) -> bool {
-    let Ok(record) = sandbox::find(&i.sandbox_id) else {
+    let Ok(record) = sandbox::find(&berth_sandbox::store::FileStore::local(), &i.sandbox_id) else {
         return false;
     };
     let Ok(mut client) = sandbox::connect(engine, &record).await else {
@@ -192,7 +192,10 @@ async fn live_turn<E: Engine>(
     timeout: Duration,
     progress: &mut (dyn FnMut(Progress<'_>) + Send),
 ) -> Result<Result<RunReport, String>, RuntimeError> {
-    let Ok(sb) = sandbox::find(&interactive.sandbox_id) else {
+    let Ok(sb) = sandbox::find(
+        &berth_sandbox::store::FileStore::local(),
+        &interactive.sandbox_id,
+    ) else {
         return Ok(Err(format!(
             "the session's sandbox {} is gone",
             interactive.sandbox_id
@@ -301,7 +304,7 @@ pub async fn stop<E: Engine>(engine: &E, name: &str) -> Result<bool, RuntimeErro
     let Some(i) = record.interactive.take() else {
         return Ok(false);
     };
-    if let Ok(sb) = sandbox::find(&i.sandbox_id) {
+    if let Ok(sb) = sandbox::find(&berth_sandbox::store::FileStore::local(), &i.sandbox_id) {
         if let Ok(mut client) = sandbox::connect(engine, &sb).await {
             let _ = client
                 .write_stdin(WriteStdinRequest {
@@ -330,7 +333,7 @@ pub async fn remove_agent<E: Engine>(engine: &E, name: &str) -> Result<usize, Ru
     let sandboxes = launch::agent_sandboxes(name);
     let n = sandboxes.len();
     for sb in sandboxes {
-        sandbox::remove(engine, &sb, true).await?;
+        sandbox::remove(engine, &berth_sandbox::store::FileStore::local(), &sb, true).await?;
     }
     engine.volume_remove(&launch::home_volume(name)).await?;
     store::remove(name)?;

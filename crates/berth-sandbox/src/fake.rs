@@ -175,6 +175,14 @@ impl Engine for FakeEngine {
         Ok(())
     }
 
+    async fn container_pause(&self, _id: &str) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    async fn container_unpause(&self, _id: &str) -> Result<(), EngineError> {
+        Ok(())
+    }
+
     async fn container_remove(&self, _id: &str, force: bool) -> Result<(), EngineError> {
         self.record(Call::Remove { force });
         Ok(())

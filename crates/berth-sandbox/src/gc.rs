@@ -137,7 +137,7 @@ pub async fn collect<E: Engine>(
                     )
             });
             if let Some(id) = sandbox {
-                if crate::sandbox::forget(id) {
+                if crate::store::Store::forget(&crate::store::FileStore::local(), id) {
                     items.push(GcItem {
                         kind: "record",
                         id: id.clone(),

@@ -19,6 +19,7 @@ pub mod receipt;
 pub mod run;
 pub mod sandbox;
 pub mod sink;
+pub mod store;
 
 #[cfg(test)]
 mod fake;

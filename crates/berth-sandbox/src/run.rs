@@ -381,7 +381,7 @@ async fn cleanup<E: Engine>(engine: &E, plan: &SandboxPlan, made: &Made, sweep: 
     });
     futures_util::future::join_all(removals).await;
     if plan.egress.is_some() {
-        crate::sandbox::forget(&plan.id);
+        crate::store::Store::forget(&crate::store::FileStore::local(), &plan.id);
     }
     let mut networks: Vec<String> = made.network.iter().cloned().collect();
     if sweep && plan.network.is_some() {

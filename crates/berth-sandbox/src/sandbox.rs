@@ -10,7 +10,7 @@
 //! record in berth's state directory, and everything else is on the container's labels.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,8 @@ use serde::{Deserialize, Serialize};
 use crate::agent_client::{self, AgentClient, AgentError};
 use crate::error::SandboxError;
 use crate::plan::{plan_sandbox, HostFacts};
+pub use crate::store::find;
+use crate::store::Store;
 
 /// Capabilities the agent keeps: enough to start processes as the sandbox user, signal them,
 /// and manage files for them. Workloads get none (their bounding set is emptied).
@@ -72,25 +74,6 @@ pub fn state_dir() -> PathBuf {
     }
     let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
     PathBuf::from(home).join(".local/state/berth")
-}
-
-fn sandboxes_dir() -> PathBuf {
-    state_dir().join("sandboxes")
-}
-
-/// Removes the local record (and host run directory) of a sandbox whose container is gone;
-/// true if there was one.
-pub(crate) fn forget(id: &str) -> bool {
-    // An id is a hex string; anything else cannot name a record directory.
-    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return false;
-    }
-    let dir = sandboxes_dir().join(id);
-    dir.is_dir() && std::fs::remove_dir_all(&dir).is_ok()
-}
-
-fn record_path(id: &str) -> PathBuf {
-    sandboxes_dir().join(id).join("sandbox.json")
 }
 
 /// Finds the agent binary: `$BERTH_AGENT`, next to the berth executable, or in the
@@ -201,13 +184,14 @@ pub struct VolumeMount {
 /// Creates and starts a sandbox, and waits until its agent answers.
 pub async fn create<E: Engine>(
     engine: &E,
+    store: &dyn Store,
     spec: &SandboxSpec,
     image: &ImageInfo,
     engine_socket: Option<PathBuf>,
     options: &CreateOptions,
 ) -> Result<SandboxRecord, SandboxError> {
     if let Some(name) = &options.name {
-        if find(name).is_ok() {
+        if find(store, name).is_ok() {
             return Err(SandboxError::Exists { name: name.clone() });
         }
     }
@@ -216,7 +200,7 @@ pub async fn create<E: Engine>(
     let mut plan = plan_sandbox(spec, &id, labels::KIND_SANDBOX, &host)?;
     numeric_user(&plan.container.user)?;
 
-    let dir = sandboxes_dir().join(&id);
+    let dir = store.sandbox_dir(&id);
     let run_dir = dir.join("run");
     std::fs::create_dir_all(&run_dir)
         .map_err(|e| SandboxError::io(format!("creating {}", run_dir.display()), e))?;
@@ -325,7 +309,7 @@ pub async fn create<E: Engine>(
     for v in &options.volumes {
         engine.volume_create(&v.volume).await?;
     }
-    let made = make(engine, &plan, record, agent).await;
+    let made = make(engine, store, &plan, record, agent).await;
     if made.is_err() {
         remove_objects(engine, &id).await;
         let _ = std::fs::remove_dir_all(&dir);
@@ -356,6 +340,7 @@ fn agent_archive(agent: &std::path::Path) -> Result<bytes::Bytes, SandboxError> 
 
 async fn make<E: Engine>(
     engine: &E,
+    store: &dyn Store,
     plan: &crate::plan::SandboxPlan,
     mut record: SandboxRecord,
     agent: Option<bytes::Bytes>,
@@ -369,7 +354,7 @@ async fn make<E: Engine>(
     }
     let mut container = plan.container.clone();
     let Some(egress) = &plan.egress else {
-        start_container(engine, &container, &mut record, agent).await?;
+        start_container(engine, store, &container, &mut record, agent).await?;
         return Ok(record);
     };
     // The gateway and the sandbox start at the same time (each start is most of the cost);
@@ -384,7 +369,7 @@ async fn make<E: Engine>(
     let id = record.id.clone();
     let (gateway, sandbox) = tokio::join!(
         crate::egress::start(engine, &id, egress, &gateway_image),
-        start_container(engine, &container, &mut record, agent)
+        start_container(engine, store, &container, &mut record, agent)
     );
     gateway?;
     sandbox?;
@@ -434,12 +419,13 @@ const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// Creates the sandbox's container, saves its record, starts it and waits for the agent.
 async fn start_container<E: Engine>(
     engine: &E,
+    store: &dyn Store,
     container: &berth_engine::ContainerPlan,
     record: &mut SandboxRecord,
     agent: Option<bytes::Bytes>,
 ) -> Result<(), SandboxError> {
     record.container_id = engine.container_create(container).await?;
-    save(record)?;
+    store.save(record)?;
     if let Some(archive) = agent {
         engine
             .archive_upload(&record.container_id, "/", archive)
@@ -448,22 +434,6 @@ async fn start_container<E: Engine>(
     engine.container_start(&record.container_id).await?;
     wait_ready(engine, record).await?;
     Ok(())
-}
-
-fn save(record: &SandboxRecord) -> Result<(), SandboxError> {
-    use std::io::Write;
-    let path = record_path(&record.id);
-    let json = serde_json::to_vec_pretty(record)
-        .map_err(|e| SandboxError::io("encoding the sandbox record", std::io::Error::other(e)))?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| SandboxError::io(format!("writing {}", path.display()), e))?;
-    file.write_all(&json)
-        .map_err(|e| SandboxError::io(format!("writing {}", path.display()), e))
 }
 
 /// Waits until the agent answers, failing fast if the container stops.
@@ -527,40 +497,6 @@ pub fn describe_state(state: &ContainerState) -> String {
         text.push_str(&format!(": {error}"));
     }
     text
-}
-
-/// All local sandbox records.
-pub fn records() -> Vec<SandboxRecord> {
-    let Ok(entries) = std::fs::read_dir(sandboxes_dir()) else {
-        return Vec::new();
-    };
-    let mut out: Vec<SandboxRecord> = entries
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("sandbox.json")).ok())
-        .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
-        .collect();
-    out.sort_by(|a, b| a.created.cmp(&b.created));
-    out
-}
-
-/// Finds a sandbox by id, name, or unique id prefix.
-pub fn find(reference: &str) -> Result<SandboxRecord, SandboxError> {
-    let all = records();
-    if let Some(r) = all.iter().find(|r| {
-        r.id == reference || r.name.as_deref() == Some(reference) || r.container_name == reference
-    }) {
-        return Ok(r.clone());
-    }
-    let matches: Vec<&SandboxRecord> = all.iter().filter(|r| r.id.starts_with(reference)).collect();
-    match matches.as_slice() {
-        [one] if !reference.is_empty() => Ok((*one).clone()),
-        [] | [_] => Err(SandboxError::NoSandbox {
-            reference: reference.to_string(),
-        }),
-        _ => Err(SandboxError::Ambiguous {
-            reference: reference.to_string(),
-        }),
-    }
 }
 
 /// Whether `BERTH_CHANNEL=exec` asks for the exec channel instead of the socket.
@@ -707,6 +643,7 @@ async fn remove_objects<E: Engine>(engine: &E, id: &str) {
 /// Removes a sandbox: its container (killed if running), its network and its record.
 pub async fn remove<E: Engine>(
     engine: &E,
+    store: &dyn Store,
     record: &SandboxRecord,
     force: bool,
 ) -> Result<(), SandboxError> {
@@ -720,9 +657,8 @@ pub async fn remove<E: Engine>(
         }
     }
     remove_objects(engine, &record.id).await;
-    let dir = sandboxes_dir().join(&record.id);
-    std::fs::remove_dir_all(&dir)
-        .map_err(|e| SandboxError::io(format!("removing {}", dir.display()), e))
+    store.forget(&record.id);
+    Ok(())
 }
 
 /// One sandbox as `berth ps` / `berth inspect` show it.

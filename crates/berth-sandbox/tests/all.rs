@@ -75,6 +75,7 @@ impl Made {
         };
         let record = sandbox::create(
             &engine,
+            &berth_sandbox::store::FileStore::local(),
             &spec,
             &info,
             engine.endpoint().socket_path(),
@@ -90,9 +91,14 @@ impl Made {
     }
 
     async fn remove(self) {
-        sandbox::remove(&self.engine, &self.record, true)
-            .await
-            .unwrap();
+        sandbox::remove(
+            &self.engine,
+            &berth_sandbox::store::FileStore::local(),
+            &self.record,
+            true,
+        )
+        .await
+        .unwrap();
         assert!(self
             .engine
             .container_inspect(&self.record.container_id)

@@ -311,7 +311,8 @@ async fn send(args: AgentSendArgs) -> anyhow::Result<ExitCode> {
     if let Some(record) = store::load(&args.name)? {
         settings.cli = Some(record.cli);
         if let Some(i) = &record.interactive {
-            if let Ok(sb) = sandbox::find(&i.sandbox_id) {
+            if let Ok(sb) = sandbox::find(&berth_sandbox::store::FileStore::local(), &i.sandbox_id)
+            {
                 settings.image.get_or_insert(sb.image.clone());
             }
         }

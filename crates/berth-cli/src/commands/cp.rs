@@ -58,7 +58,7 @@ impl Write for ChunkWriter {
 async fn upload(source: &Path, reference: &str, dest: &str) -> anyhow::Result<()> {
     let meta = std::fs::metadata(source)
         .with_context(|| format!("cannot read {}: check the path", source.display()))?;
-    let record = sandbox::find(reference)?;
+    let record = sandbox::find(&berth_sandbox::store::FileStore::local(), reference)?;
     let mut client = super::exec::connect(&record).await?;
     let source_name = source
         .canonicalize()?
@@ -169,7 +169,7 @@ fn send_tar(
 }
 
 async fn download(reference: &str, path: &str, dest: &Path) -> anyhow::Result<()> {
-    let record = sandbox::find(reference)?;
+    let record = sandbox::find(&berth_sandbox::store::FileStore::local(), reference)?;
     let mut client = super::exec::connect(&record).await?;
     let mut stream = match client
         .download(PathRequest {

@@ -107,7 +107,7 @@ fn input(message: exec_input::Input) -> ExecInput {
 }
 
 pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
-    let record = sandbox::find(&args.sandbox)?;
+    let record = sandbox::find(&berth_sandbox::store::FileStore::local(), &args.sandbox)?;
     let mut client = connect(&record).await?;
     if let Some(tag) = &args.attach {
         let stream = match client
@@ -273,7 +273,7 @@ async fn render(
 
 /// `berth top`: the sandbox's background processes.
 pub async fn top(args: TopArgs) -> anyhow::Result<ExitCode> {
-    let record = sandbox::find(&args.sandbox)?;
+    let record = sandbox::find(&berth_sandbox::store::FileStore::local(), &args.sandbox)?;
     let mut client = connect(&record).await?;
     let list = match client.list_processes(ListProcessesRequest {}).await {
         Ok(r) => r.into_inner().processes,
@@ -311,7 +311,7 @@ pub async fn top(args: TopArgs) -> anyhow::Result<ExitCode> {
 
 /// `berth signal`: a signal to a background process's group.
 pub async fn signal(args: SignalArgs) -> anyhow::Result<ExitCode> {
-    let record = sandbox::find(&args.sandbox)?;
+    let record = sandbox::find(&berth_sandbox::store::FileStore::local(), &args.sandbox)?;
     let mut client = connect(&record).await?;
     let request = SignalRequest {
         tag: args.tag.clone(),

@@ -49,7 +49,7 @@ pub async fn run(command: FsCommand) -> anyhow::Result<ExitCode> {
         FsCommand::Rm(a) => &a.sandbox,
         FsCommand::Mv(a) => &a.sandbox,
     };
-    let record = sandbox::find(reference)?;
+    let record = sandbox::find(&berth_sandbox::store::FileStore::local(), reference)?;
     let mut client = super::exec::connect(&record).await?;
     let path = |p: &str| PathRequest {
         path: p.to_string(),

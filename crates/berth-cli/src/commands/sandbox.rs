@@ -45,6 +45,7 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     };
     let record = sandbox::create(
         &engine,
+        &berth_sandbox::store::FileStore::local(),
         &spec,
         &image,
         engine.endpoint().socket_path(),
@@ -60,7 +61,7 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn ps(args: PsArgs) -> anyhow::Result<ExitCode> {
-    let records = sandbox::records();
+    let records = berth_sandbox::store::Store::records(&berth_sandbox::store::FileStore::local());
     if args.quiet {
         for record in &records {
             println!("{}", record.id);
@@ -94,7 +95,7 @@ pub async fn ps(args: PsArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn inspect(args: SandboxRef) -> anyhow::Result<ExitCode> {
-    let record = sandbox::find(&args.sandbox)?;
+    let record = sandbox::find(&berth_sandbox::store::FileStore::local(), &args.sandbox)?;
     let engine = DockerEngine::connect().await?;
     let status = sandbox::status(&engine, &record).await;
     let agent = match sandbox::connect(&engine, &record).await {
@@ -122,7 +123,7 @@ pub async fn inspect(args: SandboxRef) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
-    let record = sandbox::find(&args.sandbox)?;
+    let record = sandbox::find(&berth_sandbox::store::FileStore::local(), &args.sandbox)?;
     let engine = DockerEngine::connect().await?;
     let mut stream = engine
         .container_logs(&record.container_id, args.follow)
@@ -152,7 +153,7 @@ where
 {
     let mut failed = false;
     for reference in references {
-        let result = match sandbox::find(reference) {
+        let result = match sandbox::find(&berth_sandbox::store::FileStore::local(), reference) {
             Ok(record) => action(record).await,
             Err(e) => Err(e.into()),
         };
@@ -195,7 +196,15 @@ pub async fn rm(args: RmArgs) -> anyhow::Result<ExitCode> {
     let force = args.force;
     each(&args.sandboxes, |record| {
         let engine = engine.clone();
-        async move { Ok(sandbox::remove(&engine, &record, force).await?) }
+        async move {
+            Ok(sandbox::remove(
+                &engine,
+                &berth_sandbox::store::FileStore::local(),
+                &record,
+                force,
+            )
+            .await?)
+        }
     })
     .await
 }

@@ -436,6 +436,20 @@ impl Engine for DockerEngine {
             .map_err(|e| self.err("stopping a container", Subject::Container(id), e))
     }
 
+    async fn container_pause(&self, id: &str) -> Result<(), EngineError> {
+        self.docker
+            .pause_container(id)
+            .await
+            .map_err(|e| self.err("pausing a container", Subject::Container(id), e))
+    }
+
+    async fn container_unpause(&self, id: &str) -> Result<(), EngineError> {
+        self.docker
+            .unpause_container(id)
+            .await
+            .map_err(|e| self.err("unpausing a container", Subject::Container(id), e))
+    }
+
     async fn container_remove(&self, id: &str, force: bool) -> Result<(), EngineError> {
         let options = RemoveContainerOptions {
             force,
