@@ -44,6 +44,10 @@ fn verdict(
     object_labels: &std::collections::BTreeMap<String, String>,
     all: bool,
 ) -> Option<String> {
+    if object_labels.contains_key(labels::SERVER) {
+        // A server's objects are its reconcile's, never the daemonless CLI's.
+        return None;
+    }
     if all {
         return Some("--all".to_string());
     }

@@ -281,6 +281,13 @@ pub async fn create<E: Engine>(
     if options.owned {
         plan.label_all(labels::OWNER, &crate::owner::current_owner());
     }
+    // Whose it is (a server and its tenant) is on every object too, so a reconcile finds a
+    // gateway or network whose sandbox is gone.
+    for key in [labels::SERVER, labels::TENANT] {
+        if let Some(value) = options.labels.get(key) {
+            plan.label_all(key, value);
+        }
+    }
     if options
         .labels
         .get(labels::KEEP)

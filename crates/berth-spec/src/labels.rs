@@ -13,6 +13,11 @@ pub const KIND: &str = "berth.kind";
 pub const CREATED: &str = "berth.created";
 /// `host:pid:start-ticks` of the berth process that owns the object while it runs.
 pub const OWNER: &str = "berth.owner";
+/// The id of the `berth serve` instance that made the object: the server's reconcile owns it,
+/// and the daemonless CLI (`berth gc` included) never touches it.
+pub const SERVER: &str = "berth.server";
+/// The tenant (API key name) a server-made sandbox belongs to.
+pub const TENANT: &str = "berth.tenant";
 /// Present (value `true`) on objects the user asked berth to keep (`--keep`).
 pub const KEEP: &str = "berth.keep";
 

@@ -1,0 +1,263 @@
+//! berth-service: every sandbox operation, once.
+//!
+//! The front ends — the CLI in local mode and the HTTP server — parse, authenticate, resolve
+//! what belongs to their caller (environment, cwd, the tenant), call one operation of
+//! [`Service`] and render its result. No front end speaks the agent protocol or reaches the
+//! engine around these operations. Each operation fails with a [`ServiceError`] of one
+//! [`ErrorKind`], which maps to one exit code and one HTTP status.
+//!
+//! The operations, as one list (what the server's routes and the CLI's verbs call):
+//! create · list · get · status · remove · stop · start · pause · resume · exec (events with
+//! byte offsets) · processes (start by a caller-chosen id, attach from an offset, stdin,
+//! signal) · files (read, write, list, stat, mkdir, move, remove) · logs.
+
+pub mod error;
+pub mod exec;
+pub mod files;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_engine::{Engine, ImageInfo, OutputStream};
+use berth_sandbox::agent_client::AgentClient;
+use berth_engine::BuildEvent;
+use berth_sandbox::sandbox::{self, AgentDelivery, CreateOptions, SandboxRecord, SandboxStatus};
+use berth_sandbox::store::{self, Store};
+use berth_spec::SandboxSpec;
+
+pub use error::{ErrorKind, ServiceError};
+pub use exec::{ExecEvent, ExecRequest, Offsets};
+
+/// The label naming the tenant (API key) a server-made sandbox belongs to.
+pub const TENANT_LABEL: &str = berth_spec::labels::TENANT;
+
+/// Who is asking: the local user (sees everything in its own store) or one tenant of a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The tenant, for a server's callers; `None` for the daemonless CLI's user.
+    pub tenant: Option<String>,
+    /// An admin sees every tenant's sandboxes.
+    pub admin: bool,
+}
+
+impl Caller {
+    /// The daemonless CLI's user: the store is theirs alone.
+    pub fn local() -> Self {
+        Self {
+            tenant: None,
+            admin: true,
+        }
+    }
+
+    /// One tenant of a server.
+    pub fn tenant(name: impl Into<String>, admin: bool) -> Self {
+        Self {
+            tenant: Some(name.into()),
+            admin,
+        }
+    }
+
+    /// Whether this caller may see the sandbox.
+    pub fn sees(&self, record: &SandboxRecord) -> bool {
+        self.admin || record.labels.get(TENANT_LABEL) == self.tenant.as_ref()
+    }
+}
+
+/// What to make: the spec (already the hardened defaults plus the caller's choices) and how.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    pub spec: SandboxSpec,
+    pub name: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// How the agent gets into the container; `None`: mounted, or copied when the engine is
+    /// remote or the root file system is read-only.
+    pub delivery: Option<AgentDelivery>,
+}
+
+/// The sandbox operations over one engine and one store.
+pub struct Service<E: Engine> {
+    engine: Arc<E>,
+    store: Arc<dyn Store>,
+    agent: PathBuf,
+    engine_socket: Option<PathBuf>,
+    /// Labels every sandbox this service makes carries (a server marks its own).
+    marks: BTreeMap<String, String>,
+}
+
+impl<E: Engine> Service<E> {
+    /// A service over `engine` (reached at `engine_socket` when local) keeping records in
+    /// `store`, putting the agent binary at `agent` into each sandbox.
+    pub fn new(
+        engine: Arc<E>,
+        store: Arc<dyn Store>,
+        agent: PathBuf,
+        engine_socket: Option<PathBuf>,
+    ) -> Self {
+        Self {
+            engine,
+            store,
+            agent,
+            engine_socket,
+            marks: BTreeMap::new(),
+        }
+    }
+
+    /// Labels every sandbox made from now on carries.
+    pub fn with_marks(mut self, marks: BTreeMap<String, String>) -> Self {
+        self.marks = marks;
+        self
+    }
+
+    pub fn engine(&self) -> &E {
+        &self.engine
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// The image, made (berth's own images, offline) when it is missing.
+    pub async fn ensure_image(
+        &self,
+        reference: &str,
+        progress: &(dyn Fn(BuildEvent) + Send + Sync),
+    ) -> Result<ImageInfo, ServiceError> {
+        if reference.trim().is_empty() {
+            return Err(ServiceError::invalid(
+                "the image is empty: name one, e.g. berth/base or debian:12",
+            ));
+        }
+        Ok(berth_sandbox::images::ensure(self.engine.as_ref(), reference, progress).await?)
+    }
+
+    /// Creates and starts a sandbox; returns once its agent answers.
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        request: CreateRequest,
+        progress: &(dyn Fn(BuildEvent) + Send + Sync),
+    ) -> Result<SandboxRecord, ServiceError> {
+        let image = self.ensure_image(&request.spec.image, progress).await?;
+        let mut labels = request.labels;
+        labels.extend(self.marks.clone());
+        if let Some(tenant) = &caller.tenant {
+            labels.insert(TENANT_LABEL.to_string(), tenant.clone());
+        }
+        let delivery = match request.delivery {
+            Some(d) => d,
+            None if self.engine_socket.is_none() => AgentDelivery::Archive,
+            None => AgentDelivery::Mount,
+        };
+        let options = CreateOptions {
+            agent: self.agent.clone(),
+            name: request.name,
+            delivery,
+            labels,
+            ..Default::default()
+        };
+        Ok(sandbox::create(
+            self.engine.as_ref(),
+            self.store.as_ref(),
+            &request.spec,
+            &image,
+            self.engine_socket.clone(),
+            &options,
+        )
+        .await?)
+    }
+
+    /// The caller's sandboxes, oldest first.
+    pub fn list(&self, caller: &Caller) -> Vec<SandboxRecord> {
+        self.store
+            .records()
+            .into_iter()
+            .filter(|r| caller.sees(r))
+            .collect()
+    }
+
+    /// One of the caller's sandboxes, by id, name or unique id prefix. Someone else's is
+    /// "not found", never "forbidden": its existence is not the caller's to know.
+    pub fn get(&self, caller: &Caller, reference: &str) -> Result<SandboxRecord, ServiceError> {
+        let record = store::find(self.store.as_ref(), reference)?;
+        if caller.sees(&record) {
+            Ok(record)
+        } else {
+            Err(berth_sandbox::SandboxError::NoSandbox {
+                reference: reference.to_string(),
+            }
+            .into())
+        }
+    }
+
+    /// What the engine says about it now.
+    pub async fn status(&self, record: &SandboxRecord) -> SandboxStatus {
+        sandbox::status(self.engine.as_ref(), record).await
+    }
+
+    /// Removes it (killing it when `force`) with everything it made, and its record.
+    pub async fn remove(&self, record: &SandboxRecord, force: bool) -> Result<(), ServiceError> {
+        Ok(sandbox::remove(self.engine.as_ref(), self.store.as_ref(), record, force).await?)
+    }
+
+    pub async fn stop(&self, record: &SandboxRecord, grace: Duration) -> Result<(), ServiceError> {
+        Ok(sandbox::stop(self.engine.as_ref(), record, grace).await?)
+    }
+
+    pub async fn start(&self, record: &SandboxRecord) -> Result<(), ServiceError> {
+        let state = self.engine.container_inspect(&record.container_id).await?;
+        if state.status == "paused" {
+            return Err(ServiceError::conflict(format!(
+                "sandbox {} is paused: resume it instead",
+                record.id
+            )));
+        }
+        if state.running {
+            return Ok(());
+        }
+        Ok(sandbox::start(self.engine.as_ref(), record).await?)
+    }
+
+    /// Freezes every process (the clock of a server's timeout stops with it).
+    pub async fn pause(&self, record: &SandboxRecord) -> Result<(), ServiceError> {
+        let state = self.engine.container_inspect(&record.container_id).await?;
+        match state.status.as_str() {
+            "paused" => Ok(()),
+            "running" => Ok(self.engine.container_pause(&record.container_id).await?),
+            other => Err(ServiceError::conflict(format!(
+                "sandbox {} is {other}, not running: only a running sandbox can be paused",
+                record.id
+            ))),
+        }
+    }
+
+    pub async fn resume(&self, record: &SandboxRecord) -> Result<(), ServiceError> {
+        let state = self.engine.container_inspect(&record.container_id).await?;
+        match state.status.as_str() {
+            "paused" => Ok(self.engine.container_unpause(&record.container_id).await?),
+            "running" => Ok(()),
+            other => Err(ServiceError::conflict(format!(
+                "sandbox {} is {other}, not paused: start it instead",
+                record.id
+            ))),
+        }
+    }
+
+    /// The main process's output (stdout and stderr as the engine keeps them).
+    pub async fn logs(
+        &self,
+        record: &SandboxRecord,
+        follow: bool,
+    ) -> Result<OutputStream, ServiceError> {
+        Ok(self
+            .engine
+            .container_logs(&record.container_id, follow)
+            .await?)
+    }
+
+    /// A client of the sandbox's agent (its socket, else the exec channel).
+    pub async fn agent(&self, record: &SandboxRecord) -> Result<AgentClient, ServiceError> {
+        Ok(sandbox::connect(self.engine.as_ref(), record).await?)
+    }
+}
