@@ -239,10 +239,10 @@ pub async fn acquire<E: Engine>(
                     if state.running {
                         sandbox::wait_ready(engine, &record).await?;
                     } else {
-                        sandbox::start(engine, &record).await?;
+                        sandbox::start(engine, &record, true).await?;
                     }
                     // This run's secret values (they may have changed since).
-                    sandbox::hand_secrets(engine, &record, &spec.egress).await?;
+                    sandbox::hand_secrets(engine, &record, &spec.egress, true).await?;
                     return Ok(Acquired {
                         record,
                         ephemeral: false,
@@ -379,7 +379,7 @@ pub fn cli_env(settings: &AgentSettings) -> (BTreeMap<String, String>, Vec<Strin
     // (berth warns).
     if !settings.uses_gateway() {
         for secret in &settings.secrets {
-            match berth_sandbox::egress::secret_value(&secret.name, secret.value.as_ref()) {
+            match berth_sandbox::egress::secret_value(&secret.name, secret.value.as_ref(), true) {
                 Some(v) => {
                     env.insert(secret.name.clone(), v.expose().to_string());
                 }

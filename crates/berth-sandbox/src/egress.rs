@@ -107,9 +107,17 @@ impl EgressPlan {
     }
 }
 
-/// A secret's value: the one given (`NAME=VALUE`), else a non-empty `$NAME` of this process.
-pub fn secret_value(name: &str, given: Option<&SecretValue>) -> Option<SecretValue> {
+/// A secret's value: the one given (`NAME=VALUE`), else — only when `from_environment`, which
+/// the daemonless CLI asks for and a server never does — a non-empty `$NAME` of this process.
+pub fn secret_value(
+    name: &str,
+    given: Option<&SecretValue>,
+    from_environment: bool,
+) -> Option<SecretValue> {
     given.cloned().or_else(|| {
+        if !from_environment {
+            return None;
+        }
         std::env::var(name)
             .ok()
             .filter(|v| !v.is_empty())
@@ -152,7 +160,7 @@ pub fn plan(
                 s.name, s.name
             )));
         }
-        let Some(value) = secret_value(&s.name, s.value.as_ref()) else {
+        let Some(value) = secret_value(&s.name, s.value.as_ref(), true) else {
             return Err(SandboxError::Input(format!(
                 "--secret {}: {} is not set in your environment; export it, or give the value (--secret {}=VALUE@HOST)",
                 s.name, s.name, s.name

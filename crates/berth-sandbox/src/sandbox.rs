@@ -570,16 +570,28 @@ pub async fn stop<E: Engine>(
 
 /// Starts a stopped sandbox (its egress gateway first) and waits for its agent.
 ///
-/// A gateway that restarts has lost its secrets (they were only in its memory): they are
-/// handed over again from this process's environment; one that is not set here is left
-/// out, with a warning, so its placeholder reaches the host unchanged.
-pub async fn start<E: Engine>(engine: &E, record: &SandboxRecord) -> Result<(), SandboxError> {
+/// A gateway that restarts has lost its secrets (they were only in its memory): with
+/// `from_environment` (the daemonless CLI) they are handed over again from this process's
+/// environment; a server passes false, so it never hands a sandbox its own environment. A
+/// secret with no value is left out, with a warning, so its placeholder reaches the host
+/// unchanged.
+pub async fn start<E: Engine>(
+    engine: &E,
+    record: &SandboxRecord,
+    from_environment: bool,
+) -> Result<(), SandboxError> {
     if let Some(egress) = &record.egress {
         let state = engine.container_inspect(&egress.gateway_name).await?;
         if !state.running {
             engine.container_start(&egress.gateway_name).await?;
         }
-        hand_secrets(engine, record, &berth_spec::EgressPolicy::default()).await?;
+        hand_secrets(
+            engine,
+            record,
+            &berth_spec::EgressPolicy::default(),
+            from_environment,
+        )
+        .await?;
     }
     engine.container_start(&record.container_id).await?;
     wait_ready(engine, record).await?;
@@ -597,6 +609,7 @@ pub async fn hand_secrets<E: Engine>(
     engine: &E,
     record: &SandboxRecord,
     given: &berth_spec::EgressPolicy,
+    from_environment: bool,
 ) -> Result<(), SandboxError> {
     let Some(egress) = &record.egress else {
         return Ok(());
@@ -608,7 +621,7 @@ pub async fn hand_secrets<E: Engine>(
             .iter()
             .find(|g| g.name == s.name)
             .and_then(|g| g.value.as_ref());
-        match crate::egress::secret_value(&s.name, given_value) {
+        match crate::egress::secret_value(&s.name, given_value, from_environment) {
             Some(value) => secrets.push(berth_spec::egress::GatewaySecret {
                 name: s.name.clone(),
                 placeholder: s.placeholder.clone(),

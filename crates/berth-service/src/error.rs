@@ -192,7 +192,10 @@ mod tests {
         let e: ServiceError = SandboxError::Exists { name: "x".into() }.into();
         assert_eq!(e.kind.http_status(), 409);
         let e: ServiceError = tonic::Status::not_found("no such file").into();
-        assert_eq!((e.kind, e.message.as_str()), (ErrorKind::NotFound, "no such file"));
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (ErrorKind::NotFound, "no such file")
+        );
         let e: ServiceError = EngineError::Unreachable {
             endpoint: "unix:///x".into(),
             reason: "gone".into(),

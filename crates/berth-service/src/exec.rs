@@ -480,7 +480,10 @@ mod tests {
                 stderr: 0,
             },
         };
-        assert_eq!(c.convert(exec_output::Output::Stdout(Bytes::from("ab"))), None);
+        assert_eq!(
+            c.convert(exec_output::Output::Stdout(Bytes::from("ab"))),
+            None
+        );
         assert_eq!(
             c.convert(exec_output::Output::Stdout(Bytes::from("cdef"))),
             Some(ExecEvent::Stdout {
@@ -489,9 +492,17 @@ mod tests {
                 encoding: None
             })
         );
-        assert_eq!(Offsets::parse("6:2"), Some(Offsets { stdout: 6, stderr: 2 }));
+        assert_eq!(
+            Offsets::parse("6:2"),
+            Some(Offsets {
+                stdout: 6,
+                stderr: 2
+            })
+        );
         assert_eq!(Offsets::parse("x"), None);
-        let bin = c.convert(exec_output::Output::Stderr(Bytes::from_static(&[0xff, 0]))).unwrap();
+        let bin = c
+            .convert(exec_output::Output::Stderr(Bytes::from_static(&[0xff, 0])))
+            .unwrap();
         assert_eq!(bin.bytes(), Some(vec![0xff, 0]));
     }
 

@@ -70,7 +70,11 @@ fn split(path: &str) -> Result<(String, String), ServiceError> {
     let trimmed = path.trim_end_matches('/');
     match trimmed.rsplit_once('/') {
         Some((dir, name)) if !name.is_empty() && name != "." && name != ".." => Ok((
-            if dir.is_empty() { "/".to_string() } else { dir.to_string() },
+            if dir.is_empty() {
+                "/".to_string()
+            } else {
+                dir.to_string()
+            },
             name.to_string(),
         )),
         _ => Err(ServiceError::invalid(format!(
@@ -80,7 +84,11 @@ fn split(path: &str) -> Result<(String, String), ServiceError> {
 }
 
 impl<E: Engine> Service<E> {
-    pub async fn stat(&self, record: &SandboxRecord, path: &str) -> Result<FileEntry, ServiceError> {
+    pub async fn stat(
+        &self,
+        record: &SandboxRecord,
+        path: &str,
+    ) -> Result<FileEntry, ServiceError> {
         absolute(path)?;
         let mut client = self.agent(record).await?;
         let info = client
@@ -105,7 +113,12 @@ impl<E: Engine> Service<E> {
             })
             .await
             .map_err(ServiceError::from)?;
-        Ok(reply.into_inner().entries.into_iter().map(Into::into).collect())
+        Ok(reply
+            .into_inner()
+            .entries
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
 
     pub async fn mkdir(&self, record: &SandboxRecord, path: &str) -> Result<(), ServiceError> {
@@ -360,7 +373,9 @@ impl<E: Engine> Service<E> {
         match call.await {
             Ok(Ok(_)) => Ok(total),
             Ok(Err(status)) => Err(status.into()),
-            Err(e) => Err(ServiceError::internal(format!("the upload task failed: {e}"))),
+            Err(e) => Err(ServiceError::internal(format!(
+                "the upload task failed: {e}"
+            ))),
         }
     }
 }

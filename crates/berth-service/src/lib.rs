@@ -20,9 +20,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_engine::BuildEvent;
 use berth_engine::{Engine, ImageInfo, OutputStream};
 use berth_sandbox::agent_client::AgentClient;
-use berth_engine::BuildEvent;
 use berth_sandbox::sandbox::{self, AgentDelivery, CreateOptions, SandboxRecord, SandboxStatus};
 use berth_sandbox::store::{self, Store};
 use berth_spec::SandboxSpec;
@@ -84,6 +84,9 @@ pub struct Service<E: Engine> {
     engine_socket: Option<PathBuf>,
     /// Labels every sandbox this service makes carries (a server marks its own).
     marks: BTreeMap<String, String>,
+    /// Whether a secret without a value may come from this process's environment (the
+    /// daemonless CLI: the caller's own); a server's never does.
+    secrets_from_environment: bool,
 }
 
 impl<E: Engine> Service<E> {
@@ -101,7 +104,14 @@ impl<E: Engine> Service<E> {
             agent,
             engine_socket,
             marks: BTreeMap::new(),
+            secrets_from_environment: false,
         }
+    }
+
+    /// Lets a secret without a value come from this process's environment (the CLI's).
+    pub fn with_secrets_from_environment(mut self) -> Self {
+        self.secrets_from_environment = true;
+        self
     }
 
     /// Labels every sandbox made from now on carries.
@@ -216,7 +226,7 @@ impl<E: Engine> Service<E> {
         if state.running {
             return Ok(());
         }
-        Ok(sandbox::start(self.engine.as_ref(), record).await?)
+        Ok(sandbox::start(self.engine.as_ref(), record, self.secrets_from_environment).await?)
     }
 
     /// Freezes every process (the clock of a server's timeout stops with it).

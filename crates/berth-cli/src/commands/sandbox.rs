@@ -186,7 +186,7 @@ pub async fn start(args: SandboxRefs) -> anyhow::Result<ExitCode> {
     let engine = DockerEngine::connect().await?;
     each(&args.sandboxes, |record| {
         let engine = engine.clone();
-        async move { Ok(sandbox::start(&engine, &record).await?) }
+        async move { Ok(sandbox::start(&engine, &record, true).await?) }
     })
     .await
 }
