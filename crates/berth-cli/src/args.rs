@@ -118,6 +118,66 @@ berth agent events --cli claude < run.jsonl"
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// Serve berth's HTTP API to many users (API keys, tenants, lifetimes, audit).
+    #[command(
+        after_help = "Run `berth server init` once first. The server keeps its database in the state directory (BERTH_STATE_DIR); on every start it reconciles it with the engine, so it may be killed at any moment. SIGTERM or Ctrl-C stops it gracefully (requests in flight finish; sandboxes keep running and are adopted by the next start).\n\nExamples:\n  berth serve --listen 127.0.0.1:7777\n  berth serve --listen unix:/run/berth.sock\n  berth serve --listen 0.0.0.0:7777 --workspace-root /srv/workspaces --max-upload 1g\n  curl -H \"Authorization: Bearer $KEY\" localhost:7777/v1/sandboxes"
+    )]
+    Serve(ServeArgs),
+    /// Set up the server and manage its API keys.
+    Server {
+        #[command(subcommand)]
+        command: ServerCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where to listen: HOST:PORT (port 0 picks a free one) or unix:PATH.
+    #[arg(long, default_value = "127.0.0.1:7777", value_name = "ADDR")]
+    pub listen: String,
+    /// Let API callers mount host directories under DIR (and nowhere else) as /workspace.
+    #[arg(long, value_name = "DIR")]
+    pub workspace_root: Option<PathBuf>,
+    /// The largest file or archive upload accepted (default 1g).
+    #[arg(long, value_name = "SIZE", default_value = "1g", value_parser = size_arg)]
+    pub max_upload: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Create the server's database in the state directory and its first admin key.
+    #[command(
+        after_help = "Prints only the admin key on stdout (everything else goes to stderr), once: it is stored hashed and cannot be shown again.\n\nExamples:\n  KEY=$(berth server init)\n  BERTH_STATE_DIR=/var/lib/berth berth server init"
+    )]
+    Init,
+    /// API keys: each is a tenant that sees only its own sandboxes.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Make a key; prints only the key on stdout, once (it is stored hashed).
+    #[command(
+        after_help = "Examples:\n  ALICE=$(berth server key create --name alice)\n  berth server key create --name ops --admin"
+    )]
+    Create {
+        /// The key's (tenant's) name: letters, digits, '_', '.', '-'.
+        #[arg(long)]
+        name: String,
+        /// An admin key sees every tenant's sandboxes and the audit log.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List keys (names, never values).
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a key: it stops working at once (its sandboxes stay, visible to admins).
+    Rm { name: String },
 }
 
 #[derive(Debug, Args)]

@@ -69,6 +69,8 @@ fn main() -> ExitCode {
             Command::Image {
                 command: ImageCommand::Build(args),
             } => commands::image::build(args).await,
+            Command::Serve(args) => commands::server::serve(args).await,
+            Command::Server { command } => commands::server::run(command).await,
         }
     });
     match result {

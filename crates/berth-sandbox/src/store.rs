@@ -32,7 +32,12 @@ pub fn valid_id(id: &str) -> bool {
 
 /// Finds a sandbox by id, name, container name, or unique id prefix.
 pub fn find(store: &dyn Store, reference: &str) -> Result<SandboxRecord, SandboxError> {
-    let all = store.records();
+    find_in(store.records(), reference)
+}
+
+/// Finds a sandbox among `all` by id, name, container name, or unique id prefix (a server
+/// passes only the caller's, so a prefix never tells of someone else's).
+pub fn find_in(all: Vec<SandboxRecord>, reference: &str) -> Result<SandboxRecord, SandboxError> {
     if let Some(r) = all.iter().find(|r| {
         r.id == reference || r.name.as_deref() == Some(reference) || r.container_name == reference
     }) {

@@ -190,15 +190,7 @@ impl<E: Engine> Service<E> {
     /// One of the caller's sandboxes, by id, name or unique id prefix. Someone else's is
     /// "not found", never "forbidden": its existence is not the caller's to know.
     pub fn get(&self, caller: &Caller, reference: &str) -> Result<SandboxRecord, ServiceError> {
-        let record = store::find(self.store.as_ref(), reference)?;
-        if caller.sees(&record) {
-            Ok(record)
-        } else {
-            Err(berth_sandbox::SandboxError::NoSandbox {
-                reference: reference.to_string(),
-            }
-            .into())
-        }
+        Ok(store::find_in(self.list(caller), reference)?)
     }
 
     /// What the engine says about it now.

@@ -9,6 +9,7 @@ pub mod gc;
 pub mod image;
 pub mod run;
 pub mod sandbox;
+pub mod server;
 
 use berth_engine::docker::DockerEngine;
 use berth_engine::{Engine, ImageInfo};

@@ -1,0 +1,78 @@
+//! [`ApiError`]: a [`ServiceError`] as the API answers it — the kind's status and a JSON body
+//! with a code, a message that says what to do, and the request's id.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use berth_service::{ErrorKind, ServiceError};
+use serde::Serialize;
+
+tokio::task_local! {
+    /// The id of the request being served (set by the request-id middleware).
+    pub static REQUEST_ID: String;
+}
+
+/// The current request's id, if any.
+pub fn request_id() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
+}
+
+/// The body of every error.
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// `invalid`, `not_found`, `conflict`, `forbidden`, `too_large`, `unavailable`,
+    /// `unauthorized` or `internal`.
+    pub code: String,
+    pub message: String,
+    pub request_id: String,
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ServiceError::invalid(message).into()
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let status =
+            StatusCode::from_u16(e.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self {
+            status,
+            code: e.kind.code(),
+            message: e.message,
+        }
+    }
+}
+
+impl From<crate::db::DbError> for ApiError {
+    fn from(e: crate::db::DbError) -> Self {
+        ServiceError::new(ErrorKind::Internal, e.to_string()).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            code: self.code.to_string(),
+            message: self.message,
+            request_id: request_id(),
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}

@@ -1,0 +1,100 @@
+//! What the server does on every start: compare its records with the engine's objects
+//! (by labels) so a SIGKILL at any moment loses nothing and leaks nothing.
+//!
+//! - a recorded sandbox whose container runs (or is paused or stopped) is adopted: its
+//!   state is what the engine says, its timers go on from the database;
+//! - one whose container vanished is marked `gone` with that reason;
+//! - an object carrying this server's label that no live record names (made while the
+//!   server died mid-create, say) is removed.
+//!
+//! Only objects labelled with this server's id are touched: the daemonless CLI's sandboxes
+//! (and another server's) are never seen here.
+
+use std::collections::BTreeSet;
+
+use berth_engine::Engine;
+use berth_spec::labels;
+use serde::Serialize;
+
+use crate::AppState;
+
+/// What a reconcile did.
+#[derive(Debug, Default, Serialize)]
+pub struct Reconciled {
+    pub adopted: Vec<String>,
+    pub vanished: Vec<String>,
+    pub collected: Vec<String>,
+}
+
+/// Reconciles the database with the engine.
+pub async fn run(
+    state: &AppState,
+    server_id: &str,
+) -> Result<Reconciled, berth_engine::EngineError> {
+    let engine = state.service.engine();
+    let mut done = Reconciled::default();
+    let mut live = BTreeSet::new();
+    for life in state.db.lifetimes().unwrap_or_default() {
+        let Ok(record) = berth_sandbox::store::find(state.db.as_ref(), &life.id) else {
+            continue;
+        };
+        match engine.container_inspect(&record.container_id).await {
+            Ok(s) => {
+                let now = match s.status.as_str() {
+                    "paused" => "paused",
+                    _ if s.running => "running",
+                    _ => "stopped",
+                };
+                if now != life.state {
+                    let _ = match now {
+                        "paused" => state.db.pause_clock(&life.id, crate::db::now_ms()),
+                        other => state.db.set_state(&life.id, other, None),
+                    };
+                }
+                live.insert(life.id.clone());
+                done.adopted.push(life.id);
+            }
+            Err(e) if e.is_not_found() => {
+                let reason = "its container vanished while the server was not watching";
+                let _ = state.db.set_state(&life.id, "gone", Some(reason));
+                let _ = std::fs::remove_dir_all(berth_sandbox::store::Store::sandbox_dir(
+                    state.db.as_ref(),
+                    &life.id,
+                ));
+                let _ = state
+                    .db
+                    .audit("server", "reconcile", Some(&life.id), 410, reason);
+                done.vanished.push(life.id);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let mine = [format!("{}={server_id}", labels::SERVER)];
+    let mut orphans = BTreeSet::new();
+    for c in engine.container_list(&mine).await? {
+        if let Some(id) = c.labels.get(labels::ID).filter(|id| !live.contains(*id)) {
+            let _ = engine.container_remove(&c.id, true).await;
+            orphans.insert(id.clone());
+        }
+    }
+    for n in engine.network_list(&mine).await? {
+        if let Some(id) = n.labels.get(labels::ID).filter(|id| !live.contains(*id)) {
+            let _ = engine.network_remove(&n.id).await;
+            orphans.insert(id.clone());
+        }
+    }
+    for id in orphans {
+        let _ = state.db.audit(
+            "server",
+            "reconcile",
+            Some(&id),
+            410,
+            "collected: made by this server, no record",
+        );
+        let _ = state
+            .db
+            .set_state(&id, "gone", Some("collected by reconcile"));
+        done.collected.push(id);
+    }
+    Ok(done)
+}
