@@ -23,6 +23,11 @@ pub struct Cli {
     #[arg(long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Go through this berth server (http://HOST:PORT) instead of the local engine, with the
+    /// key in BERTH_API_KEY: create, exec, cp, ps, inspect, logs, stop, start, rm.
+    #[arg(long, global = true, env = "BERTH_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -49,6 +49,13 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        let remote = match commands::remote::Remote::configured(cli.server.as_deref()) {
+            Ok(remote) => remote,
+            Err(e) => return Err(e),
+        };
+        if let Some(remote) = remote {
+            return remote_command(remote, cli.command).await;
+        }
         match cli.command {
             Command::Run(args) => commands::run::run(*args).await,
             Command::Create(args) => commands::sandbox::create(*args).await,
@@ -79,6 +86,31 @@ fn main() -> ExitCode {
             eprintln!("berth: {}", describe(&e));
             ExitCode::from(EXIT_BERTH)
         }
+    }
+}
+
+/// The verbs that go through a server in remote mode; the others say they do not.
+async fn remote_command(
+    remote: commands::remote::Remote,
+    command: Command,
+) -> anyhow::Result<ExitCode> {
+    use commands::remote;
+    match command {
+        Command::Create(args) => remote::create(remote, *args).await,
+        Command::Exec(args) => remote::exec(remote, args).await,
+        Command::Cp(args) => remote::cp(remote, args).await,
+        Command::Ps(args) => remote::ps(remote, args).await,
+        Command::Inspect(args) => remote::inspect(remote, args).await,
+        Command::Logs(args) => remote::logs(remote, args).await,
+        Command::Stop(args) => remote::stop(remote, args).await,
+        Command::Start(args) => remote::start(remote, args).await,
+        Command::Rm(args) => remote::rm(remote, args).await,
+        Command::Serve(_) | Command::Server { .. } => anyhow::bail!(
+            "`berth serve` and `berth server` act on this machine: unset BERTH_SERVER (or drop --server) to run them"
+        ),
+        _ => anyhow::bail!(
+            "this verb is not available through a server yet: unset BERTH_SERVER to run it against the local engine"
+        ),
     }
 }
 

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Extension;
 use berth_sandbox::sandbox::SandboxRecord;
 use berth_service::{CreateRequest, ExecEvent, ExecRequest, Offsets, ServiceError};
 use berth_spec::{EgressPolicy, HostPattern, Limits, MountSpec, NetworkMode, SandboxSpec};
@@ -23,7 +23,7 @@ use utoipa::IntoParams;
 
 use crate::auth::Auth;
 use crate::db::{now_ms, Lifetime, OnTimeout};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, Json, Path, Query};
 use crate::model::*;
 use crate::AppState;
 
@@ -294,9 +294,11 @@ pub async fn list_sandboxes(
             Some(i) => {
                 all.drain(..=i);
             }
-            None => return Err(ApiError::invalid(format!(
+            None => {
+                return Err(ApiError::invalid(format!(
                 "after {after:?} names no sandbox of yours: pass the `next` of the previous page"
-            ))),
+            )))
+            }
         }
     }
     let next = (all.len() > limit).then(|| all[limit - 1].id.clone());
@@ -375,10 +377,19 @@ pub async fn stop_sandbox(
     State(state): State<AppState>,
     Extension(auth): Extension<Auth>,
     Path(id): Path<String>,
-    body: Option<Json<StopSandbox>>,
+    body: bytes::Bytes,
 ) -> ApiResult<Json<Sandbox>> {
     let (record, _) = find(&state, &auth, &id)?;
-    let grace = body.and_then(|Json(b)| b.grace).unwrap_or(10).min(300);
+    let options: StopSandbox = if body.iter().all(u8::is_ascii_whitespace) {
+        StopSandbox::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::invalid(format!(
+                "the JSON body is not valid here: {e}; e.g. {{\"grace\": 5}}"
+            ))
+        })?
+    };
+    let grace = options.grace.unwrap_or(10).min(300);
     state
         .service
         .stop(&record, std::time::Duration::from_secs(grace))

@@ -76,3 +76,68 @@ impl IntoResponse for ApiError {
         (self.status, axum::Json(body)).into_response()
     }
 }
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(e: axum::extract::rejection::JsonRejection) -> Self {
+        let status = e.status();
+        let mut error = ApiError::invalid(format!(
+            "the JSON body is not valid here: {}; see /v1/openapi.json for this endpoint's schema",
+            e.body_text()
+        ));
+        if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+            error.message = "send the body as JSON with `Content-Type: application/json`".into();
+        }
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            error.status = status;
+            error.code = "too_large";
+        }
+        error
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::invalid(format!(
+            "the query string is not valid here: {}; see /v1/openapi.json for this endpoint's parameters",
+            e.body_text()
+        ))
+    }
+}
+
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(e: axum::extract::rejection::PathRejection) -> Self {
+        ApiError::invalid(format!("the path is not valid: {}", e.body_text()))
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(e: axum::extract::rejection::BytesRejection) -> Self {
+        let mut error = ApiError::invalid(format!("the body could not be read: {}", e.body_text()));
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            error.status = StatusCode::PAYLOAD_TOO_LARGE;
+            error.code = "too_large";
+        }
+        error
+    }
+}
+
+/// `axum::Json`, answering a bad body with berth's JSON error.
+#[derive(axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct Json<T>(pub T);
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// `axum::extract::Query`, answering a bad query with berth's JSON error.
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
+
+/// `axum::extract::Path`, answering a bad path with berth's JSON error.
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);

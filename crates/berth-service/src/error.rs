@@ -157,6 +157,30 @@ impl From<AgentError> for ServiceError {
 
 impl From<SandboxError> for ServiceError {
     fn from(e: SandboxError) -> Self {
+        // The library's messages for these name CLI verbs; say it without them.
+        match &e {
+            SandboxError::NoSandbox { reference } => {
+                return Self::not_found(format!(
+                    "no sandbox {reference:?}: give the id or name of one of yours"
+                ))
+            }
+            SandboxError::Exists { name } => {
+                return Self::conflict(format!(
+                    "a sandbox named {name:?} already exists: pick another name, or remove that one"
+                ))
+            }
+            SandboxError::Running { id } => {
+                return Self::conflict(format!(
+                    "sandbox {id} is running: stop it first, or remove it with force"
+                ))
+            }
+            SandboxError::AgentDown { id, state } => {
+                return Self::unavailable(format!(
+                    "sandbox {id} is not running: {state}; start it first"
+                ))
+            }
+            _ => {}
+        }
         let kind = match &e {
             SandboxError::Spec(_) | SandboxError::Input(_) | SandboxError::MissingPath { .. } => {
                 ErrorKind::Invalid

@@ -7,6 +7,7 @@ pub mod exec;
 pub mod fs;
 pub mod gc;
 pub mod image;
+pub mod remote;
 pub mod run;
 pub mod sandbox;
 pub mod server;

@@ -1,0 +1,585 @@
+//! The CLI's remote mode: with `BERTH_SERVER` (or `--server`) and `BERTH_API_KEY`, the same
+//! verbs go through a berth server's HTTP API, with the same output, `--json` and exit codes.
+//!
+//! This is an edge like the local commands: it resolves what belongs to the caller (the
+//! environment for `--env NAME` and `--secret NAME`, host paths for `cp`) and sends only
+//! values; the server never reads this machine.
+
+use std::io::{BufRead, Read, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use crate::args::{
+    CpArgs, CreateArgs, ExecArgs, LogsArgs, PsArgs, RmArgs, SandboxRef, SandboxRefs, StopArgs,
+};
+
+/// A berth server and the key to use it.
+#[derive(Clone)]
+pub struct Remote {
+    base: String,
+    key: String,
+    agent: ureq::Agent,
+}
+
+impl Remote {
+    /// The server named by `--server`/`BERTH_SERVER`, if any.
+    pub fn configured(server: Option<&str>) -> anyhow::Result<Option<Self>> {
+        let Some(base) = server.filter(|s| !s.is_empty()) else {
+            return Ok(None);
+        };
+        let base = base.trim_end_matches('/').to_string();
+        if !base.starts_with("http://") {
+            bail!("BERTH_SERVER {base:?} is not an http:// URL: give the server's address, e.g. http://127.0.0.1:7777 (put TLS in front of it with a proxy)");
+        }
+        let key = std::env::var("BERTH_API_KEY").unwrap_or_default();
+        if key.is_empty() {
+            bail!("BERTH_SERVER is set but BERTH_API_KEY is not: export the key you were given (`berth server key create --name NAME` makes one)");
+        }
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(10))
+            .build();
+        Ok(Some(Self { base, key, agent }))
+    }
+
+    fn request(&self, method: &str, path: &str) -> ureq::Request {
+        self.agent
+            .request(method, &format!("{}{path}", self.base))
+            .set("Authorization", &format!("Bearer {}", self.key))
+    }
+
+    /// Turns a failed call into the server's own message.
+    fn failed(&self, e: ureq::Error) -> anyhow::Error {
+        match e {
+            ureq::Error::Status(status, response) => {
+                let body: Value = response.into_json().unwrap_or(Value::Null);
+                let message = body["message"].as_str().unwrap_or("no message").to_string();
+                anyhow::anyhow!("the server answered {status}: {message}")
+            }
+            ureq::Error::Transport(t) => anyhow::anyhow!(
+                "cannot reach the berth server at {}: {t}; is `berth serve` running there?",
+                self.base
+            ),
+        }
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<ureq::Response> {
+        let request = self.request(method, path);
+        let result = match body {
+            Some(body) => request.send_json(body),
+            None => request.call(),
+        };
+        result.map_err(|e| self.failed(e))
+    }
+
+    fn json(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let response = self.call(method, path, body)?;
+        if response.status() == 204 {
+            return Ok(Value::Null);
+        }
+        Ok(response.into_json()?)
+    }
+}
+
+fn encode(value: &str) -> String {
+    let mut out = String::new();
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn sandbox_path(reference: &str) -> String {
+    format!("/v1/sandboxes/{}", encode(reference))
+}
+
+/// Runs a blocking remote call off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+pub async fn create(remote: Remote, args: CreateArgs) -> anyhow::Result<ExitCode> {
+    let flags = &args.sandbox;
+    if !flags.volumes.is_empty() || !flags.cap_add.is_empty() || flags.allow_privilege_escalation {
+        bail!("--volume, --cap-add and --allow-privilege-escalation are not available through a server: it mounts only under its --workspace-root and never weakens the hardening");
+    }
+    let mut env = serde_json::Map::new();
+    for var in &flags.env {
+        let value = match &var.value {
+            Some(v) => v.clone(),
+            None => std::env::var(&var.name).with_context(|| {
+                format!(
+                    "--env {}: not set in your environment; export it or give NAME=VALUE",
+                    var.name
+                )
+            })?,
+        };
+        env.insert(var.name.clone(), json!(value));
+    }
+    let mut secrets = Vec::new();
+    for spec in crate::args::secret_specs(&flags.secrets)? {
+        let value = match &spec.value {
+            Some(v) => v.expose().to_string(),
+            None => std::env::var(&spec.name).ok().filter(|v| !v.is_empty()).with_context(|| {
+                format!("--secret {}: not set in your environment; export it, or give the value (--secret {}=VALUE@HOST)", spec.name, spec.name)
+            })?,
+        };
+        let hosts: Vec<String> = spec.hosts.iter().map(ToString::to_string).collect();
+        secrets.push(json!({"name": spec.name, "value": value, "hosts": hosts}));
+    }
+    let workspace = flags.workspace.as_ref().map(|w| {
+        std::fs::canonicalize(&w.host)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| w.host.clone())
+    });
+    let body = json!({
+        "image": flags.image,
+        "name": args.name,
+        "command": args.command,
+        "memory": flags.memory,
+        "cpus": flags.cpus,
+        "pids": flags.pids_limit,
+        "network": match flags.network {
+            berth_spec::NetworkMode::None => "none",
+            berth_spec::NetworkMode::Isolated => "isolated",
+            berth_spec::NetworkMode::Bridge => "bridge",
+        },
+        "allow_hosts": flags.allow_hosts.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "secrets": secrets,
+        "env": env,
+        "workspace": workspace,
+        "read_only": flags.read_only,
+    });
+    let json_out = args.json;
+    let sandbox = blocking(move || remote.json("POST", "/v1/sandboxes", Some(body))).await?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&sandbox)?);
+    } else {
+        println!("{}", sandbox["id"].as_str().unwrap_or_default());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn ps(remote: Remote, args: PsArgs) -> anyhow::Result<ExitCode> {
+    let list = blocking(move || {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let path = match &after {
+                Some(a) => format!("/v1/sandboxes?limit=1000&after={}", encode(a)),
+                None => "/v1/sandboxes?limit=1000".to_string(),
+            };
+            let page = remote.json("GET", &path, None)?;
+            all.extend(page["sandboxes"].as_array().cloned().unwrap_or_default());
+            match page["next"].as_str() {
+                Some(n) => after = Some(n.to_string()),
+                None => return Ok(all),
+            }
+        }
+    })
+    .await?;
+    if args.quiet {
+        for s in &list {
+            println!("{}", s["id"].as_str().unwrap_or_default());
+        }
+    } else if args.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        println!(
+            "{:<14} {:<16} {:<22} {:<26} STATUS",
+            "ID", "NAME", "IMAGE", "CREATED"
+        );
+        for s in &list {
+            println!(
+                "{:<14} {:<16} {:<22} {:<26} {}",
+                s["id"].as_str().unwrap_or_default(),
+                s["name"].as_str().unwrap_or("-"),
+                s["image"].as_str().unwrap_or_default(),
+                s["created"].as_str().unwrap_or_default(),
+                s["state"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn inspect(remote: Remote, args: SandboxRef) -> anyhow::Result<ExitCode> {
+    let path = sandbox_path(&args.sandbox);
+    let value = blocking(move || remote.json("GET", &path, None)).await?;
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Applies one call to each sandbox, printing each that worked (as the local verbs do).
+async fn each(
+    remote: Remote,
+    references: Vec<String>,
+    call: impl Fn(&Remote, &str) -> anyhow::Result<()> + Send + 'static,
+) -> anyhow::Result<ExitCode> {
+    blocking(move || {
+        let mut failed = false;
+        for reference in &references {
+            match call(&remote, reference) {
+                Ok(()) => println!("{reference}"),
+                Err(e) => {
+                    eprintln!("berth: {reference}: {}", crate::describe(&e));
+                    failed = true;
+                }
+            }
+        }
+        Ok(if failed {
+            ExitCode::from(crate::EXIT_BERTH)
+        } else {
+            ExitCode::SUCCESS
+        })
+    })
+    .await
+}
+
+pub async fn rm(remote: Remote, args: RmArgs) -> anyhow::Result<ExitCode> {
+    let force = args.force;
+    each(remote, args.sandboxes, move |r, reference| {
+        let path = sandbox_path(reference);
+        if !force {
+            let s = r.json("GET", &path, None)?;
+            if s["state"] == "running" {
+                bail!("sandbox {reference} is running: stop it first (`berth stop {reference}`) or use `berth rm -f {reference}`");
+            }
+        }
+        r.json("DELETE", &path, None).map(drop)
+    })
+    .await
+}
+
+pub async fn stop(remote: Remote, args: StopArgs) -> anyhow::Result<ExitCode> {
+    let grace = args.grace;
+    each(remote, args.sandboxes, move |r, reference| {
+        r.json(
+            "POST",
+            &format!("{}/stop", sandbox_path(reference)),
+            Some(json!({"grace": grace})),
+        )
+        .map(drop)
+    })
+    .await
+}
+
+pub async fn start(remote: Remote, args: SandboxRefs) -> anyhow::Result<ExitCode> {
+    each(remote, args.sandboxes, |r, reference| {
+        r.json("POST", &format!("{}/start", sandbox_path(reference)), None)
+            .map(drop)
+    })
+    .await
+}
+
+pub async fn logs(remote: Remote, args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let path = format!(
+        "{}/logs?follow={}",
+        sandbox_path(&args.sandbox),
+        args.follow
+    );
+    blocking(move || {
+        let response = remote.call("GET", &path, None)?;
+        let mut reader = response.into_reader();
+        std::io::copy(&mut reader, &mut std::io::stdout().lock())?;
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
+}
+
+/// Prints one process's events as `berth exec` does; returns its exit code.
+fn follow_events(reader: impl Read) -> anyhow::Result<u8> {
+    for line in std::io::BufReader::new(reader).lines() {
+        let line = line.context("the server's stream broke")?;
+        if line.trim().is_empty() {
+            continue; // a keep-alive
+        }
+        let event: berth_service::ExecEvent = serde_json::from_str(&line)
+            .with_context(|| format!("the server sent an event berth does not know: {line}"))?;
+        match &event {
+            berth_service::ExecEvent::Stdout { .. } => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&event.bytes().unwrap_or_default())?;
+                out.flush()?;
+            }
+            berth_service::ExecEvent::Stderr { .. } => {
+                let mut err = std::io::stderr().lock();
+                err.write_all(&event.bytes().unwrap_or_default())?;
+                err.flush()?;
+            }
+            berth_service::ExecEvent::Exited { code, .. } => {
+                return Ok(u8::try_from(*code).unwrap_or(crate::EXIT_BERTH))
+            }
+            berth_service::ExecEvent::StartFailed { exit_code, message } => {
+                eprintln!("berth: {message}");
+                return Ok(u8::try_from(*exit_code).unwrap_or(127));
+            }
+            berth_service::ExecEvent::Error { message } => bail!("{message}"),
+            berth_service::ExecEvent::Started { .. } => {}
+        }
+    }
+    bail!("the server's stream ended before the process did; its outcome is unknown")
+}
+
+pub async fn exec(remote: Remote, args: ExecArgs) -> anyhow::Result<ExitCode> {
+    if args.tty {
+        bail!("-t (a terminal) is not available through a server yet: run without -t, or on the server's host");
+    }
+    if args.user.is_some() {
+        bail!("--user is not available through a server: processes run as the sandbox's user");
+    }
+    let base = sandbox_path(&args.sandbox);
+    let mut env = serde_json::Map::new();
+    for var in &args.env {
+        let value = match &var.value {
+            Some(v) => v.clone(),
+            None => std::env::var(&var.name).with_context(|| {
+                format!(
+                    "--env {}: not set in your environment; export it or give NAME=VALUE",
+                    var.name
+                )
+            })?,
+        };
+        env.insert(var.name.clone(), json!(value));
+    }
+    let timeout = (!args.timeout.is_zero()).then(|| args.timeout.as_secs().max(1));
+    if let Some(tag) = args.attach.clone() {
+        return blocking(move || {
+            let response = remote.call(
+                "GET",
+                &format!("{base}/processes/{}/output", encode(&tag)),
+                None,
+            )?;
+            Ok(ExitCode::from(follow_events(response.into_reader())?))
+        })
+        .await;
+    }
+    if args.detach {
+        let id = args
+            .tag
+            .clone()
+            .unwrap_or_else(|| format!("p-{}", &uuid_like()));
+        let body = json!({"id": id, "argv": args.command, "env": env, "cwd": args.cwd, "timeout_secs": timeout});
+        let started =
+            blocking(move || remote.json("POST", &format!("{base}/processes"), Some(body))).await?;
+        println!("{}", started["id"].as_str().unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let stdin = if args.interactive {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading stdin (remote mode sends it as text)")?;
+        Some(text)
+    } else {
+        None
+    };
+    let body = json!({"argv": args.command, "env": env, "cwd": args.cwd, "timeout_secs": timeout, "stdin": stdin});
+    blocking(move || {
+        let response = remote.call("POST", &format!("{base}/exec"), Some(body))?;
+        Ok(ExitCode::from(follow_events(response.into_reader())?))
+    })
+    .await
+}
+
+fn uuid_like() -> String {
+    let mut bytes = [0u8; 6];
+    let _ = getrandom_fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
+    std::fs::File::open("/dev/urandom")?.read_exact(buf)
+}
+
+/// `SANDBOX:PATH` → (sandbox, path).
+fn remote_side(text: &str) -> Option<(String, String)> {
+    let (sandbox, path) = text.split_once(':')?;
+    (!sandbox.is_empty() && !sandbox.contains('/') && path.starts_with('/'))
+        .then(|| (sandbox.to_string(), path.to_string()))
+}
+
+pub async fn cp(remote: Remote, args: CpArgs) -> anyhow::Result<ExitCode> {
+    match (remote_side(&args.source), remote_side(&args.destination)) {
+        (None, Some((sandbox, dest))) => {
+            let source = args.source.clone();
+            blocking(move || upload(&remote, Path::new(&source), &sandbox, &dest)).await?;
+        }
+        (Some((sandbox, path)), None) => {
+            let dest = args.destination.clone();
+            blocking(move || download(&remote, &sandbox, &path, Path::new(&dest))).await?;
+        }
+        _ => bail!("one side of `berth cp` must be SANDBOX:/ABSOLUTE/PATH and the other a host path, e.g. berth cp ./data.txt $id:/workspace/"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn upload(remote: &Remote, source: &Path, sandbox: &str, dest: &str) -> anyhow::Result<()> {
+    let meta = std::fs::metadata(source)
+        .with_context(|| format!("cannot read {}: check the path", source.display()))?;
+    let name = source
+        .canonicalize()?
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "root".into());
+    let base = sandbox_path(sandbox);
+    let is_dir = dest.ends_with('/')
+        || remote
+            .json(
+                "GET",
+                &format!("{base}/files/stat?path={}", encode(dest)),
+                None,
+            )
+            .is_ok_and(|s| s["kind"] == "dir");
+    if meta.is_file() {
+        let target = if is_dir {
+            format!("{}/{name}", dest.trim_end_matches('/'))
+        } else {
+            dest.to_string()
+        };
+        use std::os::unix::fs::PermissionsExt;
+        let mode = format!("{:o}", meta.permissions().mode() & 0o7777);
+        let file = std::fs::File::open(source)?;
+        remote
+            .request(
+                "PUT",
+                &format!("{base}/files?path={}&mode={mode}", encode(&target)),
+            )
+            .set("Content-Length", &meta.len().to_string())
+            .send(file)
+            .map_err(|e| remote.failed(e))?;
+        return Ok(());
+    }
+    // A directory goes as a tar stream, packed on the fly.
+    let (dir, entry) = if is_dir {
+        (dest.trim_end_matches('/').to_string(), name)
+    } else {
+        let p = Path::new(dest);
+        (
+            p.parent().map_or("/".into(), |p| p.display().to_string()),
+            p.file_name()
+                .map_or(name, |n| n.to_string_lossy().into_owned()),
+        )
+    };
+    let (reader, writer) = std::io::pipe()?;
+    let source = source.to_path_buf();
+    let packer = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut tar = tar::Builder::new(writer);
+        tar.follow_symlinks(false);
+        tar.append_dir_all(&entry, &source)?;
+        tar.finish()
+    });
+    let sent = remote
+        .request("PUT", &format!("{base}/archive?path={}", encode(&dir)))
+        .set("Content-Type", "application/x-tar")
+        .send(reader)
+        .map_err(|e| remote.failed(e));
+    let packed = packer
+        .join()
+        .map_err(|_| anyhow::anyhow!("packing the directory failed"))?;
+    sent?;
+    packed.context("packing the directory")?;
+    Ok(())
+}
+
+fn download(remote: &Remote, sandbox: &str, path: &str, dest: &Path) -> anyhow::Result<()> {
+    let base = sandbox_path(sandbox);
+    let stat = remote.json(
+        "GET",
+        &format!("{base}/files/stat?path={}", encode(path)),
+        None,
+    )?;
+    let name = Path::new(path)
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "root".into());
+    if stat["kind"] == "file" {
+        let target = if dest.is_dir() {
+            dest.join(&name)
+        } else {
+            dest.to_path_buf()
+        };
+        let response = remote.call("GET", &format!("{base}/files?path={}", encode(path)), None)?;
+        let expected: Option<u64> = response
+            .header("content-length")
+            .and_then(|v| v.parse().ok());
+        let tmp = target.with_extension("berth-part");
+        let mut file = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        let copied = std::io::copy(&mut response.into_reader(), &mut file);
+        let copied = match copied {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                bail!(
+                    "the download broke off: {e}; nothing was written to {}",
+                    target.display()
+                );
+            }
+        };
+        if expected.is_some_and(|n| n != copied) {
+            let _ = std::fs::remove_file(&tmp);
+            bail!(
+                "the download was cut short ({copied} bytes); nothing was written to {}",
+                target.display()
+            );
+        }
+        std::fs::rename(&tmp, &target)?;
+        return Ok(());
+    }
+    let response = remote.call(
+        "GET",
+        &format!("{base}/archive?path={}", encode(path)),
+        None,
+    )?;
+    let (into, rename) = if dest.is_dir() {
+        (dest.to_path_buf(), None)
+    } else {
+        (
+            dest.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf(),
+            dest.file_name().map(|n| n.to_os_string()),
+        )
+    };
+    let mut archive = tar::Archive::new(response.into_reader());
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let mut rel = entry.path()?.into_owned();
+        if let Some(new) = &rename {
+            if let Ok(rest) = rel.strip_prefix(&name) {
+                rel = Path::new(new).join(rest);
+            }
+        }
+        if rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            bail!(
+                "the server sent an archive entry outside the destination: {}",
+                rel.display()
+            );
+        }
+        let target = into.join(&rel);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        entry.unpack(&target)?;
+    }
+    Ok(())
+}
