@@ -7,3 +7,4 @@ mod lifecycle;
 mod real_claude;
 mod run;
 mod sandbox;
+mod server;

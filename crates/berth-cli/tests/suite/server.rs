@@ -1,0 +1,1030 @@
+//! `berth serve` end to end: the real server binary on an ephemeral port, the real daemon, a
+//! real HTTP client. Every endpoint, two tenants, lifetimes, SIGKILL and restart, and the
+//! CLI's remote mode.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::common::*;
+
+/// A running `berth serve` with its own state directory and keys.
+struct Server {
+    child: Child,
+    url: String,
+    state: PathBuf,
+    admin: String,
+    server_id: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn server_cmd(state: &Path) -> std::process::Command {
+    let mut cmd = berth();
+    cmd.env("BERTH_STATE_DIR", state).env_remove("BERTH_SERVER");
+    cmd
+}
+
+fn key(state: &Path, name: &str, admin: bool) -> String {
+    let mut cmd = server_cmd(state);
+    cmd.args(["server", "key", "create", "--name", name]);
+    if admin {
+        cmd.arg("--admin");
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "key create: {}", stderr(&out));
+    let key = stdout(&out).trim().to_string();
+    assert!(
+        key.starts_with("berth_") && !key.contains('\n'),
+        "only the key on stdout: {key:?}"
+    );
+    key
+}
+
+impl Server {
+    fn init() -> Self {
+        ensure_base_image();
+        ensure_agent();
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().to_path_buf();
+        let out = server_cmd(&state)
+            .args(["server", "init"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "server init: {}", stderr(&out));
+        let admin = stdout(&out).trim().to_string();
+        let again = server_cmd(&state)
+            .args(["server", "init"])
+            .output()
+            .unwrap();
+        assert_eq!(again.status.code(), Some(125), "a second init is refused");
+        let mut server = Self::start(&state, admin, Vec::new());
+        server._dir = Some(dir);
+        server
+    }
+
+    fn start(state: &Path, admin: String, extra: Vec<String>) -> Self {
+        let mut child = server_cmd(state)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(&extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut url = String::new();
+        let mut server_id = String::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(rest) = line.strip_prefix("berth: server ") {
+                server_id = rest.split(' ').next().unwrap().to_string();
+            }
+            if let Some(u) = line.strip_prefix("berth: listening on ") {
+                url = u.to_string();
+                break;
+            }
+        }
+        assert!(
+            url.starts_with("http://"),
+            "the server did not say where it listens"
+        );
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            url,
+            state: state.to_path_buf(),
+            admin,
+            server_id,
+            _dir: None,
+        }
+    }
+
+    fn req(&self, method: &str, path: &str, key: &str) -> ureq::Request {
+        ureq::request(method, &format!("{}{path}", self.url))
+            .set("Authorization", &format!("Bearer {key}"))
+    }
+
+    /// (status, JSON body) of a call.
+    fn call(&self, method: &str, path: &str, key: &str, body: Option<Value>) -> (u16, Value) {
+        let r = self.req(method, path, key);
+        let result = match body {
+            Some(b) => r.send_json(b),
+            None => r.call(),
+        };
+        match result {
+            Ok(resp) => {
+                let status = resp.status();
+                let text = resp.into_string().unwrap();
+                (
+                    status,
+                    serde_json::from_str(&text).unwrap_or(Value::String(text)),
+                )
+            }
+            Err(ureq::Error::Status(status, resp)) => {
+                let body: Value = resp.into_json().unwrap_or(Value::Null);
+                (status, body)
+            }
+            Err(e) => panic!("{method} {path}: {e}"),
+        }
+    }
+
+    fn create(&self, key: &str, body: Value) -> String {
+        let (status, sandbox) = self.call("POST", "/v1/sandboxes", key, Some(body));
+        assert_eq!(status, 201, "create: {sandbox}");
+        sandbox["id"].as_str().unwrap().to_string()
+    }
+
+    /// The events of an exec (NDJSON).
+    fn exec(&self, key: &str, id: &str, argv: &[&str]) -> Vec<Value> {
+        let resp = self
+            .req("POST", &format!("/v1/sandboxes/{id}/exec"), key)
+            .send_json(json!({ "argv": argv }))
+            .unwrap();
+        assert_eq!(resp.header("content-type"), Some("application/x-ndjson"));
+        ndjson(resp.into_reader())
+    }
+
+    fn kill(&mut self) {
+        kill(self.child.id(), libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// Removes whatever this server made (a safety net: tests remove their own).
+    fn sweep(&self) {
+        let ids = containers_with(&format!("berth.server={}", self.server_id));
+        remove_containers(&ids);
+        for n in networks_with(&format!("berth.server={}", self.server_id)) {
+            let _ = docker(&["network", "rm", &n]);
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            kill(self.child.id(), libc::SIGTERM);
+            let _ = self.child.wait();
+        }
+        if self._dir.is_some() {
+            self.sweep();
+        }
+    }
+}
+
+fn ndjson(reader: impl Read) -> Vec<Value> {
+    BufReader::new(reader)
+        .lines()
+        .map(|l| l.unwrap())
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect()
+}
+
+fn text_of(events: &[Value], kind: &str) -> String {
+    events
+        .iter()
+        .filter(|e| e["type"] == kind)
+        .map(|e| e["data"].as_str().unwrap())
+        .collect()
+}
+
+fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn server_api_tenants_exec_processes_and_files() {
+    let server = Server::init();
+    let alice = key(&server.state, "alice", false);
+    let bob = key(&server.state, "bob", false);
+    let dup = server_cmd(&server.state)
+        .args(["server", "key", "create", "--name", "alice"])
+        .output()
+        .unwrap();
+    assert_eq!(dup.status.code(), Some(125), "a taken key name is refused");
+
+    // No key, a wrong key.
+    let (s, body) = server.call("GET", "/v1/sandboxes", "", None);
+    assert_eq!(s, 401);
+    assert_eq!(body["code"], "unauthorized");
+    assert!(!body["request_id"].as_str().unwrap().is_empty());
+    assert_eq!(
+        server.call("GET", "/v1/sandboxes", "berth_nope", None).0,
+        401
+    );
+    let (s, health) = server.call("GET", "/healthz", "", None);
+    assert_eq!((s, health["status"].as_str()), (200, Some("ok")));
+
+    // Create; the body names only the caller's labels and no secret value.
+    let id = server.create(
+        &alice,
+        json!({"labels": {"team": "search"}, "memory": "256m", "allow_hosts": ["example.com"],
+               "secrets": [{"name": "API_TOKEN", "value": "s3cr3t-value", "hosts": ["example.com"]}]}),
+    );
+    let (s, mine) = server.call("GET", &format!("/v1/sandboxes/{id}"), &alice, None);
+    assert_eq!(s, 200);
+    assert_eq!(mine["status"], "running");
+    assert_eq!(mine["tenant"], "alice");
+    assert_eq!(mine["egress"]["secrets"], json!(["API_TOKEN"]));
+    assert!(
+        !mine.to_string().contains("s3cr3t-value"),
+        "secrets are write-only"
+    );
+    let inspect = docker(&["inspect", &format!("berth-sandbox-{id}")]);
+    assert!(inspect.status.success(), "{}", stderr(&inspect));
+    assert!(!stdout(&inspect).contains("s3cr3t-value"));
+    for gateway in containers_with(&format!("berth.id={id}")) {
+        assert!(!stdout(&docker(&["inspect", &gateway])).contains("s3cr3t-value"));
+    }
+
+    // Tenancy: bob sees nothing of alice's, not even by prefix; the admin sees all.
+    let (_, list) = server.call("GET", "/v1/sandboxes", &bob, None);
+    assert_eq!(list["sandboxes"], json!([]));
+    for (method, path) in [
+        ("GET", format!("/v1/sandboxes/{id}")),
+        ("GET", format!("/v1/sandboxes/{}", &id[..4])),
+        ("DELETE", format!("/v1/sandboxes/{id}")),
+        ("POST", format!("/v1/sandboxes/{id}/stop")),
+        ("GET", format!("/v1/sandboxes/{id}/files/list?path=/")),
+    ] {
+        let (s, body) = server.call(method, &path, &bob, None);
+        assert_eq!(s, 404, "{method} {path} as bob: {body}");
+    }
+    let (_, list) = server.call("GET", "/v1/sandboxes?label=team=search", &alice, None);
+    assert_eq!(list["sandboxes"][0]["id"], id.as_str());
+    let (_, list) = server.call("GET", "/v1/sandboxes?label=team=other", &alice, None);
+    assert_eq!(list["sandboxes"], json!([]));
+    let (_, list) = server.call("GET", "/v1/sandboxes", &server.admin, None);
+    assert!(list["sandboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["id"] == id.as_str()));
+
+    // Exec: NDJSON by default, offsets per stream, one final event.
+    let events = server.exec(
+        &alice,
+        &id,
+        &[
+            "sh",
+            "-c",
+            "printf hi; printf err >&2; printf there; exit 3",
+        ],
+    );
+    assert_eq!(events[0]["type"], "started");
+    assert_eq!(text_of(&events, "stdout"), "hithere");
+    assert_eq!(text_of(&events, "stderr"), "err");
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last["type"].as_str(), last["code"].as_i64()),
+        (Some("exited"), Some(3))
+    );
+    let events = server.exec(&alice, &id, &["no-such-command"]);
+    assert_eq!(events.last().unwrap()["type"], "start_failed");
+    assert_eq!(events.last().unwrap()["exit_code"], 127);
+    // The sandbox sees the placeholder, never the value.
+    let events = server.exec(&alice, &id, &["sh", "-c", "echo $API_TOKEN"]);
+    let seen = text_of(&events, "stdout");
+    assert!(
+        !seen.contains("s3cr3t-value") && !seen.trim().is_empty(),
+        "{seen}"
+    );
+    // SSE, with offsets as event ids.
+    let resp = server
+        .req("POST", &format!("/v1/sandboxes/{id}/exec"), &alice)
+        .set("Accept", "text/event-stream")
+        .send_json(json!({"argv": ["echo", "sse"], "stdin": null}))
+        .unwrap();
+    assert!(resp
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let text = resp.into_string().unwrap();
+    assert!(
+        text.contains("event: stdout")
+            && text.contains("id: 4:0")
+            && text.contains("event: exited"),
+        "{text}"
+    );
+    // stdin.
+    let resp = server
+        .req("POST", &format!("/v1/sandboxes/{id}/exec"), &alice)
+        .send_json(json!({"argv": ["wc", "-c"], "stdin": "12345"}))
+        .unwrap();
+    assert_eq!(text_of(&ndjson(resp.into_reader()), "stdout").trim(), "5");
+
+    // Background processes: a client-chosen id, idempotent start, output by offset.
+    let body = json!({"id": "counter", "argv": ["sh", "-c", "for i in 1 2 3; do echo line$i; done; read x; echo got$x"]});
+    let (s, first) = server.call(
+        "POST",
+        &format!("/v1/sandboxes/{id}/processes"),
+        &alice,
+        Some(body.clone()),
+    );
+    assert_eq!(s, 201, "{first}");
+    let (s, again) = server.call(
+        "POST",
+        &format!("/v1/sandboxes/{id}/processes"),
+        &alice,
+        Some(body),
+    );
+    assert_eq!(s, 200, "a retried start answers the existing process");
+    assert_eq!(again["pid"], first["pid"]);
+    assert_eq!(again["created"], false);
+    let (_, list) = server.call(
+        "GET",
+        &format!("/v1/sandboxes/{id}/processes"),
+        &alice,
+        None,
+    );
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["id"] == "counter" && p["running"] == true));
+    let resp = server
+        .req(
+            "POST",
+            &format!("/v1/sandboxes/{id}/processes/counter/stdin?close=true"),
+            &alice,
+        )
+        .send_bytes(b"X\n")
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let events = ndjson(
+        server
+            .req(
+                "GET",
+                &format!("/v1/sandboxes/{id}/processes/counter/output"),
+                &alice,
+            )
+            .call()
+            .unwrap()
+            .into_reader(),
+    );
+    assert_eq!(text_of(&events, "stdout"), "line1\nline2\nline3\ngotX\n");
+    assert_eq!(events.last().unwrap()["type"], "exited");
+    // Resume from a byte offset (query, or SSE's Last-Event-ID).
+    let events = ndjson(
+        server
+            .req(
+                "GET",
+                &format!("/v1/sandboxes/{id}/processes/counter/output?offset=8"),
+                &alice,
+            )
+            .call()
+            .unwrap()
+            .into_reader(),
+    );
+    assert_eq!(text_of(&events, "stdout"), "ne2\nline3\ngotX\n");
+    assert_eq!(
+        events.iter().find(|e| e["type"] == "stdout").unwrap()["offset"],
+        8
+    );
+    let text = server
+        .req(
+            "GET",
+            &format!("/v1/sandboxes/{id}/processes/counter/output"),
+            &alice,
+        )
+        .set("Accept", "text/event-stream")
+        .set("Last-Event-ID", "18:0")
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(text.contains("gotX") && !text.contains("line3"), "{text}");
+    // Signal a sleeper.
+    let (s, _) = server.call(
+        "POST",
+        &format!("/v1/sandboxes/{id}/processes"),
+        &alice,
+        Some(json!({"id": "sleeper", "argv": ["sleep", "300"]})),
+    );
+    assert_eq!(s, 201);
+    let (s, _) = server.call(
+        "POST",
+        &format!("/v1/sandboxes/{id}/processes/sleeper/signal"),
+        &alice,
+        Some(json!({"signal": 9})),
+    );
+    assert_eq!(s, 204);
+    let events = ndjson(
+        server
+            .req(
+                "GET",
+                &format!("/v1/sandboxes/{id}/processes/sleeper/output"),
+                &alice,
+            )
+            .call()
+            .unwrap()
+            .into_reader(),
+    );
+    assert_eq!(events.last().unwrap()["signal"], 9);
+
+    // Files: streamed put/get, list, stat, mkdir, move, remove, tar both ways, limits.
+    let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let resp = server
+        .req(
+            "PUT",
+            &format!("/v1/sandboxes/{id}/files?path=/tmp/blob&mode=600"),
+            &alice,
+        )
+        .send_bytes(&content)
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let mut got = Vec::new();
+    let resp = server
+        .req(
+            "GET",
+            &format!("/v1/sandboxes/{id}/files?path=/tmp/blob"),
+            &alice,
+        )
+        .call()
+        .unwrap();
+    assert_eq!(resp.header("content-length"), Some("3000000"));
+    resp.into_reader().read_to_end(&mut got).unwrap();
+    assert!(got == content, "the file comes back byte for byte");
+    let (_, st) = server.call(
+        "GET",
+        &format!("/v1/sandboxes/{id}/files/stat?path=/tmp/blob"),
+        &alice,
+        None,
+    );
+    assert_eq!(
+        (
+            st["kind"].as_str(),
+            st["size"].as_u64(),
+            st["mode"].as_u64()
+        ),
+        (Some("file"), Some(3_000_000), Some(0o600))
+    );
+    assert_eq!(
+        server
+            .call(
+                "POST",
+                &format!("/v1/sandboxes/{id}/files/mkdir?path=/tmp/a/b"),
+                &alice,
+                None
+            )
+            .0,
+        204
+    );
+    assert_eq!(
+        server
+            .call(
+                "POST",
+                &format!("/v1/sandboxes/{id}/files/move"),
+                &alice,
+                Some(json!({"from": "/tmp/blob", "to": "/tmp/a/b/blob"}))
+            )
+            .0,
+        204
+    );
+    let (_, entries) = server.call(
+        "GET",
+        &format!("/v1/sandboxes/{id}/files/list?path=/tmp/a/b"),
+        &alice,
+        None,
+    );
+    assert_eq!(entries[0]["name"], "blob");
+    let mut tarball = Vec::new();
+    server
+        .req(
+            "GET",
+            &format!("/v1/sandboxes/{id}/archive?path=/tmp/a"),
+            &alice,
+        )
+        .call()
+        .unwrap()
+        .into_reader()
+        .read_to_end(&mut tarball)
+        .unwrap();
+    let names: Vec<String> = tar::Archive::new(&tarball[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n.ends_with("a/b/blob")), "{names:?}");
+    let resp = server
+        .req(
+            "PUT",
+            &format!("/v1/sandboxes/{id}/archive?path=/tmp/copy"),
+            &alice,
+        )
+        .set("Content-Type", "application/x-tar")
+        .send_bytes(&tarball)
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let (s, _) = server.call(
+        "GET",
+        &format!("/v1/sandboxes/{id}/files/stat?path=/tmp/copy/a/b/blob"),
+        &alice,
+        None,
+    );
+    assert_eq!(s, 200);
+    assert_eq!(
+        server
+            .call(
+                "DELETE",
+                &format!("/v1/sandboxes/{id}/files?path=/tmp/copy&recursive=true"),
+                &alice,
+                None
+            )
+            .0,
+        204
+    );
+    let (s, body) = server.call(
+        "GET",
+        &format!("/v1/sandboxes/{id}/files/stat?path=/tmp/copy"),
+        &alice,
+        None,
+    );
+    assert_eq!(s, 404, "{body}");
+    let (s, body) = server.call(
+        "GET",
+        &format!("/v1/sandboxes/{id}/files?path=/.berth/x"),
+        &alice,
+        None,
+    );
+    assert!(
+        s == 403 || s == 404 || s == 400,
+        "the agent's directory is refused: {s} {body}"
+    );
+    let (s, body) = server.call(
+        "GET",
+        &format!("/v1/sandboxes/{id}/files?path=relative"),
+        &alice,
+        None,
+    );
+    assert_eq!(s, 400);
+    assert!(body["message"].as_str().unwrap().contains("e.g."), "{body}");
+
+    // Bad input: a clear 4xx naming the value, with a good example.
+    for (body, needle) in [
+        (json!({"memory": "lots"}), "lots"),
+        (json!({"memory": "0"}), "0"),
+        (json!({"network": "wifi"}), "wifi"),
+        (json!({"name": "a/b c"}), "a/b c"),
+        (json!({"image": ""}), "image"),
+        (json!({"labels": {"berth.id": "x"}}), "berth.id"),
+        (json!({"allow_hosts": ["exa mple.com"]}), "exa mple.com"),
+        (json!({"no_such_field": 1}), "no_such_field"),
+        (json!({"workspace": "/"}), "workspace root"),
+    ] {
+        let (s, err) = server.call("POST", "/v1/sandboxes", &alice, Some(body.clone()));
+        assert!(s == 400 || s == 403, "{body} -> {s} {err}");
+        assert!(
+            err["message"].as_str().unwrap().contains(needle),
+            "{body} -> {err}"
+        );
+    }
+    let (s, err) = server.call(
+        "POST",
+        &format!("/v1/sandboxes/{id}/exec"),
+        &alice,
+        Some(json!({"argv": []})),
+    );
+    assert_eq!(s, 400, "{err}");
+    let (s, _) = server.call(
+        "POST",
+        &format!("/v1/sandboxes/{id}/processes"),
+        &alice,
+        Some(json!({"id": "a/b", "argv": ["true"]})),
+    );
+    assert_eq!(s, 400);
+    let (s, _) = server.call("GET", "/v1/sandboxes?limit=0", &alice, None);
+    assert_eq!(s, 400);
+    let (s, _) = server.call("GET", "/v1/nothing-here", &alice, None);
+    assert_eq!(s, 404);
+
+    // Lifecycle verbs.
+    let (s, paused) = server.call("POST", &format!("/v1/sandboxes/{id}/pause"), &alice, None);
+    assert_eq!(
+        (s, paused["state"].as_str()),
+        (200, Some("paused")),
+        "{paused}"
+    );
+    let (s, _) = server.call("POST", &format!("/v1/sandboxes/{id}/start"), &alice, None);
+    assert_eq!(s, 409, "a paused sandbox is resumed, not started");
+    let (s, resumed) = server.call("POST", &format!("/v1/sandboxes/{id}/resume"), &alice, None);
+    assert_eq!((s, resumed["state"].as_str()), (200, Some("running")));
+    let (s, stopped) = server.call(
+        "POST",
+        &format!("/v1/sandboxes/{id}/stop"),
+        &alice,
+        Some(json!({"grace": 1})),
+    );
+    assert_eq!((s, stopped["state"].as_str()), (200, Some("stopped")));
+    let (s, started) = server.call("POST", &format!("/v1/sandboxes/{id}/start"), &alice, None);
+    assert_eq!(
+        (s, started["state"].as_str()),
+        (200, Some("running")),
+        "{started}"
+    );
+    let events = server.exec(&alice, &id, &["true"]);
+    assert_eq!(
+        events.last().unwrap()["code"],
+        0,
+        "it runs again after start"
+    );
+    let (s, t) = server.call(
+        "POST",
+        &format!("/v1/sandboxes/{id}/timeout"),
+        &alice,
+        Some(json!({"timeout": 7200})),
+    );
+    assert_eq!(s, 200);
+    assert!(t["timeout_at"].is_string());
+    let logs = server
+        .req("GET", &format!("/v1/sandboxes/{id}/logs"), &alice)
+        .call()
+        .unwrap();
+    assert_eq!(logs.status(), 200);
+
+    // Audit (admin only) and metrics.
+    let (s, _) = server.call("GET", "/v1/audit", &alice, None);
+    assert_eq!(s, 403);
+    let (s, audit) = server.call("GET", "/v1/audit?limit=1000", &server.admin, None);
+    assert_eq!(s, 200);
+    let audit = audit.as_array().unwrap();
+    assert!(audit
+        .iter()
+        .any(|a| a["key"] == "alice" && a["action"] == "POST /v1/sandboxes" && a["status"] == 201));
+    assert!(audit
+        .iter()
+        .any(|a| a["key"] == "bob" && a["sandbox"] == id.as_str() && a["status"] == 404));
+    assert!(!serde_json::to_string(audit)
+        .unwrap()
+        .contains("s3cr3t-value"));
+    let metrics = ureq::get(&format!("{}/metrics", server.url))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        metrics.contains("berth_sandboxes{state=\"running\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("route=\"/v1/sandboxes/{id}/exec\",status=\"200\""));
+    assert!(metrics.contains("berth_exec_duration_seconds_count"));
+    let doc: Value = ureq::get(&format!("{}/v1/openapi.json", server.url))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert!(doc["paths"]["/v1/sandboxes/{id}/exec"]["post"].is_object());
+
+    // Remove: everything the sandbox made is gone.
+    let (s, _) = server.call("DELETE", &format!("/v1/sandboxes/{id}"), &alice, None);
+    assert_eq!(s, 204);
+    assert_eq!(
+        server
+            .call("GET", &format!("/v1/sandboxes/{id}"), &alice, None)
+            .0,
+        404
+    );
+    assert!(containers_with(&format!("berth.id={id}")).is_empty());
+    assert!(networks_with(&format!("berth.id={id}")).is_empty());
+    assert!(!server.state.join("sandboxes").join(&id).exists());
+}
+
+#[test]
+fn server_enforces_timeouts_idle_and_pause() {
+    let server = Server::init();
+    let alice = key(&server.state, "alice", false);
+    let short = server.create(&alice, json!({"timeout": 2}));
+    let busy = server.create(&alice, json!({"idle_timeout": 2, "timeout": 0}));
+    let idle = server.create(
+        &alice,
+        json!({"idle_timeout": 2, "timeout": 0, "on_timeout": "stop"}),
+    );
+    let paused = server.create(&alice, json!({"timeout": 3, "on_timeout": "pause"}));
+    // A running process started through berth keeps `busy` from being idle.
+    let (s, _) = server.call(
+        "POST",
+        &format!("/v1/sandboxes/{busy}/processes"),
+        &alice,
+        Some(json!({"id": "agent", "argv": ["sleep", "60"]})),
+    );
+    assert_eq!(s, 201);
+    // Pausing `paused` right away stops its clock.
+    let (_, before) = server.call(
+        "POST",
+        &format!("/v1/sandboxes/{paused}/pause"),
+        &alice,
+        None,
+    );
+
+    wait_until("the timeout kills", Duration::from_secs(20), || {
+        server
+            .call("GET", &format!("/v1/sandboxes/{short}"), &alice, None)
+            .0
+            == 404
+    });
+    assert!(
+        containers_with(&format!("berth.id={short}")).is_empty(),
+        "killed means removed"
+    );
+    wait_until("idleness stops", Duration::from_secs(20), || {
+        server
+            .call("GET", &format!("/v1/sandboxes/{idle}"), &alice, None)
+            .1["state"]
+            == "stopped"
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, b) = server.call("GET", &format!("/v1/sandboxes/{busy}"), &alice, None);
+    assert_eq!(
+        b["state"], "running",
+        "a sandbox with a running process is not idle"
+    );
+    let (_, p) = server.call("GET", &format!("/v1/sandboxes/{paused}"), &alice, None);
+    assert_eq!(p["state"], "paused");
+    assert_ne!(
+        p["timeout_at"], before["timeout_at"],
+        "a paused sandbox's end moves with the clock stopped"
+    );
+    // Resumed, its remaining 3 s run out and it is paused by on_timeout.
+    server.call(
+        "POST",
+        &format!("/v1/sandboxes/{paused}/resume"),
+        &alice,
+        None,
+    );
+    wait_until("the timeout pauses", Duration::from_secs(20), || {
+        server
+            .call("GET", &format!("/v1/sandboxes/{paused}"), &alice, None)
+            .1["state"]
+            == "paused"
+    });
+    let (_, audit) = server.call("GET", "/v1/audit?limit=1000", &server.admin, None);
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["key"] == "server")
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"lifecycle kill")
+            && actions.contains(&"lifecycle stop")
+            && actions.contains(&"lifecycle pause"),
+        "{actions:?}"
+    );
+    for id in [&busy, &idle, &paused] {
+        assert_eq!(
+            server
+                .call("DELETE", &format!("/v1/sandboxes/{id}"), &alice, None)
+                .0,
+            204
+        );
+    }
+}
+
+#[test]
+fn server_survives_sigkill_and_reconciles() {
+    let mut server = Server::init();
+    let alice = key(&server.state, "alice", false);
+    let id = server.create(&alice, json!({"timeout": 600}));
+    let doomed = server.create(&alice, json!({"timeout": 600}));
+    let (s, _) = server.call(
+        "POST",
+        &format!("/v1/sandboxes/{id}/processes"),
+        &alice,
+        Some(json!({"id": "ticker", "argv": ["sh", "-c", "for i in $(seq 1 6); do echo tick$i; sleep 0.5; done"]})),
+    );
+    assert_eq!(s, 201);
+    // A CLI sandbox on the same engine and state directory: the server never touches it.
+    let cli = server_cmd(&server.state).args(["create"]).output().unwrap();
+    assert!(cli.status.success(), "{}", stderr(&cli));
+    let cli_id = stdout(&cli).trim().to_string();
+
+    // Kill the server mid-stream, then make trouble while it is down: a sandbox vanishes,
+    // an orphan with this server's label appears.
+    let stream = server
+        .req(
+            "GET",
+            &format!("/v1/sandboxes/{id}/processes/ticker/output"),
+            &alice,
+        )
+        .call()
+        .unwrap();
+    let mut reader = BufReader::new(stream.into_reader());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    server.kill();
+    docker(&["rm", "-f", &format!("berth-sandbox-{doomed}")]);
+    let orphan = docker(&[
+        "run",
+        "-d",
+        "--label",
+        "berth.managed=true",
+        "--label",
+        &format!("berth.server={}", server.server_id),
+        "--label",
+        "berth.id=0rphan0000",
+        BASE,
+        "sleep",
+        "300",
+    ]);
+    assert!(orphan.status.success(), "{}", stderr(&orphan));
+    let orphan = stdout(&orphan).trim().to_string();
+
+    let admin = server.admin.clone();
+    let state = server.state.clone();
+    let server2 = Server::start(&state, admin, Vec::new());
+    assert_eq!(server2.server_id, server.server_id);
+    let (s, sb) = server2.call("GET", &format!("/v1/sandboxes/{id}"), &alice, None);
+    assert_eq!(
+        (s, sb["state"].as_str()),
+        (200, Some("running")),
+        "adopted: {sb}"
+    );
+    assert_eq!(
+        server2
+            .call("GET", &format!("/v1/sandboxes/{doomed}"), &alice, None)
+            .0,
+        404
+    );
+    wait_until("the orphan is collected", Duration::from_secs(5), || {
+        !stdout(&docker(&["ps", "-aq", "--no-trunc"])).contains(&orphan)
+    });
+    // The output resumes exactly where the client was.
+    let (_, events) = (
+        0,
+        ndjson(
+            server2
+                .req(
+                    "GET",
+                    &format!("/v1/sandboxes/{id}/processes/ticker/output?offset=6"),
+                    &alice,
+                )
+                .call()
+                .unwrap()
+                .into_reader(),
+        ),
+    );
+    assert_eq!(first.contains("tick1"), true);
+    assert_eq!(
+        text_of(&events, "stdout"),
+        "tick2\ntick3\ntick4\ntick5\ntick6\n"
+    );
+    // Its timer still fires after the restart.
+    let (s, _) = server2.call(
+        "POST",
+        &format!("/v1/sandboxes/{id}/timeout"),
+        &alice,
+        Some(json!({"timeout": 1})),
+    );
+    assert_eq!(s, 200);
+    wait_until("the adopted timer fires", Duration::from_secs(20), || {
+        server2
+            .call("GET", &format!("/v1/sandboxes/{id}"), &alice, None)
+            .0
+            == 404
+    });
+    // The CLI's sandbox is untouched, and the CLI's gc leaves the server's alone.
+    let ps = server_cmd(&state)
+        .args(["inspect", &cli_id])
+        .output()
+        .unwrap();
+    assert!(stdout(&ps).contains("\"running\""), "{}", stdout(&ps));
+    let rm = server_cmd(&state)
+        .args(["rm", "-f", &cli_id])
+        .output()
+        .unwrap();
+    assert!(rm.status.success());
+    let other = server2.create(&alice, json!({}));
+    let gc = server_cmd(&state)
+        .args(["gc", "--all", "--json"])
+        .output()
+        .unwrap();
+    assert!(gc.status.success(), "{}", stderr(&gc));
+    assert!(
+        !stdout(&gc).contains(&other),
+        "the CLI's gc never collects a server's sandbox"
+    );
+    assert_eq!(
+        server2
+            .call("GET", &format!("/v1/sandboxes/{other}"), &alice, None)
+            .1["status"],
+        "running"
+    );
+
+    assert_eq!(
+        server2
+            .call("DELETE", &format!("/v1/sandboxes/{other}"), &alice, None)
+            .0,
+        204
+    );
+}
+
+#[test]
+fn cli_remote_mode_goes_through_the_server() {
+    let server = Server::init();
+    let alice = key(&server.state, "alice", false);
+    let remote = |args: &[&str]| {
+        let mut cmd = berth();
+        cmd.env("BERTH_SERVER", &server.url)
+            .env("BERTH_API_KEY", &alice)
+            .env(
+                "BERTH_STATE_DIR",
+                "/nonexistent/remote-mode-uses-no-local-state",
+            )
+            .args(args);
+        cmd
+    };
+    let out = remote(&["create", "--memory", "256m", "-e", "GREETING=hello"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_string();
+    let out = remote(&[
+        "exec",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "echo $GREETING; echo oops >&2; exit 7",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(7), "the command's own exit code");
+    assert_eq!(stdout(&out), "hello\n");
+    assert_eq!(stderr(&out), "oops\n");
+    let out = remote(&["exec", &id, "--", "no-such-command"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.txt"), "payload\n").unwrap();
+    std::fs::create_dir(dir.path().join("tree")).unwrap();
+    std::fs::write(dir.path().join("tree/leaf"), "leaf\n").unwrap();
+    let src = dir.path().join("in.txt");
+    let out = remote(&["cp", src.to_str().unwrap(), &format!("{id}:/tmp/")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tree = dir.path().join("tree");
+    let out = remote(&["cp", tree.to_str().unwrap(), &format!("{id}:/tmp/")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = remote(&["exec", &id, "--", "cat", "/tmp/in.txt", "/tmp/tree/leaf"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "payload\nleaf\n");
+    let back = dir.path().join("back.txt");
+    let out = remote(&["cp", &format!("{id}:/tmp/in.txt"), back.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "payload\n");
+    let back_tree = dir.path().join("back-tree");
+    let out = remote(&[
+        "cp",
+        &format!("{id}:/tmp/tree"),
+        back_tree.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(back_tree.join("leaf")).unwrap(),
+        "leaf\n"
+    );
+
+    let out = remote(&["ps", "--json"]).output().unwrap();
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["id"], id.as_str());
+    let out = remote(&["ps", "-q"]).output().unwrap();
+    assert_eq!(stdout(&out).trim(), id);
+    let out = remote(&["rm", &id]).output().unwrap();
+    assert_eq!(out.status.code(), Some(125), "running: not without -f");
+    let out = remote(&["rm", "-f", &id]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), id);
+    let out = remote(&["exec", &id, "--", "true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("404"), "{}", stderr(&out));
+    let out = remote(&["run", "--", "true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("not available through a server"));
+    let out = berth()
+        .env("BERTH_SERVER", &server.url)
+        .env_remove("BERTH_API_KEY")
+        .args(["ps"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("BERTH_API_KEY"));
+    assert!(containers_with(&format!("berth.server={}", server.server_id)).is_empty());
+}
