@@ -871,7 +871,7 @@ fn server_survives_sigkill_and_reconciles() {
                 .into_reader(),
         ),
     );
-    assert_eq!(first.contains("tick1"), true);
+    assert!(first.contains("tick1"), "{first}");
     assert_eq!(
         text_of(&events, "stdout"),
         "tick2\ntick3\ntick4\ntick5\ntick6\n"
