@@ -857,21 +857,21 @@ fn server_survives_sigkill_and_reconciles() {
         !stdout(&docker(&["ps", "-aq", "--no-trunc"])).contains(&orphan)
     });
     // The output resumes exactly where the client was.
-    let (_, events) = (
-        0,
-        ndjson(
-            server2
-                .req(
-                    "GET",
-                    &format!("/v1/sandboxes/{id}/processes/ticker/output?offset=6"),
-                    &alice,
-                )
-                .call()
-                .unwrap()
-                .into_reader(),
-        ),
+    let first: Value = serde_json::from_str(&first).unwrap();
+    let resume_at =
+        first["offset"].as_u64().unwrap() + first["data"].as_str().unwrap().len() as u64;
+    assert_eq!((first["data"].as_str(), resume_at), (Some("tick1\n"), 6));
+    let events = ndjson(
+        server2
+            .req(
+                "GET",
+                &format!("/v1/sandboxes/{id}/processes/ticker/output?offset={resume_at}"),
+                &alice,
+            )
+            .call()
+            .unwrap()
+            .into_reader(),
     );
-    assert!(first.contains("tick1"), "{first}");
     assert_eq!(
         text_of(&events, "stdout"),
         "tick2\ntick3\ntick4\ntick5\ntick6\n"
