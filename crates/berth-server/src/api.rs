@@ -88,10 +88,52 @@ fn check_sandbox_name(name: &str) -> Result<(), ApiError> {
     })
 }
 
+/// Refuses a NUL byte (no C string can carry it) or an empty string where a value is needed.
+fn text(field: &str, value: &str, empty_ok: bool) -> ApiResult<()> {
+    if value.contains('\0') {
+        return Err(ApiError::invalid(format!(
+            "{field} contains a NUL byte, which no command, variable or path can hold: remove it"
+        )));
+    }
+    if !empty_ok && value.is_empty() {
+        return Err(ApiError::invalid(format!("{field} is empty: give a value")));
+    }
+    Ok(())
+}
+
+/// Checks an argv: a program, then arguments, none with a NUL.
+fn check_command(field: &str, argv: &[String], required: bool) -> ApiResult<()> {
+    if let Some(first) = argv.first() {
+        text(&format!("{field}[0] (the program)"), first, false)?;
+    } else if required {
+        return Err(ApiError::invalid(format!(
+            "{field} is empty: give the command and its arguments, e.g. [\"ls\", \"-l\"]"
+        )));
+    }
+    for a in argv {
+        text(field, a, true)?;
+    }
+    Ok(())
+}
+
+fn check_env(env: &BTreeMap<String, String>) -> ApiResult<()> {
+    for (k, v) in env {
+        text("an env name", k, false)?;
+        text(&format!("env {k}"), v, true)?;
+    }
+    Ok(())
+}
+
 /// The spec of a create request: berth's hardened defaults plus what the caller asked for,
 /// each value checked. Host paths only under the operator's workspace root.
 fn spec_of(body: &CreateSandbox, workspace_root: Option<&PathBuf>) -> ApiResult<SandboxSpec> {
     let bad = |e: berth_spec::SpecError| ApiError::invalid(e.to_string());
+    check_command("command", &body.command, false)?;
+    check_env(&body.env)?;
+    for (k, v) in &body.labels {
+        text("a label key", k, false)?;
+        text(&format!("label {k}"), v, true)?;
+    }
     let mut spec = SandboxSpec::new(body.command.clone());
     if let Some(image) = &body.image {
         if image.trim().is_empty() {
@@ -199,6 +241,8 @@ pub async fn create_sandbox(
             "label {k:?} is reserved or empty: berth.* labels are berth's; use your own prefix, e.g. team=search"
         )));
     }
+    check_timeout("timeout", body.timeout)?;
+    check_timeout("idle_timeout", body.idle_timeout)?;
     let spec = spec_of(&body, state.workspace_root.as_ref())?;
     let request = CreateRequest {
         spec,
@@ -238,6 +282,7 @@ pub struct ListQuery {
     /// Only sandboxes in this state: running, paused or stopped.
     pub state: Option<String>,
     /// At most this many (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// The `next` of the previous page.
     pub after: Option<String>,
@@ -316,6 +361,42 @@ fn find(state: &AppState, auth: &Auth, id: &str) -> ApiResult<(SandboxRecord, Op
     Ok((record, life))
 }
 
+/// The caller's sandbox, if its agent can answer: a paused sandbox's processes are frozen
+/// (a call would hang) and a stopped one has none, so both are a clear 409 instead.
+fn find_live(
+    state: &AppState,
+    auth: &Auth,
+    id: &str,
+) -> ApiResult<(SandboxRecord, Option<Lifetime>)> {
+    let (record, life) = find(state, auth, id)?;
+    match life.as_ref().map(|l| l.state.as_str()) {
+        Some("paused") => Err(ServiceError::conflict(format!(
+            "sandbox {} is paused: resume it first (POST /v1/sandboxes/{}/resume)",
+            record.id, record.id
+        ))
+        .into()),
+        Some("stopped") => Err(ServiceError::conflict(format!(
+            "sandbox {} is stopped: start it first (POST /v1/sandboxes/{}/start)",
+            record.id, record.id
+        ))
+        .into()),
+        _ => Ok((record, life)),
+    }
+}
+
+/// The longest timeout accepted (ten years, in seconds): far beyond any sandbox, and far from
+/// overflowing a clock.
+const MAX_TIMEOUT_SECS: u64 = 10 * 365 * 24 * 3600;
+
+fn check_timeout(field: &str, secs: Option<u64>) -> ApiResult<()> {
+    match secs {
+        Some(s) if s > MAX_TIMEOUT_SECS => Err(ApiError::invalid(format!(
+            "{field} {s} is too long: give seconds up to {MAX_TIMEOUT_SECS} (ten years), e.g. 3600, or 0 for none"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A sandbox, with what the engine says about it now.
 #[utoipa::path(get, path = "/v1/sandboxes/{id}", tag = "sandboxes",
     params(("id" = String, Path, description = "Sandbox id or name")),
@@ -360,6 +441,7 @@ pub async fn set_timeout(
     Path(id): Path<String>,
     Json(body): Json<SetTimeout>,
 ) -> ApiResult<Json<Sandbox>> {
+    check_timeout("timeout", Some(body.timeout))?;
     let (record, _) = find(&state, &auth, &id)?;
     let deadline = (body.timeout > 0).then(|| now_ms() + body.timeout as i64 * 1000);
     state.db.set_deadline(&record.id, deadline)?;
@@ -548,7 +630,11 @@ pub async fn exec(
     headers: HeaderMap,
     Json(body): Json<ExecRequest>,
 ) -> ApiResult<Response> {
-    let (record, _) = find(&state, &auth, &id)?;
+    check_command("argv", &body.argv, true)?;
+    check_env(&body.env)?;
+    text("cwd", body.cwd.as_deref().unwrap_or(""), true)?;
+    text("stdin", body.stdin.as_deref().unwrap_or(""), true)?;
+    let (record, _) = find_live(&state, &auth, &id)?;
     let guard = state.activity(&record.id);
     let started = Instant::now();
     let rx = state.service.exec(&record, &body).await?;
@@ -575,7 +661,10 @@ pub async fn start_process(
     Path(id): Path<String>,
     Json(body): Json<StartProcess>,
 ) -> ApiResult<(StatusCode, Json<berth_service::exec::ProcessStarted>)> {
-    let (record, _) = find(&state, &auth, &id)?;
+    check_command("argv", &body.argv, true)?;
+    check_env(&body.env)?;
+    text("cwd", body.cwd.as_deref().unwrap_or(""), true)?;
+    let (record, _) = find_live(&state, &auth, &id)?;
     let request = ExecRequest {
         argv: body.argv,
         env: body.env,
@@ -605,7 +694,7 @@ pub async fn list_processes(
     Extension(auth): Extension<Auth>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<berth_service::exec::Process>>> {
-    let (record, _) = find(&state, &auth, &id)?;
+    let (record, _) = find_live(&state, &auth, &id)?;
     Ok(Json(state.service.processes(&record).await?))
 }
 
@@ -630,7 +719,7 @@ pub async fn process_output(
     Query(q): Query<OutputQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (record, _) = find(&state, &auth, &id)?;
+    let (record, _) = find_live(&state, &auth, &id)?;
     let given = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -669,7 +758,7 @@ pub async fn process_stdin(
     Query(q): Query<StdinQuery>,
     body: bytes::Bytes,
 ) -> ApiResult<StatusCode> {
-    let (record, _) = find(&state, &auth, &id)?;
+    let (record, _) = find_live(&state, &auth, &id)?;
     state
         .service
         .write_stdin(&record, &pid, body, q.close.unwrap_or(false))
@@ -688,7 +777,7 @@ pub async fn process_signal(
     Path((id, pid)): Path<(String, String)>,
     Json(body): Json<SignalProcess>,
 ) -> ApiResult<StatusCode> {
-    let (record, _) = find(&state, &auth, &id)?;
+    let (record, _) = find_live(&state, &auth, &id)?;
     state.service.signal(&record, &pid, body.signal).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -722,7 +811,7 @@ pub async fn read_file(
     Path(id): Path<String>,
     Query(q): Query<PathQuery>,
 ) -> ApiResult<Response> {
-    let (record, _) = find(&state, &auth, &id)?;
+    let (record, _) = find_live(&state, &auth, &id)?;
     let (size, rx) = state.service.read_file(&record, &q.path).await?;
     Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -766,7 +855,7 @@ pub async fn write_file(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Written>)> {
-    let (record, _) = find(&state, &auth, &id)?;
+    let (record, _) = find_live(&state, &auth, &id)?;
     too_large(&headers, state.max_upload)?;
     let mode = match &q.mode {
         Some(m) => u32::from_str_radix(m, 8)
@@ -801,7 +890,7 @@ pub async fn remove_file(
     Path(id): Path<String>,
     Query(q): Query<PathQuery>,
 ) -> ApiResult<StatusCode> {
-    let (record, _) = find(&state, &auth, &id)?;
+    let (record, _) = find_live(&state, &auth, &id)?;
     state
         .service
         .remove_path(&record, &q.path, q.recursive.unwrap_or(false))
@@ -820,7 +909,7 @@ pub async fn list_dir(
     Path(id): Path<String>,
     Query(q): Query<PathQuery>,
 ) -> ApiResult<Json<Vec<berth_service::files::FileEntry>>> {
-    let (record, _) = find(&state, &auth, &id)?;
+    let (record, _) = find_live(&state, &auth, &id)?;
     Ok(Json(state.service.list_dir(&record, &q.path).await?))
 }
 
@@ -835,7 +924,7 @@ pub async fn stat(
     Path(id): Path<String>,
     Query(q): Query<PathQuery>,
 ) -> ApiResult<Json<berth_service::files::FileEntry>> {
-    let (record, _) = find(&state, &auth, &id)?;
+    let (record, _) = find_live(&state, &auth, &id)?;
     Ok(Json(state.service.stat(&record, &q.path).await?))
 }
 
@@ -850,7 +939,7 @@ pub async fn mkdir(
     Path(id): Path<String>,
     Query(q): Query<PathQuery>,
 ) -> ApiResult<StatusCode> {
-    let (record, _) = find(&state, &auth, &id)?;
+    let (record, _) = find_live(&state, &auth, &id)?;
     state.service.mkdir(&record, &q.path).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -866,7 +955,7 @@ pub async fn move_path(
     Path(id): Path<String>,
     Json(body): Json<MovePath>,
 ) -> ApiResult<StatusCode> {
-    let (record, _) = find(&state, &auth, &id)?;
+    let (record, _) = find_live(&state, &auth, &id)?;
     state.service.rename(&record, &body.from, &body.to).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -883,7 +972,7 @@ pub async fn read_archive(
     Path(id): Path<String>,
     Query(q): Query<PathQuery>,
 ) -> ApiResult<Response> {
-    let (record, _) = find(&state, &auth, &id)?;
+    let (record, _) = find_live(&state, &auth, &id)?;
     let _ = state.service.stat(&record, &q.path).await?;
     let rx = state.service.read_archive(&record, &q.path).await?;
     Response::builder()
@@ -906,7 +995,7 @@ pub async fn write_archive(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Written>)> {
-    let (record, _) = find(&state, &auth, &id)?;
+    let (record, _) = find_live(&state, &auth, &id)?;
     too_large(&headers, state.max_upload)?;
     let bytes = state
         .service
@@ -962,6 +1051,7 @@ pub struct AuditQuery {
     /// Entries after this id.
     pub after: Option<i64>,
     /// At most this many (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 

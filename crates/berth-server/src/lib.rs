@@ -166,7 +166,60 @@ fn public_routes() -> OpenApiRouter<AppState> {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = public_routes().split_for_parts();
     doc.merge(authed_routes().split_for_parts().1);
+    utoipa::Modify::modify(&CommonErrors, &mut doc);
     doc
+}
+
+/// Documents the answers any operation may give besides its own: a bad request, no or an
+/// unknown key, someone else's (or no) sandbox, an engine or agent that is not there.
+struct CommonErrors;
+
+impl utoipa::Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let error = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let authed = path.starts_with("/v1/");
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ];
+            for op in operations.into_iter().flatten() {
+                let responses = &mut op.responses.responses;
+                let mut add = |status: &str, description: &str| {
+                    responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| error(description));
+                };
+                add("503", "The engine or the sandbox's agent cannot be reached");
+                if authed {
+                    add(
+                        "400",
+                        "The request is not valid; the message says what to send",
+                    );
+                    add("401", "No API key, or one this server does not know");
+                }
+                if path.contains("{id}") {
+                    add("404", "No such sandbox among yours");
+                    add("409", "The sandbox is in the wrong state for this");
+                }
+            }
+        }
+    }
 }
 
 /// Gives every request an id (`x-request-id`, also in error bodies), counts it, and writes

@@ -151,6 +151,7 @@ pub struct StartProcess {
 #[serde(deny_unknown_fields)]
 pub struct SignalProcess {
     /// A signal number, e.g. 15 (TERM) or 9 (KILL).
+    #[schema(minimum = 1, maximum = 64)]
     pub signal: i32,
 }
 

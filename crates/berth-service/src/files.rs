@@ -55,6 +55,11 @@ impl From<FileInfo> for FileEntry {
 }
 
 fn absolute(path: &str) -> Result<(), ServiceError> {
+    if path.contains('\0') {
+        return Err(ServiceError::invalid(
+            "the path contains a NUL byte, which no path can hold: remove it",
+        ));
+    }
     if path.starts_with('/') {
         Ok(())
     } else {
