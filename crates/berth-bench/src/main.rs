@@ -7,6 +7,7 @@
 
 mod egress;
 mod sandbox;
+mod server;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -50,6 +51,9 @@ enum Bench {
     Agent,
     /// The egress gateway: create with vs without, 256 MiB through it vs direct, latency.
     Egress,
+    /// `berth serve`: exec through the HTTP API vs the agent's API vs Docker's; create
+    /// through the API vs `berth create`; the server's memory with 100 sandboxes.
+    Server,
     /// Everything above.
     All,
 }
@@ -287,6 +291,34 @@ fn main() -> anyhow::Result<()> {
                 s.median() - base
             );
         }
+    }
+    if want(Bench::Server) {
+        let series = runtime.block_on(server::exec(&berth, n.max(100), cli.warmup))?;
+        report(
+            "Exec round trip of `true` through the server (same container)",
+            &series,
+            0,
+            None,
+        );
+        let added = series[2].median() - series[1].median();
+        println!(
+            "- added by the HTTP API over the direct agent path: {added:.2} ms; HTTP API vs Docker API: {:.1}x faster",
+            series[0].median() / series[2].median()
+        );
+        report(
+            "Create a sandbox and finish a first exec: API vs CLI",
+            &server::create(&berth, few.max(10))?,
+            0,
+            None,
+        );
+        let (idle, loaded, took) = server::memory(&berth, 100)?;
+        println!("\n## The server's memory\n");
+        println!("- idle: {:.1} MiB RSS", idle as f64 / (1 << 20) as f64);
+        println!(
+            "- with 100 sandboxes made through the API (and one exec in each): {:.1} MiB RSS; creating them took {:.1} s",
+            loaded as f64 / (1 << 20) as f64,
+            took.as_secs_f64()
+        );
     }
     if want(Bench::Agent) {
         let (size, rss) = sandbox::agent(&berth)?;

@@ -58,12 +58,12 @@ impl Drop for Sandbox {
     }
 }
 
-async fn docker() -> anyhow::Result<Docker> {
+pub async fn docker() -> anyhow::Result<Docker> {
     Ok(Docker::connect_with_defaults()?.negotiate_version().await?)
 }
 
 /// Runs argv through berth's agent API; returns (stdout bytes, exit code).
-async fn berth_api(client: &mut AgentClient, argv: &[&str]) -> anyhow::Result<(u64, i32)> {
+pub async fn berth_api(client: &mut AgentClient, argv: &[&str]) -> anyhow::Result<(u64, i32)> {
     let start = ExecStart {
         argv: argv.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
@@ -85,7 +85,11 @@ async fn berth_api(client: &mut AgentClient, argv: &[&str]) -> anyhow::Result<(u
 }
 
 /// Runs argv through Docker's exec API (create, start+attach, inspect); same result shape.
-async fn docker_api(docker: &Docker, container: &str, argv: &[&str]) -> anyhow::Result<(u64, i32)> {
+pub async fn docker_api(
+    docker: &Docker,
+    container: &str,
+    argv: &[&str],
+) -> anyhow::Result<(u64, i32)> {
     let exec = docker
         .create_exec(
             container,
