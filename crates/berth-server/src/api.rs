@@ -363,7 +363,7 @@ fn find(state: &AppState, auth: &Auth, id: &str) -> ApiResult<(SandboxRecord, Op
 
 /// The caller's sandbox, if its agent can answer: a paused sandbox's processes are frozen
 /// (a call would hang) and a stopped one has none, so both are a clear 409 instead.
-fn find_live(
+pub fn find_live(
     state: &AppState,
     auth: &Auth,
     id: &str,
@@ -461,7 +461,7 @@ pub async fn stop_sandbox(
     Path(id): Path<String>,
     body: bytes::Bytes,
 ) -> ApiResult<Json<Sandbox>> {
-    let (record, _) = find(&state, &auth, &id)?;
+    let (record, life) = find(&state, &auth, &id)?;
     let options: StopSandbox = if body.iter().all(u8::is_ascii_whitespace) {
         StopSandbox::default()
     } else {
@@ -472,6 +472,11 @@ pub async fn stop_sandbox(
         })?
     };
     let grace = options.grace.unwrap_or(10).min(300);
+    // A paused sandbox cannot take SIGTERM: thaw it first, then stop it.
+    if life.as_ref().is_some_and(|l| l.state == "paused") {
+        state.service.resume(&record).await?;
+        state.db.resume_clock(&record.id, now_ms())?;
+    }
     state
         .service
         .stop(&record, std::time::Duration::from_secs(grace))
@@ -546,7 +551,7 @@ pub async fn resume_sandbox(
 }
 
 /// Whether the client asked for server-sent events.
-fn wants_sse(headers: &HeaderMap) -> bool {
+pub fn wants_sse(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -9,6 +9,7 @@
 //! As in mini-redis, [`serve`] takes its listener and a shutdown future: the caller binds (a
 //! test binds port 0) and decides when it ends.
 
+pub mod agent_runs;
 pub mod api;
 pub mod auth;
 pub mod db;
@@ -115,7 +116,7 @@ impl AppState {
 #[openapi(
     info(title = "berth", description = "Hardened Docker sandboxes for AI coding agents and untrusted code: create them, run processes and move files in them, and let the server end them on time."),
     modifiers(&BearerAuth),
-    tags((name = "sandboxes"), (name = "processes"), (name = "files"), (name = "server"))
+    tags((name = "sandboxes"), (name = "processes"), (name = "files"), (name = "agents"), (name = "server"))
 )]
 struct ApiDoc;
 
@@ -155,6 +156,9 @@ fn authed_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(api::read_archive, api::write_archive))
         .routes(routes!(api::logs))
         .routes(routes!(api::audit))
+        .routes(routes!(agent_runs::start_run))
+        .routes(routes!(agent_runs::events))
+        .routes(routes!(agent_runs::cancel))
 }
 
 /// The routes anyone may call.
@@ -256,7 +260,9 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         {
             tracing::warn!("could not write the audit log: {e}");
         }
-        if status < 400 {
+        // Using a sandbox is activity; looking at its record (a dashboard polling) is not.
+        let looking = method == "GET" && route == "/v1/sandboxes/{id}";
+        if status < 400 && !looking {
             if let Some(s) = &sandbox {
                 if let Ok(record) = berth_sandbox::store::find(state.db.as_ref(), s) {
                     let _ = state.db.touch(&record.id);

@@ -1,7 +1,7 @@
 //! The lifetimes the server enforces: every second it ends sandboxes whose timeout passed or
 //! that were idle too long, by their `on_timeout` (kill, stop or pause), and audits it.
 //!
-//! Idle means: no API call for the sandbox, no stream attached to it (an exec, a process's
+//! Idle means: no API call that uses the sandbox (reading its record is not use), no stream attached to it (an exec, a process's
 //! output, logs followed), and no background process started through berth still running —
 //! an agent working away with nobody watching is not idle. A paused sandbox's clock stands
 //! still (its deadline moves on at resume).

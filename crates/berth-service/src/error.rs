@@ -174,8 +174,9 @@ impl From<SandboxError> for ServiceError {
                     "sandbox {id} is running: stop it first, or remove it with force"
                 ))
             }
+            // The sandbox is in the wrong state for the call (the engine is fine).
             SandboxError::AgentDown { id, state } => {
-                return Self::unavailable(format!(
+                return Self::conflict(format!(
                     "sandbox {id} is not running: {state}; start it first"
                 ))
             }

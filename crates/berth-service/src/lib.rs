@@ -167,7 +167,7 @@ impl<E: Engine> Service<E> {
             labels,
             ..Default::default()
         };
-        Ok(sandbox::create(
+        sandbox::create(
             self.engine.as_ref(),
             self.store.as_ref(),
             &request.spec,
@@ -175,7 +175,14 @@ impl<E: Engine> Service<E> {
             self.engine_socket.clone(),
             &options,
         )
-        .await?)
+        .await
+        .map_err(|e| match e {
+            // It never came up: what it was asked to be is why (nothing is left behind).
+            berth_sandbox::SandboxError::AgentDown { state, .. } => ServiceError::invalid(format!(
+                "the sandbox stopped while it started ({state}): check its command and limits"
+            )),
+            other => other.into(),
+        })
     }
 
     /// The caller's sandboxes, oldest first.

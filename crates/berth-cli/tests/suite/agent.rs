@@ -9,10 +9,10 @@ use serde_json::Value;
 
 use super::common::*;
 
-const IMAGE: &str = "berth/fake-agent:test";
+pub const IMAGE: &str = "berth/fake-agent:test";
 
 /// Builds the fake CLI statically and an image with it (once per test binary).
-fn ensure_fake_image() {
+pub fn ensure_fake_image() {
     static BUILT: Mutex<bool> = Mutex::new(false);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if *built {

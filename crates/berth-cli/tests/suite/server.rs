@@ -1101,3 +1101,161 @@ fn server_openapi_holds_under_schemathesis() {
     server.sweep();
     assert!(containers_with(&format!("berth.server={}", server.server_id)).is_empty());
 }
+
+#[test]
+fn server_agent_runs_stream_normalized_events() {
+    super::agent::ensure_fake_image();
+    let server = Server::init();
+    let alice = key(&server.state, "alice", false);
+    let id = server.create(
+        &alice,
+        json!({"image": super::agent::IMAGE, "idle_timeout": 1, "timeout": 0}),
+    );
+    let start =
+        json!({"id": "fix-1", "prompt": "fix it: $(id) `x` fake:write=out.txt fake:turns=2"});
+    let path = format!("/v1/sandboxes/{id}/agent-runs");
+    let (s, run) = server.call("POST", &path, &alice, Some(start.clone()));
+    assert_eq!(s, 201, "{run}");
+    assert_eq!(run["cli"], "claude");
+    let (s, again) = server.call("POST", &path, &alice, Some(start));
+    assert_eq!(
+        (s, &again["pid"]),
+        (200, &run["pid"]),
+        "a retried start runs nothing new"
+    );
+    let items = ndjson(
+        server
+            .req("GET", &format!("{path}/fix-1/events"), &alice)
+            .call()
+            .unwrap()
+            .into_reader(),
+    );
+    let kinds: Vec<&str> = items
+        .iter()
+        .filter(|i| i["kind"] == "event")
+        .map(|i| i["record"]["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"session_started")
+            && kinds.contains(&"tool_call")
+            && kinds.contains(&"result"),
+        "{kinds:?}"
+    );
+    let done = items.last().unwrap();
+    assert_eq!(
+        (
+            done["kind"].as_str(),
+            done["exit_code"].as_i64(),
+            done["clean"].as_bool()
+        ),
+        (Some("finished"), Some(0), Some(true)),
+        "{done}"
+    );
+    // The CLI acted (bypassPermissions by default): the file is in the workspace, with the
+    // prompt intact (one argv element, never a shell string).
+    let mut written = String::new();
+    server
+        .req(
+            "GET",
+            &format!("/v1/sandboxes/{id}/files?path=/workspace/out.txt"),
+            &alice,
+        )
+        .call()
+        .unwrap()
+        .into_reader()
+        .read_to_string(&mut written)
+        .unwrap();
+    assert!(written.contains("$(id) `x`"), "{written}");
+    // Resume after a line (SSE, Last-Event-ID): nothing at or before it again.
+    let text = server
+        .req("GET", &format!("{path}/fix-1/events"), &alice)
+        .set("Accept", "text/event-stream")
+        .set("Last-Event-ID", "2")
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        !text.contains("id: 1\n") && !text.contains("id: 2\n") && text.contains("id: 3\n"),
+        "{text}"
+    );
+    assert!(text.contains("\"kind\":\"finished\""));
+
+    // The CLI's own permission mode: a denied write is counted and is not clean.
+    let (s, _) = server.call("POST", &path, &alice, Some(json!({"id": "review", "prompt": "review fake:write=nope.txt", "permission_mode": "plan"})));
+    assert_eq!(s, 201);
+    let items = ndjson(
+        server
+            .req("GET", &format!("{path}/review/events"), &alice)
+            .call()
+            .unwrap()
+            .into_reader(),
+    );
+    let done = items.last().unwrap();
+    assert_eq!(done["clean"], false, "{done}");
+    assert!(
+        !done["summary"]["permission_denials"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{done}"
+    );
+    let (s, _) = server.call(
+        "GET",
+        &format!("/v1/sandboxes/{id}/files/stat?path=/workspace/nope.txt"),
+        &alice,
+        None,
+    );
+    assert_eq!(s, 404);
+
+    // A hanging run is activity (the 1 s idle timeout does not end it) until it is cancelled.
+    let (s, _) = server.call(
+        "POST",
+        &path,
+        &alice,
+        Some(json!({"id": "hang", "prompt": "wait fake:hang"})),
+    );
+    assert_eq!(s, 201);
+    std::thread::sleep(Duration::from_secs(4));
+    let (_, sb) = server.call("GET", &format!("/v1/sandboxes/{id}"), &alice, None);
+    assert_eq!(sb["state"], "running", "a running agent is not idle");
+    let (s, _) = server.call("POST", &format!("{path}/hang/cancel"), &alice, None);
+    assert_eq!(s, 204);
+    let items = ndjson(
+        server
+            .req("GET", &format!("{path}/hang/events"), &alice)
+            .call()
+            .unwrap()
+            .into_reader(),
+    );
+    let done = items.last().unwrap();
+    assert_eq!(
+        (done["kind"].as_str(), done["clean"].as_bool()),
+        (Some("finished"), Some(false)),
+        "{done}"
+    );
+    // Bad input.
+    for (body, needle) in [
+        (json!({"id": "x", "prompt": "p", "cli": "cursor"}), "cursor"),
+        (json!({"id": "a/b", "prompt": "p"}), "a/b"),
+        (json!({"id": "x", "prompt": "  "}), "prompt"),
+        (
+            json!({"id": "x", "prompt": "p", "permission_mode": "yolo-ish"}),
+            "yolo-ish",
+        ),
+    ] {
+        let (s, err) = server.call("POST", &path, &alice, Some(body.clone()));
+        assert_eq!(s, 400, "{body} -> {err}");
+        assert!(
+            err["message"].as_str().unwrap().contains(needle),
+            "{body} -> {err}"
+        );
+    }
+    // Once nothing runs, the idle timeout ends it.
+    wait_until("idle after the runs", Duration::from_secs(20), || {
+        server
+            .call("GET", &format!("/v1/sandboxes/{id}"), &alice, None)
+            .0
+            == 404
+    });
+}

@@ -1,0 +1,311 @@
+//! Agent runs through the API: a Claude Code, Codex or Gemini CLI run in one of the caller's
+//! sandboxes, its output as berth's normalized events.
+//!
+//! A run is a background process of the sandbox (id `agent.<run>`), so everything processes
+//! have, runs have too: a retried start does not start twice, a run is activity (the idle
+//! timeout never ends a working agent), its output outlives the stream that watches it, and
+//! it is resumed by line. The CLI's argv comes from `berth-runtimes` (each CLI's headless flags
+//! and its mode that acts without asking; the prompt is one argv element, never a shell
+//! string), its lines are parsed by `berth-events`. The sandbox is the caller's to prepare: an
+//! image with the CLI, and egress to its API host with the key as a secret (`allow_hosts`,
+//! `secrets` at create), so the key never enters the sandbox.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use berth_events::{Cli, Record, Summary};
+use berth_runtimes::launch::StreamParser;
+use berth_runtimes::profile::{self, CliOptions, PromptDelivery};
+use berth_service::{ExecEvent, ExecRequest, Offsets};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio_stream::wrappers::ReceiverStream;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::find_live;
+use crate::auth::Auth;
+use crate::error::{ApiError, ErrorBody, Json, Path, Query};
+use crate::AppState;
+
+/// An agent run to start.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartAgentRun {
+    /// Your id for the run (1-58 of `[A-Za-z0-9_.-]`): a retried start does not start twice.
+    pub id: String,
+    /// `claude` (default), `codex` or `gemini`.
+    #[serde(default)]
+    pub cli: Option<String>,
+    /// The prompt, passed to the CLI as one argument.
+    pub prompt: String,
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Maximum agentic turns (Claude).
+    #[serde(default)]
+    pub max_turns: Option<u64>,
+    /// The CLI's own permission mode (default: the one that acts without asking).
+    #[serde(default)]
+    pub permission_mode: Option<String>,
+    /// Extra environment for the CLI (a secret belongs in the sandbox's `secrets`).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory (default /workspace).
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// End the CLI's whole process tree after this many seconds (default 1800).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// A started run.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AgentRun {
+    pub id: String,
+    pub cli: String,
+    pub pid: u32,
+    /// False when a run with this id existed (a retried start).
+    pub created: bool,
+}
+
+/// One item of a run's event stream.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AgentRunItem {
+    /// A normalized event of the CLI (berth's event model: `session_started`,
+    /// `assistant_text`, `tool_call`, `tool_result`, `usage`, `result`, `permission_denied`,
+    /// `error`, `other`, `malformed`), with its line number and the CLI's raw JSON.
+    Event {
+        #[schema(value_type = Object)]
+        record: Record,
+    },
+    /// The CLI ended: its exit code and the run's summary.
+    Finished {
+        exit_code: i32,
+        timed_out: bool,
+        /// A result event, no error and no denied tool call.
+        clean: bool,
+        #[schema(value_type = Object)]
+        summary: Summary,
+    },
+    /// The stream broke before the CLI ended; its outcome is unknown.
+    Error { message: String },
+}
+
+fn process_id(run: &str) -> Result<String, ApiError> {
+    if run.len() > 58 {
+        return Err(ApiError::invalid(format!(
+            "run id {run:?} is longer than 58 characters: pick a shorter one, e.g. fix-1"
+        )));
+    }
+    let id = format!("agent.{run}");
+    berth_service::exec::check_process_id(&id).map_err(|_| {
+        ApiError::invalid(format!(
+            "run id {run:?} is not valid: use letters, digits, '_', '.' or '-', e.g. fix-1"
+        ))
+    })?;
+    Ok(id)
+}
+
+/// Starts an agent CLI run in the sandbox.
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/agent-runs", tag = "agents", request_body = StartAgentRun,
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    responses((status = 201, body = AgentRun), (status = 200, body = AgentRun), (status = 400, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn start_run(
+    State(state): State<AppState>,
+    Extension(auth): Extension<Auth>,
+    Path(id): Path<String>,
+    Json(body): Json<StartAgentRun>,
+) -> Result<(StatusCode, Json<AgentRun>), ApiError> {
+    let process = process_id(&body.id)?;
+    let cli: Cli = body.cli.as_deref().unwrap_or("claude").parse().map_err(
+        |e: berth_events::UnknownCli| ApiError::invalid(format!("{e}; e.g. \"claude\"")),
+    )?;
+    if body.prompt.trim().is_empty() || body.prompt.contains('\0') {
+        return Err(ApiError::invalid(
+            "the prompt is empty or holds a NUL byte: give the task, e.g. \"fix the failing test\"",
+        ));
+    }
+    if let Some(t) = body.timeout_secs.filter(|t| *t > 7 * 24 * 3600) {
+        return Err(ApiError::invalid(format!(
+            "timeout_secs {t} is more than a week: give seconds, e.g. 1800"
+        )));
+    }
+    let options = CliOptions {
+        model: body.model.clone(),
+        max_turns: body.max_turns,
+        permission_mode: body.permission_mode.clone(),
+    };
+    let session = berth_runtimes::launch::choose_session(cli, None, None, None, false)
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let argv = profile::one_shot(cli, &session, &options, &body.prompt, &PromptDelivery::Argv)
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let (record, _) = find_live(&state, &auth, &id)?;
+    let mut env = body.env.clone();
+    env.entry("HOME".into()).or_insert_with(|| "/tmp".into());
+    let request = ExecRequest {
+        argv,
+        env,
+        cwd: Some(body.cwd.clone().unwrap_or_else(|| "/workspace".into())),
+        timeout_secs: Some(body.timeout_secs.unwrap_or(1800)),
+        stdin: None,
+    };
+    let started = state
+        .service
+        .start_process(&record, &process, &request)
+        .await?;
+    let status = if started.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(AgentRun {
+            id: body.id,
+            cli: cli.to_string(),
+            pid: started.pid,
+            created: started.created,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// `claude` (default), `codex` or `gemini`: the CLI the run is (its output's format).
+    pub cli: Option<String>,
+    /// Only events after this line of the CLI's output (SSE: `Last-Event-ID`).
+    pub after: Option<usize>,
+}
+
+/// A run's normalized events: what it did so far (as far as the agent keeps: the last 1 MiB
+/// of output), then live, then `finished` with the summary.
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/agent-runs/{run}/events", tag = "agents",
+    params(("id" = String, Path, description = "Sandbox id or name"), ("run" = String, Path, description = "Your run id"), EventsQuery),
+    responses((status = 200, description = "The run's events", content((AgentRunItem = "application/x-ndjson"), (AgentRunItem = "text/event-stream"))),
+        (status = 400, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn events(
+    State(state): State<AppState>,
+    Extension(auth): Extension<Auth>,
+    Path((id, run)): Path<(String, String)>,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let process = process_id(&run)?;
+    let cli: Cli =
+        q.cli
+            .as_deref()
+            .unwrap_or("claude")
+            .parse()
+            .map_err(|e: berth_events::UnknownCli| {
+                ApiError::invalid(format!("{e}; e.g. cli=claude"))
+            })?;
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .or(q.after)
+        .unwrap_or(0);
+    let (record, _) = find_live(&state, &auth, &id)?;
+    let guard = state.activity(&record.id);
+    let rx = state
+        .service
+        .attach(&record, &process, Offsets::default())
+        .await?;
+    let mut parser = StreamParser::new(cli);
+    let mut summary = Summary::default();
+    let items = ReceiverStream::new(rx).flat_map(move |event| {
+        let _ = &guard;
+        let mut out: Vec<(usize, AgentRunItem)> = Vec::new();
+        let mut records = Vec::new();
+        match &event {
+            ExecEvent::Stdout { .. } => records = parser.push(&event.bytes().unwrap_or_default()),
+            ExecEvent::Exited {
+                code, timed_out, ..
+            } => {
+                records = parser.finish();
+                for r in &records {
+                    summary.add(r);
+                }
+                let mut items: Vec<(usize, AgentRunItem)> = records
+                    .drain(..)
+                    .filter(|r| r.line > after)
+                    .map(|r| (r.line, AgentRunItem::Event { record: r }))
+                    .collect();
+                items.push((
+                    usize::MAX,
+                    AgentRunItem::Finished {
+                        exit_code: *code,
+                        timed_out: *timed_out,
+                        clean: *code == 0
+                            && summary.success()
+                            && summary.permission_denials.is_empty(),
+                        summary: summary.clone(),
+                    },
+                ));
+                return futures_util::stream::iter(items);
+            }
+            ExecEvent::StartFailed { message, .. } | ExecEvent::Error { message } => {
+                out.push((
+                    usize::MAX,
+                    AgentRunItem::Error {
+                        message: message.clone(),
+                    },
+                ));
+            }
+            _ => {}
+        }
+        for r in records {
+            summary.add(&r);
+            if r.line > after {
+                out.push((r.line, AgentRunItem::Event { record: r }));
+            }
+        }
+        futures_util::stream::iter(out)
+    });
+    if crate::api::wants_sse(&headers) {
+        let stream = items.map(|(line, item)| {
+            let data = serde_json::to_string(&item).unwrap_or_default();
+            let mut event = Event::default().event("agent").data(data);
+            if line != usize::MAX {
+                event = event.id(line.to_string());
+            }
+            Ok::<_, Infallible>(event)
+        });
+        return Ok(Sse::new(stream)
+            .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(10)))
+            .into_response());
+    }
+    let body = items.map(|(_, item)| {
+        let mut line = serde_json::to_vec(&item).unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, Infallible>(bytes::Bytes::from(line))
+    });
+    Ok(Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, "application/x-ndjson")
+        .body(axum::body::Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+}
+
+/// Cancels a run: SIGTERM to the CLI's process group (its `finished` event follows).
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/agent-runs/{run}/cancel", tag = "agents",
+    params(("id" = String, Path, description = "Sandbox id or name"), ("run" = String, Path, description = "Your run id")),
+    responses((status = 204), (status = 400, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(auth): Extension<Auth>,
+    Path((id, run)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let process = process_id(&run)?;
+    let (record, _) = find_live(&state, &auth, &id)?;
+    state.service.signal(&record, &process, 15).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
