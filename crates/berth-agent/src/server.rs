@@ -222,17 +222,45 @@ pub async fn serve(main_command: Vec<String>) -> Result<u8, String> {
         .map_err(|e| format!("cannot watch child processes: {e}"))?;
 
     let dir = Path::new(SANDBOX_DIR).join(SOCKET_SUBDIR);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+    let listener = bind(&dir)?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    serve_on(listener, identity, reaper, main_command, shutdown).await?;
+    stop_everything().await;
+    Ok(0)
+}
+
+/// Binds the agent's socket in `dir` (created 0755; the socket 0666: the token decides who is
+/// served).
+pub fn bind(dir: &Path) -> Result<tokio::net::UnixListener, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| format!("cannot set permissions on {}: {e}", dir.display()))?;
     let socket = dir.join(SOCKET_NAME);
     let _ = std::fs::remove_file(&socket);
     let listener = tokio::net::UnixListener::bind(&socket)
         .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
-    // Any local user may connect; the token decides who is served.
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
         .map_err(|e| format!("cannot set permissions on {}: {e}", socket.display()))?;
+    Ok(listener)
+}
 
+/// Serves the agent's API on `listener` for `identity` until `shutdown` completes, with the
+/// main process (if any) started once the gateway's file (`BERTH_WAIT_FOR`) is there. As in
+/// mini-redis, the caller binds and decides when it ends, so a test runs it in-process.
+pub async fn serve_on(
+    listener: tokio::net::UnixListener,
+    identity: Identity,
+    reaper: Reaper,
+    main_command: Vec<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
     let ctx = Arc::new(ExecContext {
         identity: identity.clone(),
         reaper: reaper.clone(),
@@ -266,15 +294,6 @@ pub async fn serve(main_command: Vec<String>) -> Result<u8, String> {
             Err(Status::unauthenticated("missing or wrong sandbox token"))
         }
     });
-
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    let shutdown = async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    };
     tonic::transport::Server::builder()
         .initial_stream_window_size(16 << 20)
         .initial_connection_window_size(32 << 20)
@@ -282,10 +301,7 @@ pub async fn serve(main_command: Vec<String>) -> Result<u8, String> {
         .add_service(service)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
-        .map_err(|e| format!("serving the socket failed: {e}"))?;
-
-    stop_everything().await;
-    Ok(0)
+        .map_err(|e| format!("serving the socket failed: {e}"))
 }
 
 /// Waits until `path` exists (the egress gateway is configured), or the limit passes; the
@@ -366,5 +382,75 @@ async fn stop_everything() {
     // SAFETY: as above.
     unsafe {
         libc::kill(-1, libc::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_protocol::v1::{exec_input, exec_output, ExecInput, ExecStart, HelloRequest};
+
+    /// The agent's server in-process: bound to a temporary socket, served, answered and shut
+    /// down by the test, through berth's own client.
+    #[tokio::test]
+    async fn serves_in_process_until_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let listener = bind(&run.join(SOCKET_SUBDIR)).unwrap();
+        // SAFETY: getuid/getgid have no preconditions.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let identity = Identity {
+            sandbox_id: "in-process".into(),
+            token: "t0ken".into(),
+            uid,
+            gid,
+            workdir: "/".into(),
+            owned_dirs: Vec::new(),
+            base_env: [("PATH".to_string(), "/usr/bin:/bin".to_string())].into(),
+        };
+        let reaper = Reaper::default();
+        reaper.start().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_on(listener, identity, reaper, Vec::new(), async {
+            let _ = stopped.await;
+        }));
+
+        let mut client = berth_sandbox::agent_client::connect(&run, "t0ken")
+            .await
+            .unwrap();
+        let hello = client.hello(HelloRequest {}).await.unwrap().into_inner();
+        assert_eq!(hello.sandbox_id, "in-process");
+        let start = ExecInput {
+            input: Some(exec_input::Input::Start(ExecStart {
+                argv: vec!["echo".into(), "in process".into()],
+                ..Default::default()
+            })),
+        };
+        let mut out = client
+            .exec(tokio_stream::once(start))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut text = Vec::new();
+        let mut code = None;
+        while let Some(msg) = out.message().await.unwrap() {
+            match msg.output {
+                Some(exec_output::Output::Stdout(b)) => text.extend_from_slice(&b),
+                Some(exec_output::Output::Exited(e)) => code = Some(e.code),
+                _ => {}
+            }
+        }
+        assert_eq!((text.as_slice(), code), (&b"in process\n"[..], Some(0)));
+        let wrong = berth_sandbox::agent_client::connect(&run, "wrong")
+            .await
+            .unwrap();
+        let mut wrong = wrong;
+        assert!(
+            wrong.hello(HelloRequest {}).await.is_err(),
+            "a wrong token is refused"
+        );
+
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
     }
 }
