@@ -17,6 +17,7 @@ pub mod error;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;
+pub mod pty;
 pub mod reconcile;
 
 use std::collections::HashMap;
@@ -159,6 +160,7 @@ fn authed_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(agent_runs::start_run))
         .routes(routes!(agent_runs::events))
         .routes(routes!(agent_runs::cancel))
+        .routes(routes!(pty::pty))
 }
 
 /// The routes anyone may call.

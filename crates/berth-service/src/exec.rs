@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use berth_engine::Engine;
 use berth_protocol::v1::{
     exec_input, exec_output, AttachRequest, ExecInput, ExecStart, ListProcessesRequest,
-    ProcessInfo, SignalRequest, WriteStdinRequest,
+    ProcessInfo, SignalRequest, TerminalSize, WriteStdinRequest,
 };
 use berth_sandbox::sandbox::SandboxRecord;
 use bytes::Bytes;
@@ -249,6 +249,21 @@ fn check_argv(request: &ExecRequest) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// What a client sends an interactive process while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    Stdin(Bytes),
+    /// EOF on stdin.
+    Close,
+    /// The terminal's new size.
+    Resize {
+        rows: u32,
+        cols: u32,
+    },
+    /// A signal to the process group.
+    Signal(i32),
+}
+
 /// What starting a background process did.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProcessStarted {
@@ -322,6 +337,53 @@ impl<E: Engine> Service<E> {
             .into_inner();
         // The input side stays open until the output ends (closing it is not a signal).
         Ok(pump(stream, Offsets::default(), (tx, client)))
+    }
+
+    /// Runs an interactive process (in a terminal of `rows` × `cols` when `tty` is given):
+    /// what is sent on the returned sender goes to it while it runs; its events end with
+    /// exactly one final event. Dropping the sender closes its stdin.
+    pub async fn exec_interactive(
+        &self,
+        record: &SandboxRecord,
+        request: &ExecRequest,
+        tty: Option<(u32, u32)>,
+    ) -> Result<(mpsc::Sender<Input>, mpsc::Receiver<ExecEvent>), ServiceError> {
+        check_argv(request)?;
+        let mut client = self.agent(record).await?;
+        let mut start = start_message(request, false, "");
+        start.stdin = true;
+        if let Some((rows, cols)) = tty {
+            start.tty = true;
+            start.size = Some(TerminalSize { rows, cols });
+        }
+        let (tx, rx) = mpsc::channel::<ExecInput>(16);
+        let _ = tx.send(input(exec_input::Input::Start(start))).await;
+        let stream = client
+            .exec(ReceiverStream::new(rx))
+            .await
+            .map_err(ServiceError::from)?
+            .into_inner();
+        let (inputs, mut from_client) = mpsc::channel::<Input>(16);
+        let forward = tx.clone();
+        tokio::spawn(async move {
+            while let Some(i) = from_client.recv().await {
+                let message = match i {
+                    Input::Stdin(b) => exec_input::Input::Stdin(b),
+                    Input::Close => exec_input::Input::CloseStdin(true),
+                    Input::Resize { rows, cols } => {
+                        exec_input::Input::Resize(TerminalSize { rows, cols })
+                    }
+                    Input::Signal(n) => exec_input::Input::Signal(n),
+                };
+                if forward.send(input(message)).await.is_err() {
+                    return;
+                }
+            }
+            let _ = forward
+                .send(input(exec_input::Input::CloseStdin(true)))
+                .await;
+        });
+        Ok((inputs, pump(stream, Offsets::default(), (tx, client))))
     }
 
     /// Starts a background process under the caller's id. Idempotent: when a process with

@@ -1259,3 +1259,85 @@ fn server_agent_runs_stream_normalized_events() {
             == 404
     });
 }
+
+#[test]
+fn server_pty_over_websocket() {
+    use tungstenite::client::IntoClientRequest;
+    use tungstenite::Message;
+    let server = Server::init();
+    let alice = key(&server.state, "alice", false);
+    let bob = key(&server.state, "bob", false);
+    let id = server.create(&alice, json!({}));
+    let url = format!(
+        "{}/v1/sandboxes/{id}/pty",
+        server.url.replace("http://", "ws://")
+    );
+    let connect = |key: &str| {
+        let mut request = url.as_str().into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("Authorization", format!("Bearer {key}").parse().unwrap());
+        tungstenite::connect(request)
+    };
+    assert!(connect(&bob).is_err(), "another tenant cannot attach");
+    let (mut ws, _) = connect(&alice).unwrap();
+    ws.send(Message::text(
+        r#"{"argv": ["sh"], "rows": 30, "cols": 100}"#,
+    ))
+    .unwrap();
+    ws.send(Message::binary(b"stty size; tty\n".to_vec()))
+        .unwrap();
+    let mut output = Vec::new();
+    let wait_for = |ws: &mut tungstenite::WebSocket<_>, needle: &str, output: &mut Vec<u8>| {
+        while !String::from_utf8_lossy(output).contains(needle) {
+            match ws.read().unwrap() {
+                Message::Binary(b) => output.extend_from_slice(&b),
+                Message::Text(t) => panic!("ended early: {t}"),
+                _ => {}
+            }
+        }
+    };
+    wait_for(&mut ws, "/dev/pts/", &mut output);
+    assert!(
+        String::from_utf8_lossy(&output).contains("30 100"),
+        "{}",
+        String::from_utf8_lossy(&output)
+    );
+    ws.send(Message::text(r#"{"resize": {"rows": 50, "cols": 132}}"#))
+        .unwrap();
+    ws.send(Message::binary(b"stty size; exit 3\n".to_vec()))
+        .unwrap();
+    let mut last = None;
+    loop {
+        match ws.read() {
+            Ok(Message::Binary(b)) => output.extend_from_slice(&b),
+            Ok(Message::Text(t)) => last = Some(serde_json::from_str::<Value>(&t).unwrap()),
+            Ok(Message::Close(_)) | Err(_) => break,
+            _ => {}
+        }
+    }
+    assert!(
+        String::from_utf8_lossy(&output).contains("50 132"),
+        "{}",
+        String::from_utf8_lossy(&output)
+    );
+    let last = last.expect("a final event");
+    assert_eq!(
+        (last["type"].as_str(), last["code"].as_i64()),
+        (Some("exited"), Some(3)),
+        "{last}"
+    );
+    // A bad first message is answered, not hung on.
+    let (mut ws, _) = connect(&alice).unwrap();
+    ws.send(Message::text("not json")).unwrap();
+    match ws.read().unwrap() {
+        Message::Text(t) => assert!(t.contains("first message"), "{t}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        server
+            .call("DELETE", &format!("/v1/sandboxes/{id}"), &alice, None)
+            .0,
+        204
+    );
+}
