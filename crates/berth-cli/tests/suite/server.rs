@@ -1277,7 +1277,7 @@ fn server_pty_over_websocket() {
         request
             .headers_mut()
             .insert("Authorization", format!("Bearer {key}").parse().unwrap());
-        tungstenite::connect(request)
+        tungstenite::connect(request).map_err(|e| e.to_string())
     };
     assert!(connect(&bob).is_err(), "another tenant cannot attach");
     let (mut ws, _) = connect(&alice).unwrap();
