@@ -65,3 +65,17 @@ else
   echo "to run Claude Code in a sandbox, build its image where a registry is reachable (images/README.md),"
   echo "then: berth agent run --workspace . --secret ANTHROPIC_API_KEY --prompt \"fix the failing test\""
 fi
+
+say "berth as a service: berth serve, a key, and the same verbs through it (remote mode)"
+server_state=$(mktemp -d)
+key=$(BERTH_STATE_DIR="$server_state" berth server init 2>/dev/null)
+BERTH_STATE_DIR="$server_state" berth serve --listen 127.0.0.1:0 2>"$server_state/serve.log" &
+server_pid=$!
+for _ in $(seq 100); do grep -q 'listening on' "$server_state/serve.log" 2>/dev/null && break; sleep 0.1; done
+url=$(sed -n 's/^berth: listening on //p' "$server_state/serve.log")
+echo "server at $url; its API is described at $url/v1/openapi.json"
+id=$(BERTH_SERVER="$url" BERTH_API_KEY="$key" berth create)
+BERTH_SERVER="$url" BERTH_API_KEY="$key" berth exec "$id" -- sh -c 'echo "exec through the server in sandbox $(hostname)"'
+BERTH_SERVER="$url" BERTH_API_KEY="$key" berth rm -f "$id" >/dev/null
+kill -TERM "$server_pid"; wait "$server_pid" 2>/dev/null || true
+rm -rf "$server_state"

@@ -161,16 +161,22 @@ pub async fn exec(berth: &str, iterations: usize, warmup: usize) -> anyhow::Resu
             "POST /v1/sandboxes/{id}/exec (NDJSON), keep-alive".into(),
         ),
     ];
+    // Each contender is timed on a quiet machine: Docker's own work after an exec (runc, the
+    // shim) would otherwise land on whichever call comes next on these two cores.
+    let settle = Duration::from_millis(20);
     for i in 0..warmup + iterations {
         let t = Instant::now();
         docker_api(&docker, &record.container_id, &["true"]).await?;
         let a = t.elapsed();
+        tokio::time::sleep(settle).await;
         let t = Instant::now();
         berth_api(&mut client, &["true"]).await?;
         let b = t.elapsed();
+        tokio::time::sleep(settle).await;
         let t = Instant::now();
         let code = tokio::task::block_in_place(|| server.exec(&id, &["true"]))?;
         let c = t.elapsed();
+        tokio::time::sleep(settle).await;
         if code != 0 {
             bail!("exec through the server answered {code}");
         }

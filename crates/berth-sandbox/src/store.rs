@@ -23,6 +23,10 @@ pub trait Store: Send + Sync {
     fn records(&self) -> Vec<SandboxRecord>;
     /// Removes a record and the sandbox's host directory; true if there was a record.
     fn forget(&self, id: &str) -> bool;
+    /// The record with exactly this id (a store with an index answers without reading all).
+    fn get(&self, id: &str) -> Option<SandboxRecord> {
+        self.records().into_iter().find(|r| r.id == id)
+    }
 }
 
 /// An id is a hex string; anything else cannot name a record or a directory.

@@ -366,14 +366,14 @@ impl Db {
         })
     }
 
-    /// Notes activity now (an API call, an attached stream, a running process).
-    pub fn touch(&self, id: &str) -> Result<(), DbError> {
+    /// Notes activity now (an API call, an attached stream, a running process); false when
+    /// no live sandbox has this id.
+    pub fn touch(&self, id: &str) -> Result<bool, DbError> {
         self.with(|c| {
-            c.execute(
-                "UPDATE sandboxes SET last_active_ms = ?2 WHERE id = ?1",
+            Ok(c.execute(
+                "UPDATE sandboxes SET last_active_ms = ?2 WHERE id = ?1 AND state != 'gone'",
                 params![id, now_ms()],
-            )?;
-            Ok(())
+            )? == 1)
         })
     }
 
@@ -461,6 +461,21 @@ impl Store for Db {
         .into_iter()
         .filter_map(|json| serde_json::from_str(&json).ok())
         .collect()
+    }
+
+    fn get(&self, id: &str) -> Option<SandboxRecord> {
+        let json: Option<String> = self
+            .with(|c| {
+                c.query_row(
+                    "SELECT record FROM sandboxes WHERE id = ?1 AND state != 'gone'",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()
+            })
+            .ok()
+            .flatten();
+        json.and_then(|j| serde_json::from_str(&j).ok())
     }
 
     fn forget(&self, id: &str) -> bool {

@@ -266,8 +266,11 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         let looking = method == "GET" && route == "/v1/sandboxes/{id}";
         if status < 400 && !looking {
             if let Some(s) = &sandbox {
-                if let Ok(record) = berth_sandbox::store::find(state.db.as_ref(), s) {
-                    let _ = state.db.touch(&record.id);
+                // By id (one indexed update); a name is resolved first.
+                if !state.db.touch(s).unwrap_or(true) {
+                    if let Ok(record) = berth_sandbox::store::find(state.db.as_ref(), s) {
+                        let _ = state.db.touch(&record.id);
+                    }
                 }
             }
         }

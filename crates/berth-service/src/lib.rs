@@ -149,6 +149,20 @@ impl<E: Engine> Service<E> {
         request: CreateRequest,
         progress: &(dyn Fn(BuildEvent) + Send + Sync),
     ) -> Result<SandboxRecord, ServiceError> {
+        if !self.secrets_from_environment {
+            if let Some(s) = request
+                .spec
+                .egress
+                .secrets
+                .iter()
+                .find(|s| s.value.is_none())
+            {
+                return Err(ServiceError::invalid(format!(
+                    "secret {} has no value: give it (this service never takes one from its own environment)",
+                    s.name
+                )));
+            }
+        }
         let image = self.ensure_image(&request.spec.image, progress).await?;
         let mut labels = request.labels;
         labels.extend(self.marks.clone());
@@ -197,6 +211,10 @@ impl<E: Engine> Service<E> {
     /// One of the caller's sandboxes, by id, name or unique id prefix. Someone else's is
     /// "not found", never "forbidden": its existence is not the caller's to know.
     pub fn get(&self, caller: &Caller, reference: &str) -> Result<SandboxRecord, ServiceError> {
+        // The common case, an exact id, is one indexed lookup.
+        if let Some(record) = self.store.get(reference).filter(|r| caller.sees(r)) {
+            return Ok(record);
+        }
         Ok(store::find_in(self.list(caller), reference)?)
     }
 

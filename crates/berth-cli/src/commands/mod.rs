@@ -34,3 +34,16 @@ pub async fn ensure_image(engine: &DockerEngine, reference: &str) -> anyhow::Res
         }
     }
 }
+
+/// The sandbox operations over the local engine and the daemonless CLI's records; a secret
+/// without a value comes from this (the caller's own) environment.
+pub fn local_service(engine: DockerEngine) -> anyhow::Result<berth_service::Service<DockerEngine>> {
+    let socket = engine.endpoint().socket_path();
+    Ok(berth_service::Service::new(
+        std::sync::Arc::new(engine),
+        std::sync::Arc::new(berth_sandbox::store::FileStore::local()),
+        berth_sandbox::sandbox::agent_binary()?,
+        socket,
+    )
+    .with_secrets_from_environment())
+}

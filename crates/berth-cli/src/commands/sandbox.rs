@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use berth_engine::docker::DockerEngine;
 use berth_engine::{Engine, Output};
-use berth_sandbox::sandbox::{self, AgentDelivery, CreateOptions, SandboxRecord};
+use berth_sandbox::sandbox::{self, AgentDelivery, SandboxRecord};
 use futures_util::StreamExt;
 
 use crate::args::{CreateArgs, LogsArgs, PsArgs, RmArgs, SandboxRef, SandboxRefs, StopArgs};
@@ -27,31 +27,23 @@ fn public(record: &SandboxRecord) -> serde_json::Value {
 
 pub async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     let spec = args.sandbox.spec(args.command.clone())?;
-    let agent = sandbox::agent_binary()?;
     let engine = DockerEngine::connect().await?;
-    let image = super::ensure_image(&engine, &spec.image).await?;
+    // Built here (with progress) when missing; the operation then finds it.
+    super::ensure_image(&engine, &spec.image).await?;
     let delivery = match args.agent_delivery.as_deref() {
-        Some("archive") => AgentDelivery::Archive,
-        Some(_) => AgentDelivery::Mount,
-        // A remote engine cannot see this machine's files.
-        None if engine.endpoint().socket_path().is_none() => AgentDelivery::Archive,
-        None => AgentDelivery::Mount,
+        Some("archive") => Some(AgentDelivery::Archive),
+        Some(_) => Some(AgentDelivery::Mount),
+        None => None,
     };
-    let options = CreateOptions {
-        agent,
+    let request = berth_service::CreateRequest {
+        spec,
         name: args.name.clone(),
+        labels: Default::default(),
         delivery,
-        ..Default::default()
     };
-    let record = sandbox::create(
-        &engine,
-        &berth_sandbox::store::FileStore::local(),
-        &spec,
-        &image,
-        engine.endpoint().socket_path(),
-        &options,
-    )
-    .await?;
+    let record = super::local_service(engine)?
+        .create(&berth_service::Caller::local(), request, &|_| {})
+        .await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&public(&record))?);
     } else {
@@ -173,11 +165,11 @@ where
 }
 
 pub async fn stop(args: StopArgs) -> anyhow::Result<ExitCode> {
-    let engine = DockerEngine::connect().await?;
+    let service = std::sync::Arc::new(super::local_service(DockerEngine::connect().await?)?);
     let grace = Duration::from_secs(args.grace);
     each(&args.sandboxes, |record| {
-        let engine = engine.clone();
-        async move { Ok(sandbox::stop(&engine, &record, grace).await?) }
+        let service = service.clone();
+        async move { Ok(service.stop(&record, grace).await?) }
     })
     .await
 }
