@@ -321,27 +321,17 @@ pub fn app(state: AppState) -> axum::Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` completes; the lifecycle loop runs beside
-/// it. Requests in flight finish first (graceful shutdown).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// Serves the API on `listener` (TCP or a unix socket) until `shutdown` completes; the
+/// lifecycle loop runs beside it. Requests in flight finish first (graceful shutdown).
+pub async fn serve<L>(
+    listener: L,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let enforcer = tokio::spawn(lifecycle::run(state.clone()));
-    let result = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
-    enforcer.abort();
-    result
-}
-
-/// Like [`serve`], on a unix socket.
-pub async fn serve_unix(
-    listener: tokio::net::UnixListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let enforcer = tokio::spawn(lifecycle::run(state.clone()));
     let result = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)

@@ -69,8 +69,14 @@ pub async fn pty(
     State(state): State<AppState>,
     Extension(auth): Extension<Auth>,
     Path(id): Path<String>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let ws = ws.map_err(|e| {
+        ApiError::invalid(format!(
+            "this endpoint is a WebSocket: connect with a WebSocket client (ws://…/v1/sandboxes/ID/pty) ({})",
+            e.body_text()
+        ))
+    })?;
     let (record, _) = find_live(&state, &auth, &id)?;
     let guard = state.activity(&record.id);
     Ok(ws.on_upgrade(move |socket| session(state, record, socket, guard)))

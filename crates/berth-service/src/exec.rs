@@ -333,7 +333,7 @@ impl<E: Engine> Service<E> {
         let stream = client
             .exec(ReceiverStream::new(rx))
             .await
-            .map_err(ServiceError::from)?
+            .map_err(|e| self.failed(&record.id, e))?
             .into_inner();
         // The input side stays open until the output ends (closing it is not a signal).
         Ok(pump(stream, Offsets::default(), (tx, client)))
@@ -361,7 +361,7 @@ impl<E: Engine> Service<E> {
         let stream = client
             .exec(ReceiverStream::new(rx))
             .await
-            .map_err(ServiceError::from)?
+            .map_err(|e| self.failed(&record.id, e))?
             .into_inner();
         let (inputs, mut from_client) = mpsc::channel::<Input>(16);
         let forward = tx.clone();
@@ -408,9 +408,13 @@ impl<E: Engine> Service<E> {
         let mut stream = client
             .exec(tokio_stream::once(start))
             .await
-            .map_err(ServiceError::from)?
+            .map_err(|e| self.failed(&record.id, e))?
             .into_inner();
-        while let Some(msg) = stream.message().await.map_err(ServiceError::from)? {
+        while let Some(msg) = stream
+            .message()
+            .await
+            .map_err(|e| self.failed(&record.id, e))?
+        {
             match msg.output {
                 Some(exec_output::Output::Started(s)) => {
                     return Ok(ProcessStarted {
@@ -456,7 +460,7 @@ impl<E: Engine> Service<E> {
         let list = client
             .list_processes(ListProcessesRequest {})
             .await
-            .map_err(ServiceError::from)?
+            .map_err(|e| self.failed(&record.id, e))?
             .into_inner();
         Ok(list.processes.into_iter().map(Process::from).collect())
     }
@@ -477,7 +481,7 @@ impl<E: Engine> Service<E> {
                 follow_only: false,
             })
             .await
-            .map_err(ServiceError::from)?
+            .map_err(|e| self.failed(&record.id, e))?
             .into_inner();
         Ok(pump(stream, from, client))
     }
@@ -503,7 +507,7 @@ impl<E: Engine> Service<E> {
                 signal,
             })
             .await
-            .map_err(ServiceError::from)?;
+            .map_err(|e| self.failed(&record.id, e))?;
         Ok(())
     }
 
@@ -524,7 +528,7 @@ impl<E: Engine> Service<E> {
                 close,
             })
             .await
-            .map_err(ServiceError::from)?;
+            .map_err(|e| self.failed(&record.id, e))?;
         Ok(())
     }
 }

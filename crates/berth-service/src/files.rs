@@ -101,7 +101,7 @@ impl<E: Engine> Service<E> {
                 path: path.to_string(),
             })
             .await
-            .map_err(ServiceError::from)?;
+            .map_err(|e| self.failed(&record.id, e))?;
         Ok(info.into_inner().into())
     }
 
@@ -117,7 +117,7 @@ impl<E: Engine> Service<E> {
                 path: path.to_string(),
             })
             .await
-            .map_err(ServiceError::from)?;
+            .map_err(|e| self.failed(&record.id, e))?;
         Ok(reply
             .into_inner()
             .entries
@@ -134,7 +134,7 @@ impl<E: Engine> Service<E> {
                 path: path.to_string(),
             })
             .await
-            .map_err(ServiceError::from)?;
+            .map_err(|e| self.failed(&record.id, e))?;
         Ok(())
     }
 
@@ -152,7 +152,7 @@ impl<E: Engine> Service<E> {
                 recursive,
             })
             .await
-            .map_err(ServiceError::from)?;
+            .map_err(|e| self.failed(&record.id, e))?;
         Ok(())
     }
 
@@ -171,7 +171,7 @@ impl<E: Engine> Service<E> {
                 to: to.to_string(),
             })
             .await
-            .map_err(ServiceError::from)?;
+            .map_err(|e| self.failed(&record.id, e))?;
         Ok(())
     }
 
@@ -188,7 +188,7 @@ impl<E: Engine> Service<E> {
                 path: path.to_string(),
             })
             .await
-            .map_err(ServiceError::from)?
+            .map_err(|e| self.failed(&record.id, e))?
             .into_inner();
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
@@ -377,7 +377,7 @@ impl<E: Engine> Service<E> {
         drop(tx);
         match call.await {
             Ok(Ok(_)) => Ok(total),
-            Ok(Err(status)) => Err(status.into()),
+            Ok(Err(status)) => Err(self.failed(&record.id, status)),
             Err(e) => Err(ServiceError::internal(format!(
                 "the upload task failed: {e}"
             ))),

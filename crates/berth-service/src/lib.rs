@@ -15,7 +15,7 @@ pub mod error;
 pub mod exec;
 pub mod files;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,6 +87,8 @@ pub struct Service<E: Engine> {
     /// Whether a secret without a value may come from this process's environment (the
     /// daemonless CLI: the caller's own); a server's never does.
     secrets_from_environment: bool,
+    /// One open connection per sandbox's agent ([`Service::agent`]).
+    clients: std::sync::Mutex<HashMap<String, AgentClient>>,
 }
 
 impl<E: Engine> Service<E> {
@@ -105,6 +107,7 @@ impl<E: Engine> Service<E> {
             engine_socket,
             marks: BTreeMap::new(),
             secrets_from_environment: false,
+            clients: Default::default(),
         }
     }
 
@@ -225,10 +228,12 @@ impl<E: Engine> Service<E> {
 
     /// Removes it (killing it when `force`) with everything it made, and its record.
     pub async fn remove(&self, record: &SandboxRecord, force: bool) -> Result<(), ServiceError> {
+        self.disconnect(&record.id);
         Ok(sandbox::remove(self.engine.as_ref(), self.store.as_ref(), record, force).await?)
     }
 
     pub async fn stop(&self, record: &SandboxRecord, grace: Duration) -> Result<(), ServiceError> {
+        self.disconnect(&record.id);
         Ok(sandbox::stop(self.engine.as_ref(), record, grace).await?)
     }
 
@@ -243,6 +248,7 @@ impl<E: Engine> Service<E> {
         if state.running {
             return Ok(());
         }
+        self.disconnect(&record.id);
         Ok(sandbox::start(self.engine.as_ref(), record, self.secrets_from_environment).await?)
     }
 
@@ -283,8 +289,33 @@ impl<E: Engine> Service<E> {
             .await?)
     }
 
-    /// A client of the sandbox's agent (its socket, else the exec channel).
+    /// A client of the sandbox's agent (its socket, else the exec channel). One connection
+    /// per sandbox is kept and shared (HTTP/2 carries every call on it), so a call costs no
+    /// connect; it is dropped when the sandbox stops, starts or goes, or a call finds it broken.
     pub async fn agent(&self, record: &SandboxRecord) -> Result<AgentClient, ServiceError> {
-        Ok(sandbox::connect(self.engine.as_ref(), record).await?)
+        if let Some(client) = self.clients().get(&record.id) {
+            return Ok(client.clone());
+        }
+        let client = sandbox::connect(self.engine.as_ref(), record).await?;
+        self.clients().insert(record.id.clone(), client.clone());
+        Ok(client)
+    }
+
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<String, AgentClient>> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets the kept connection to a sandbox's agent.
+    pub fn disconnect(&self, id: &str) {
+        self.clients().remove(id);
+    }
+
+    /// A failed agent call as a service error; a broken connection is forgotten, so the next
+    /// call connects again.
+    pub(crate) fn failed(&self, id: &str, status: tonic::Status) -> ServiceError {
+        if berth_sandbox::agent_client::channel_broke(&status) {
+            self.disconnect(id);
+        }
+        status.into()
     }
 }

@@ -105,6 +105,25 @@ fn sandbox_path(reference: &str) -> String {
     format!("/v1/sandboxes/{}", encode(reference))
 }
 
+/// `--env` values as the server gets them: `NAME` is resolved here, from the caller's
+/// environment (the server never reads this machine's).
+fn values(vars: &[berth_spec::EnvVar]) -> anyhow::Result<serde_json::Map<String, Value>> {
+    let mut env = serde_json::Map::new();
+    for var in vars {
+        let value = match &var.value {
+            Some(v) => v.clone(),
+            None => std::env::var(&var.name).with_context(|| {
+                format!(
+                    "--env {}: not set in your environment; export it or give NAME=VALUE",
+                    var.name
+                )
+            })?,
+        };
+        env.insert(var.name.clone(), json!(value));
+    }
+    Ok(env)
+}
+
 /// Runs a blocking remote call off the async runtime.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
@@ -117,19 +136,7 @@ pub async fn create(remote: Remote, args: CreateArgs) -> anyhow::Result<ExitCode
     if !flags.volumes.is_empty() || !flags.cap_add.is_empty() || flags.allow_privilege_escalation {
         bail!("--volume, --cap-add and --allow-privilege-escalation are not available through a server: it mounts only under its --workspace-root and never weakens the hardening");
     }
-    let mut env = serde_json::Map::new();
-    for var in &flags.env {
-        let value = match &var.value {
-            Some(v) => v.clone(),
-            None => std::env::var(&var.name).with_context(|| {
-                format!(
-                    "--env {}: not set in your environment; export it or give NAME=VALUE",
-                    var.name
-                )
-            })?,
-        };
-        env.insert(var.name.clone(), json!(value));
-    }
+    let env = values(&flags.env)?;
     let mut secrets = Vec::new();
     for spec in crate::args::secret_specs(&flags.secrets)? {
         let value = match &spec.value {
@@ -343,19 +350,7 @@ pub async fn exec(remote: Remote, args: ExecArgs) -> anyhow::Result<ExitCode> {
         bail!("--user is not available through a server: processes run as the sandbox's user");
     }
     let base = sandbox_path(&args.sandbox);
-    let mut env = serde_json::Map::new();
-    for var in &args.env {
-        let value = match &var.value {
-            Some(v) => v.clone(),
-            None => std::env::var(&var.name).with_context(|| {
-                format!(
-                    "--env {}: not set in your environment; export it or give NAME=VALUE",
-                    var.name
-                )
-            })?,
-        };
-        env.insert(var.name.clone(), json!(value));
-    }
+    let env = values(&args.env)?;
     let timeout = (!args.timeout.is_zero()).then(|| args.timeout.as_secs().max(1));
     if let Some(tag) = args.attach.clone() {
         return blocking(move || {

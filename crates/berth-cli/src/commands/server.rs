@@ -134,7 +134,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::UnixListener::bind(path)
             .with_context(|| format!("--listen unix:{path}: cannot listen there"))?;
         eprintln!("berth: listening on unix:{path}");
-        berth_server::serve_unix(listener, state, shutdown_signal()).await?;
+        berth_server::serve(listener, state, shutdown_signal()).await?;
     } else {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await

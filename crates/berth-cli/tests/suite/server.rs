@@ -1341,3 +1341,54 @@ fn server_pty_over_websocket() {
         204
     );
 }
+
+#[test]
+fn server_mounts_only_under_its_workspace_root() {
+    ensure_base_image();
+    ensure_agent();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let out = server_cmd(&state)
+        .args(["server", "init"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let admin = stdout(&out).trim().to_string();
+    let root = dir_owned_by(1000, 1000);
+    let project = root.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    std::os::unix::fs::chown(&project, Some(1000), Some(1000)).unwrap();
+    std::fs::write(project.join("hello.txt"), "from the host\n").unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let mut server = Server::start(
+        &state,
+        admin.clone(),
+        vec!["--workspace-root".into(), root.path().display().to_string()],
+    );
+    server._dir = Some(dir);
+    let id = server.create(&admin, json!({"workspace": project.display().to_string()}));
+    let events = server.exec(&admin, &id, &["cat", "/workspace/hello.txt"]);
+    assert_eq!(text_of(&events, "stdout"), "from the host\n");
+    for (path, why) in [
+        (outside.path().display().to_string(), "outside the root"),
+        (
+            format!("{}/../", root.path().display()),
+            "up out of the root",
+        ),
+        ("/var/run/docker.sock".to_string(), "the engine socket"),
+    ] {
+        let (s, err) = server.call(
+            "POST",
+            "/v1/sandboxes",
+            &admin,
+            Some(json!({"workspace": path})),
+        );
+        assert!(s == 403 || s == 400, "{why}: {s} {err}");
+    }
+    assert_eq!(
+        server
+            .call("DELETE", &format!("/v1/sandboxes/{id}"), &admin, None)
+            .0,
+        204
+    );
+}
