@@ -24,7 +24,7 @@ pub struct Cli {
     pub verbose: u8,
 
     /// Go through this berth server (http://HOST:PORT) instead of the local engine, with the
-    /// key in BERTH_API_KEY: create, exec, cp, ps, inspect, logs, stop, start, rm.
+    /// key in BERTH_API_KEY: create, exec, cp, ps, inspect, logs, stop, start, rm, agent run.
     #[arg(long, global = true, env = "BERTH_SERVER", value_name = "URL")]
     pub server: Option<String>,
 

@@ -105,6 +105,9 @@ async fn remote_command(
         Command::Stop(args) => remote::stop(remote, args).await,
         Command::Start(args) => remote::start(remote, args).await,
         Command::Rm(args) => remote::rm(remote, args).await,
+        Command::Agent {
+            command: args::AgentCommand::Run(args),
+        } => remote::agent_run(remote, *args).await,
         Command::Serve(_) | Command::Server { .. } => anyhow::bail!(
             "`berth serve` and `berth server` act on this machine: unset BERTH_SERVER (or drop --server) to run them"
         ),

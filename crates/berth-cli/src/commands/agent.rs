@@ -47,7 +47,7 @@ pub async fn run(command: AgentCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// Flags over the agent's `berth.toml` entry.
-fn settings(flags: &AgentFlags) -> anyhow::Result<AgentSettings> {
+pub(crate) fn settings(flags: &AgentFlags) -> anyhow::Result<AgentSettings> {
     let config = Config::load(flags.config.as_deref())?;
     let base = match &flags.name {
         Some(name) => config.agents.get(name).cloned().unwrap_or_default(),
@@ -151,7 +151,7 @@ fn printer(json: bool) -> impl FnMut(Progress<'_>) + Send {
     }
 }
 
-fn print_event(record: &Record, json: bool) {
+pub(crate) fn print_event(record: &Record, json: bool) {
     let mut out = std::io::stdout().lock();
     if json {
         if let Ok(line) = serde_json::to_string(record) {
@@ -164,7 +164,7 @@ fn print_event(record: &Record, json: bool) {
 }
 
 /// The final summary: a JSON line, or a few lines on stderr.
-fn finish(report: &RunReport, json: bool) -> ExitCode {
+pub(crate) fn finish(report: &RunReport, json: bool) -> ExitCode {
     for name in &report.missing_env {
         eprintln!("berth: warning: --env {name} is not set here, so it was not passed");
     }

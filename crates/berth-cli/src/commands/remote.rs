@@ -578,3 +578,143 @@ fn download(remote: &Remote, sandbox: &str, path: &str, dest: &Path) -> anyhow::
     }
     Ok(())
 }
+
+/// `berth agent run` through a server: a sandbox made for the run (the CLI's API host and
+/// `--allow-host`s reachable through its gateway, `--secret` values handed over write-only),
+/// the run streamed as the same events and summary as locally, the sandbox removed after.
+pub async fn agent_run(
+    remote: Remote,
+    args: crate::args::AgentRunArgs,
+) -> anyhow::Result<ExitCode> {
+    if args.keep || args.resume.is_some() || args.agent.name.is_some() {
+        bail!("--name, --keep and --resume are not available through a server yet: run without them, or against the local engine");
+    }
+    if !args.agent.credentials.is_empty() {
+        bail!("--credentials mounts a host file, which a server never does: give the key with --secret instead");
+    }
+    let settings = super::agent::settings(&args.agent)?;
+    let cli = settings.cli();
+    let prompt = match (&args.prompt, &args.prompt_file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(path)) if path.as_os_str() == "-" => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            text
+        }
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the prompt file {}", path.display()))?,
+        (None, None) => {
+            bail!("give a prompt: --prompt \"fix the failing test\" or --prompt-file task.md")
+        }
+    };
+    let policy = settings.egress();
+    let mut secrets = Vec::new();
+    for spec in &policy.secrets {
+        let value = match &spec.value {
+            Some(v) => v.expose().to_string(),
+            None => std::env::var(&spec.name).ok().filter(|v| !v.is_empty()).with_context(|| {
+                format!("--secret {}: not set in your environment; export it, or give the value (--secret {}=VALUE)", spec.name, spec.name)
+            })?,
+        };
+        let hosts: Vec<String> = spec.hosts.iter().map(ToString::to_string).collect();
+        secrets.push(json!({"name": spec.name, "value": value, "hosts": hosts}));
+    }
+    let (env, missing) = berth_runtimes::launch::cli_env(&settings);
+    let env: serde_json::Map<String, Value> = env
+        .into_iter()
+        .filter(|(k, _)| k != "HOME")
+        .map(|(k, v)| (k, json!(v)))
+        .collect();
+    let timeout = settings
+        .timeout
+        .unwrap_or(berth_runtimes::settings::DEFAULT_AGENT_TIMEOUT)
+        .as_secs()
+        .max(1);
+    let workspace = settings.workspace.as_ref().map(|w| {
+        std::fs::canonicalize(&w.host)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| w.host.clone())
+    });
+    let network = match settings.network {
+        Some(berth_spec::NetworkMode::Bridge) => "bridge",
+        Some(berth_spec::NetworkMode::Isolated) => "isolated",
+        _ => "none",
+    };
+    let sandbox = json!({
+        "image": settings.image(),
+        "memory": settings.memory,
+        "cpus": settings.cpus,
+        "pids": settings.pids,
+        "network": network,
+        "allow_hosts": policy.allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "secrets": secrets,
+        "workspace": workspace,
+        "read_only": settings.read_only.unwrap_or(false),
+        // The server ends it if this client is never heard from again.
+        "timeout": timeout + 300,
+    });
+    let run = json!({
+        "id": "run",
+        "cli": cli.to_string(),
+        "prompt": prompt,
+        "model": settings.model,
+        "max_turns": settings.max_turns,
+        "permission_mode": settings.permission_mode,
+        "env": env,
+        "timeout_secs": timeout,
+    });
+    let json_out = args.json;
+    let fail_on_denial = args.fail_on_denial;
+    blocking(move || {
+        let made = remote.json("POST", "/v1/sandboxes", Some(sandbox))?;
+        let id = made["id"].as_str().unwrap_or_default().to_string();
+        if !json_out {
+            eprintln!("berth: in sandbox {id} (on {})", remote.base);
+        }
+        let started = std::time::Instant::now();
+        let result = (|| -> anyhow::Result<berth_runtimes::launch::RunReport> {
+            let base = sandbox_path(&id);
+            remote.json("POST", &format!("{base}/agent-runs"), Some(run))?;
+            let events = remote.call(
+                "GET",
+                &format!("{base}/agent-runs/run/events?cli={cli}"),
+                None,
+            )?;
+            let mut report = berth_runtimes::launch::RunReport::new(cli, &id);
+            report.missing_env = missing;
+            for line in std::io::BufReader::new(events.into_reader()).lines() {
+                let line = line.context("the server's stream broke")?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let item: Value = serde_json::from_str(&line)?;
+                match item["kind"].as_str() {
+                    Some("event") => {
+                        let record: berth_events::Record =
+                            serde_json::from_value(item["record"].clone())?;
+                        report.summary.add(&record);
+                        super::agent::print_event(&record, json_out);
+                    }
+                    Some("finished") => {
+                        report.cli_exit_code = item["exit_code"].as_i64().map(|c| c as i32);
+                        report.timed_out = item["timed_out"].as_bool().unwrap_or(false);
+                        report.session_id = report.summary.session_id.clone();
+                        return Ok(report);
+                    }
+                    _ => bail!(
+                        "{}",
+                        item["message"].as_str().unwrap_or("the run's stream broke")
+                    ),
+                }
+            }
+            bail!("the server's stream ended before the run did")
+        })();
+        // Made for this run, removed after it, whatever happened.
+        let _ = remote.json("DELETE", &sandbox_path(&id), None);
+        let mut report = result?;
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        report.fail_on_denial = fail_on_denial;
+        Ok(super::agent::finish(&report, json_out))
+    })
+    .await
+}

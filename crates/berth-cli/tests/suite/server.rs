@@ -1015,6 +1015,58 @@ fn cli_remote_mode_goes_through_the_server() {
     let out = remote(&["exec", &id, "--", "true"]).output().unwrap();
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("404"), "{}", stderr(&out));
+    // `berth agent run` through the server: the same events, summary and exit codes.
+    super::agent::ensure_fake_image();
+    let image = super::agent::IMAGE;
+    let out = remote(&[
+        "agent",
+        "run",
+        "--image",
+        image,
+        "--prompt",
+        "fix it fake:turns=2",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("in sandbox"), "{}", stderr(&out));
+    let out = remote(&[
+        "agent",
+        "run",
+        "--json",
+        "--image",
+        image,
+        "--permission-mode",
+        "plan",
+        "--fail-on-denial",
+        "--prompt",
+        "review fake:write=nope.txt",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a denial with --fail-on-denial: {}",
+        stderr(&out)
+    );
+    let summary: Value = serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["clean"], false);
+    assert!(
+        summary["permission_denied"].as_u64().unwrap() >= 1,
+        "{summary}"
+    );
+    let out = remote(&["agent", "run", "--name", "x", "--prompt", "p"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
     let out = remote(&["run", "--", "true"]).output().unwrap();
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("not available through a server"));
