@@ -14,6 +14,7 @@ pub mod api;
 pub mod auth;
 pub mod db;
 pub mod error;
+pub mod journal;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub max_upload: u64,
     /// Streams attached per sandbox right now (they count as activity).
     active: Arc<Mutex<HashMap<String, usize>>>,
+    /// The audit rows and activity times of API calls, written off the request path.
+    journal: journal::Journal,
 }
 
 /// An attached stream: while it lives, its sandbox is not idle.
@@ -81,11 +84,12 @@ impl AppState {
     ) -> Self {
         Self {
             service: Arc::new(service),
-            db,
+            db: db.clone(),
             metrics: Arc::default(),
             workspace_root,
             max_upload,
             active: Arc::default(),
+            journal: journal::Journal::start(db),
         }
     }
 
@@ -102,6 +106,11 @@ impl AppState {
             active: self.active.clone(),
             db: self.db.clone(),
         }
+    }
+
+    /// Waits until every API call answered so far is in the audit log.
+    pub async fn flush_journal(&self) {
+        self.journal.flush().await;
     }
 
     /// Whether a stream is attached to sandbox `id`.
@@ -255,25 +264,16 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
             .get::<auth::Auth>()
             .map_or("-".to_string(), |a| a.name.clone());
         let outcome = if status < 400 { "ok" } else { "error" };
-        let action = format!("{method} {route}");
-        if let Err(e) = state
-            .db
-            .audit(&key, &action, sandbox.as_deref(), status, outcome)
-        {
-            tracing::warn!("could not write the audit log: {e}");
-        }
         // Using a sandbox is activity; looking at its record (a dashboard polling) is not.
         let looking = method == "GET" && route == "/v1/sandboxes/{id}";
-        if status < 400 && !looking {
-            if let Some(s) = &sandbox {
-                // By id (one indexed update); a name is resolved first.
-                if !state.db.touch(s).unwrap_or(true) {
-                    if let Ok(record) = berth_sandbox::store::find(state.db.as_ref(), s) {
-                        let _ = state.db.touch(&record.id);
-                    }
-                }
-            }
-        }
+        state.journal.record(journal::Call {
+            key,
+            action: format!("{method} {route}"),
+            sandbox,
+            status,
+            outcome,
+            activity: status < 400 && !looking,
+        });
     }
     response
 }
