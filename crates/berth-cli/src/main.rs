@@ -84,7 +84,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("berth: {}", describe(&e));
-            ExitCode::from(EXIT_BERTH)
+            // An operation's error kind decides the code (one mapping, shared with the
+            // server's HTTP statuses); anything else is berth's own failure.
+            let code = e
+                .downcast_ref::<berth_service::ServiceError>()
+                .map_or(EXIT_BERTH, |s| s.kind.exit_code());
+            ExitCode::from(code)
         }
     }
 }

@@ -397,6 +397,12 @@ fn check_timeout(field: &str, secs: Option<u64>) -> ApiResult<()> {
     }
 }
 
+/// The sandbox as it stands after a change of its lifetime (state, deadline).
+fn answer(state: &AppState, record: &SandboxRecord) -> ApiResult<Json<Sandbox>> {
+    let life = state.db.lifetime(&record.id)?;
+    Ok(Json(view(record, life.as_ref(), None)))
+}
+
 /// A sandbox, with what the engine says about it now.
 #[utoipa::path(get, path = "/v1/sandboxes/{id}", tag = "sandboxes",
     params(("id" = String, Path, description = "Sandbox id or name")),
@@ -445,8 +451,7 @@ pub async fn set_timeout(
     let (record, _) = find(&state, &auth, &id)?;
     let deadline = (body.timeout > 0).then(|| now_ms() + body.timeout as i64 * 1000);
     state.db.set_deadline(&record.id, deadline)?;
-    let life = state.db.lifetime(&record.id)?;
-    Ok(Json(view(&record, life.as_ref(), None)))
+    answer(&state, &record)
 }
 
 /// Stops a sandbox (SIGTERM, then SIGKILL after the grace); its files stay.
@@ -482,8 +487,7 @@ pub async fn stop_sandbox(
         .stop(&record, std::time::Duration::from_secs(grace))
         .await?;
     state.db.set_state(&record.id, "stopped", None)?;
-    let life = state.db.lifetime(&record.id)?;
-    Ok(Json(view(&record, life.as_ref(), None)))
+    answer(&state, &record)
 }
 
 /// Starts a stopped sandbox. A secret's value is gone once its gateway stopped: create the
@@ -512,8 +516,7 @@ pub async fn start_sandbox(
     state.service.start(&record).await?;
     state.db.set_state(&record.id, "running", None)?;
     state.db.touch(&record.id)?;
-    let life = state.db.lifetime(&record.id)?;
-    Ok(Json(view(&record, life.as_ref(), None)))
+    answer(&state, &record)
 }
 
 /// Freezes every process of a sandbox; its timeout stops counting.
@@ -529,8 +532,7 @@ pub async fn pause_sandbox(
     let (record, _) = find(&state, &auth, &id)?;
     state.service.pause(&record).await?;
     state.db.pause_clock(&record.id, now_ms())?;
-    let life = state.db.lifetime(&record.id)?;
-    Ok(Json(view(&record, life.as_ref(), None)))
+    answer(&state, &record)
 }
 
 /// Thaws a paused sandbox; its timeout counts again from where it stood.
@@ -546,8 +548,7 @@ pub async fn resume_sandbox(
     let (record, _) = find(&state, &auth, &id)?;
     state.service.resume(&record).await?;
     state.db.resume_clock(&record.id, now_ms())?;
-    let life = state.db.lifetime(&record.id)?;
-    Ok(Json(view(&record, life.as_ref(), None)))
+    answer(&state, &record)
 }
 
 /// Whether the client asked for server-sent events.

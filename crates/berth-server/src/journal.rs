@@ -23,6 +23,8 @@ pub struct Call {
 
 enum Job {
     Call(Call),
+    /// A sandbox was used now (a stream attached to it ended).
+    Touch(String),
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -42,6 +44,9 @@ impl Journal {
                 for job in rx {
                     match job {
                         Job::Call(call) => write(&db, &call),
+                        Job::Touch(id) => {
+                            let _ = db.touch(&id);
+                        }
                         Job::Flush(done) => {
                             let _ = done.send(());
                         }
@@ -57,6 +62,11 @@ impl Journal {
     /// Queues a call for the log (never blocks the request).
     pub fn record(&self, call: Call) {
         let _ = self.tx.send(Job::Call(call));
+    }
+
+    /// Queues "sandbox `id` was used now".
+    pub fn touch(&self, id: &str) {
+        let _ = self.tx.send(Job::Touch(id.to_string()));
     }
 
     /// Waits until everything queued so far is written.

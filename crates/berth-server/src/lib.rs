@@ -58,7 +58,7 @@ pub struct AppState {
 pub struct Activity {
     id: String,
     active: Arc<Mutex<HashMap<String, usize>>>,
-    db: Arc<Db>,
+    journal: journal::Journal,
 }
 
 impl Drop for Activity {
@@ -71,7 +71,7 @@ impl Drop for Activity {
             }
         }
         // The end of a stream is activity too: the idle clock starts from here.
-        let _ = self.db.touch(&self.id);
+        self.journal.touch(&self.id);
     }
 }
 
@@ -104,7 +104,7 @@ impl AppState {
         Activity {
             id: id.to_string(),
             active: self.active.clone(),
-            db: self.db.clone(),
+            journal: self.journal.clone(),
         }
     }
 

@@ -127,10 +127,6 @@ impl<E: Engine> Service<E> {
         &self.engine
     }
 
-    pub fn store(&self) -> &dyn Store {
-        self.store.as_ref()
-    }
-
     /// The image, made (berth's own images, offline) when it is missing.
     pub async fn ensure_image(
         &self,

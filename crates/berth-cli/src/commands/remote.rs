@@ -238,21 +238,11 @@ async fn each(
     call: impl Fn(&Remote, &str) -> anyhow::Result<()> + Send + 'static,
 ) -> anyhow::Result<ExitCode> {
     blocking(move || {
-        let mut failed = false;
+        let mut outcome = super::sandbox::Outcome::default();
         for reference in &references {
-            match call(&remote, reference) {
-                Ok(()) => println!("{reference}"),
-                Err(e) => {
-                    eprintln!("berth: {reference}: {}", crate::describe(&e));
-                    failed = true;
-                }
-            }
+            outcome.report(reference, call(&remote, reference));
         }
-        Ok(if failed {
-            ExitCode::from(crate::EXIT_BERTH)
-        } else {
-            ExitCode::SUCCESS
-        })
+        Ok(outcome.code())
     })
     .await
 }
@@ -367,7 +357,7 @@ pub async fn exec(remote: Remote, args: ExecArgs) -> anyhow::Result<ExitCode> {
         let id = args
             .tag
             .clone()
-            .unwrap_or_else(|| format!("p-{}", &uuid_like()));
+            .unwrap_or_else(|| format!("p-{}", berth_sandbox::owner::new_id()));
         let body = json!({"id": id, "argv": args.command, "env": env, "cwd": args.cwd, "timeout_secs": timeout});
         let started =
             blocking(move || remote.json("POST", &format!("{base}/processes"), Some(body))).await?;
@@ -389,16 +379,6 @@ pub async fn exec(remote: Remote, args: ExecArgs) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::from(follow_events(response.into_reader())?))
     })
     .await
-}
-
-fn uuid_like() -> String {
-    let mut bytes = [0u8; 6];
-    let _ = getrandom_fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
-    std::fs::File::open("/dev/urandom")?.read_exact(buf)
 }
 
 /// `SANDBOX:PATH` → (sandbox, path).

@@ -143,25 +143,42 @@ where
     F: Fn(SandboxRecord) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let mut failed = false;
+    let mut outcome = Outcome::default();
     for reference in references {
         let result = match sandbox::find(&berth_sandbox::store::FileStore::local(), reference) {
             Ok(record) => action(record).await,
             Err(e) => Err(e.into()),
         };
+        outcome.report(reference, result);
+    }
+    Ok(outcome.code())
+}
+
+/// How a verb over several sandboxes went: each that worked is printed (as docker does),
+/// each failure said; any failure makes the exit code berth's own.
+#[derive(Default)]
+pub struct Outcome {
+    failed: bool,
+}
+
+impl Outcome {
+    pub fn report(&mut self, reference: &str, result: anyhow::Result<()>) {
         match result {
             Ok(()) => println!("{reference}"),
             Err(e) => {
                 eprintln!("berth: {reference}: {}", crate::describe(&e));
-                failed = true;
+                self.failed = true;
             }
         }
     }
-    Ok(if failed {
-        ExitCode::from(crate::EXIT_BERTH)
-    } else {
-        ExitCode::SUCCESS
-    })
+
+    pub fn code(&self) -> ExitCode {
+        if self.failed {
+            ExitCode::from(crate::EXIT_BERTH)
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 pub async fn stop(args: StopArgs) -> anyhow::Result<ExitCode> {
