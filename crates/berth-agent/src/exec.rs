@@ -30,6 +30,8 @@ pub struct ExecContext {
     pub reaper: Reaper,
     pub next_id: AtomicU64,
     pub background: BackgroundRegistry,
+    /// How the main process's start went, with the reason when it failed (for Hello).
+    pub main: std::sync::Mutex<(berth_protocol::v1::MainState, String)>,
 }
 
 type Out = mpsc::Sender<Result<ExecOutput, Status>>;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use berth_protocol::v1::agent_server::{Agent, AgentServer};
 use berth_protocol::v1::{
     exec_output, AttachRequest, DataChunk, Empty, ExecInput, ExecOutput, FileInfo, HelloReply,
-    HelloRequest, ListDirReply, ListProcessesReply, ListProcessesRequest, PathRequest,
+    HelloRequest, ListDirReply, ListProcessesReply, ListProcessesRequest, MainState, PathRequest,
     RemoveRequest, RenameRequest, SignalRequest, UploadChunk, WriteStdinRequest,
 };
 use berth_protocol::{AUTH_HEADER, PROTOCOL, SANDBOX_DIR, SOCKET_NAME, SOCKET_SUBDIR};
@@ -54,11 +54,19 @@ impl Service {
 #[tonic::async_trait]
 impl Agent for Service {
     async fn hello(&self, _: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
+        let (main_state, main_failure) = self
+            .ctx
+            .main
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or((MainState::MainNone, String::new()));
         Ok(Response::new(HelloReply {
             protocol: PROTOCOL.to_string(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
             sandbox_id: self.ctx.identity.sandbox_id.clone(),
+            main_state: main_state as i32,
+            main_failure,
         }))
     }
 
@@ -266,6 +274,14 @@ pub async fn serve_on(
         reaper: reaper.clone(),
         next_id: AtomicU64::new(1),
         background: crate::background::Registry::default(),
+        main: std::sync::Mutex::new((
+            if main_command.is_empty() {
+                MainState::MainNone
+            } else {
+                MainState::MainWaiting
+            },
+            String::new(),
+        )),
     });
 
     if !main_command.is_empty() {
@@ -332,7 +348,14 @@ fn start_main(ctx: &Arc<ExecContext>, argv: Vec<String>) {
         stdin: false,
         marker: "main".to_string(),
     };
-    match spawn(&ctx.reaper, &spec) {
+    let spawned = spawn(&ctx.reaper, &spec);
+    if let Ok(mut main) = ctx.main.lock() {
+        *main = match &spawned {
+            Ok(_) => (MainState::MainStarted, String::new()),
+            Err(f) => (MainState::MainFailed, f.message.clone()),
+        };
+    }
+    match spawned {
         Ok(mut spawned) => {
             for (fd, to_stderr) in [
                 (spawned.stdout.take(), false),

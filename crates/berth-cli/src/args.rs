@@ -189,8 +189,8 @@ pub enum KeyCommand {
 pub struct CreateArgs {
     #[command(flatten)]
     pub sandbox: SandboxFlags,
-    /// A name to refer to the sandbox by (besides its id).
-    #[arg(long)]
+    /// A name to refer to the sandbox by (besides its id): letters, digits, '_', '.', '-'.
+    #[arg(long, value_parser = name_arg)]
     pub name: Option<String>,
     /// How the agent gets in: mount (read-only bind mount; needs an engine on this machine) or
     /// archive (copied in before start; any engine, not with --read-only). Default: mount for a
@@ -201,11 +201,7 @@ pub struct CreateArgs {
     #[arg(long)]
     pub json: bool,
     /// Main process (default: the image's entrypoint and command).
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "COMMAND"
-    )]
+    #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 
@@ -244,7 +240,6 @@ pub struct ExecArgs {
     #[arg(
         required_unless_present = "attach",
         trailing_var_arg = true,
-        allow_hyphen_values = true,
         value_name = "COMMAND"
     )]
     pub command: Vec<String>,
@@ -413,6 +408,16 @@ fn cpus_arg(value: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+fn name_arg(value: &str) -> Result<String, String> {
+    berth_spec::names::check("name", value, "--name web-1").map(|_| value.to_string())
+}
+
+fn image_arg(value: &str) -> Result<String, String> {
+    berth_spec::check_image(value)
+        .map(|_| value.to_string())
+        .map_err(|e| e.to_string())
+}
+
 fn duration_arg(value: &str) -> Result<Duration, String> {
     berth_spec::parse_duration(value).map_err(|e| e.to_string())
 }
@@ -432,7 +437,7 @@ fn spec_arg<T>(
 #[derive(Debug, Args)]
 pub struct SandboxFlags {
     /// Image to run (berth/base is built offline on first use; others are pulled).
-    #[arg(long, default_value = DEFAULT_IMAGE)]
+    #[arg(long, default_value = DEFAULT_IMAGE, value_parser = image_arg)]
     pub image: String,
 
     /// Mount DIR at /workspace (DIR:ro for read-only); the command starts there.
@@ -528,12 +533,7 @@ pub struct RunArgs {
     pub capture_limit: String,
 
     /// The command and its arguments, after `--`. No shell is added: use `sh -c '…'` for one.
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "COMMAND"
-    )]
+    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 
@@ -675,7 +675,7 @@ pub enum SessionCommand {
 pub struct AgentFlags {
     /// Agent name: a persistent home (and with --keep a sandbox) and its recorded sessions;
     /// also picks [agents.NAME] from berth.toml.
-    #[arg(long)]
+    #[arg(long, value_parser = name_arg)]
     pub name: Option<String>,
     /// Config file with named agents (default: ./berth.toml if present).
     #[arg(long, value_name = "FILE")]
@@ -684,7 +684,7 @@ pub struct AgentFlags {
     #[arg(long, value_name = "CLI")]
     pub cli: Option<String>,
     /// Image with the CLI installed (default berth/<cli>-cli; see images/README.md).
-    #[arg(long)]
+    #[arg(long, value_parser = image_arg)]
     pub image: Option<String>,
     /// Mount DIR at /workspace (DIR:ro for a review-only agent); the CLI starts there.
     #[arg(long, short = 'w', value_name = "DIR[:ro]", value_parser = spec_arg(MountSpec::parse_workspace))]

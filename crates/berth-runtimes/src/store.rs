@@ -78,22 +78,7 @@ fn agents_dir() -> PathBuf {
 
 /// Agent names become file and volume names: keep them to a safe alphabet.
 pub fn validate_name(name: &str) -> Result<(), RuntimeError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
-    if ok {
-        Ok(())
-    } else {
-        Err(RuntimeError::Input(format!(
-            "invalid agent name {name:?}: use letters, digits, '-', '_' or '.', starting with a letter or digit (e.g. --name reviewer)"
-        )))
-    }
+    berth_spec::names::check("agent name", name, "--name reviewer").map_err(RuntimeError::Input)
 }
 
 /// Loads an agent's record, if berth has one.

@@ -45,10 +45,15 @@ pub enum AgentError {
 /// file, no space left, …), whose message then says what was wrong.
 pub fn channel_broke(status: &tonic::Status) -> bool {
     use tonic::Code;
-    matches!(
-        status.code(),
-        Code::Unavailable | Code::Unknown | Code::Cancelled
-    )
+    // A connection torn mid-frame (the container killed under a stream) surfaces as `Internal`
+    // with the transport error as its source, not as `Unavailable`.
+    let transport = std::iter::successors(std::error::Error::source(status), |e| e.source())
+        .any(|e| e.is::<tonic::transport::Error>());
+    transport
+        || matches!(
+            status.code(),
+            Code::Unavailable | Code::Unknown | Code::Cancelled
+        )
 }
 
 /// Adds `authorization: Bearer <token>` to every request.

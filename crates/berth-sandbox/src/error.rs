@@ -40,6 +40,9 @@ pub enum SandboxError {
     /// The agent does not answer because the sandbox is not running.
     #[error("sandbox {id} is not running: {state}; start it with `berth start {id}`")]
     AgentDown { id: String, state: String },
+    /// The main process given (or the image's) could not be started; the sandbox is removed.
+    #[error("the sandbox's main process could not start: {message}. Give a command that exists in the image, e.g. `berth create -- sleep infinity`, or none to run the image's own")]
+    MainFailed { message: String },
     /// No sandbox matches.
     #[error("no sandbox {reference:?}: see `berth ps` for the sandboxes on this machine")]
     NoSandbox { reference: String },

@@ -346,6 +346,7 @@ pub async fn ensure<E: Engine>(
     reference: &str,
     progress: &(dyn Fn(BuildEvent) + Send + Sync),
 ) -> Result<ImageInfo, SandboxError> {
+    berth_spec::check_image(reference)?;
     if let Some(info) = engine.image_inspect(reference).await? {
         return Ok(info);
     }

@@ -196,11 +196,11 @@ pub fn plan_sandbox(
     if let Some(ws) = &spec.workspace {
         let resolved = resolve_mount("workspace directory", ws, host)?;
         if !resolved.source.is_dir() {
-            return Err(SandboxError::MissingPath {
-                what: "workspace directory",
-                given: ws.host.clone(),
-                resolved: resolved.source,
-            });
+            return Err(SandboxError::Input(format!(
+                "workspace {:?} is not a directory (it resolves to {}): give a directory, e.g. --workspace .",
+                ws.host,
+                resolved.source.display()
+            )));
         }
         workspace_owner = Some(resolved.clone());
         binds.push(BindMount {

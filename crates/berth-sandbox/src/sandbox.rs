@@ -439,8 +439,32 @@ async fn start_container<E: Engine>(
             .await?;
     }
     engine.container_start(&record.container_id).await?;
-    wait_ready(engine, record).await?;
-    Ok(())
+    let mut client = wait_ready(engine, record).await?;
+    main_started(&mut client).await
+}
+
+/// Waits until the agent has tried to start the main process (after the egress gateway, when
+/// there is one), and fails if it could not: a mistyped command is an error of `create`, not a
+/// line in the container log.
+async fn main_started(client: &mut AgentClient) -> Result<(), SandboxError> {
+    use berth_protocol::v1::MainState;
+    let deadline = Instant::now()
+        + Duration::from_millis(berth_protocol::WAIT_FOR_LIMIT_MS)
+        + Duration::from_secs(5);
+    loop {
+        let hello = agent_client::hello(client).await?;
+        match hello.main_state() {
+            MainState::MainFailed => {
+                return Err(SandboxError::MainFailed {
+                    message: hello.main_failure,
+                })
+            }
+            MainState::MainWaiting if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            _ => return Ok(()),
+        }
+    }
 }
 
 /// Waits until the agent answers, failing fast if the container stops.

@@ -80,14 +80,6 @@ pub fn view(record: &SandboxRecord, life: Option<&Lifetime>, status: Option<Stri
     }
 }
 
-fn check_sandbox_name(name: &str) -> Result<(), ApiError> {
-    crate::auth::check_name(name).map_err(|_| {
-        ApiError::invalid(format!(
-            "name {name:?} is not valid: use letters, digits, '_', '.' or '-' (starting with a letter or digit), e.g. web-1"
-        ))
-    })
-}
-
 /// Refuses a NUL byte (no C string can carry it) or an empty string where a value is needed.
 fn text(field: &str, value: &str, empty_ok: bool) -> ApiResult<()> {
     if value.contains('\0') {
@@ -229,9 +221,6 @@ pub async fn create_sandbox(
     Extension(auth): Extension<Auth>,
     Json(body): Json<CreateSandbox>,
 ) -> ApiResult<(StatusCode, Json<Sandbox>)> {
-    if let Some(name) = &body.name {
-        check_sandbox_name(name)?;
-    }
     if let Some(k) = body
         .labels
         .keys()

@@ -36,18 +36,7 @@ pub fn hash(key: &str) -> String {
 
 /// A key name: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 64.
 pub fn check_name(name: &str) -> Result<(), String> {
-    let mut bytes = name.bytes();
-    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric());
-    if first_ok
-        && name.len() <= 64
-        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-    {
-        Ok(())
-    } else {
-        Err(format!(
-            "key name {name:?} is not valid: use letters, digits, '_', '.' or '-' (starting with a letter or digit), e.g. alice"
-        ))
-    }
+    berth_spec::names::check("key name", name, "alice")
 }
 
 /// Requires `Authorization: Bearer <key>` and puts the caller in the request.

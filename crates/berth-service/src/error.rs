@@ -180,12 +180,18 @@ impl From<SandboxError> for ServiceError {
                     "sandbox {id} is not running: {state}; start it first"
                 ))
             }
+            SandboxError::MainFailed { message } => {
+                return Self::invalid(format!(
+                    "the sandbox's main process could not start: {message}; give a command that exists in the image (e.g. [\"sleep\", \"infinity\"]), or none to run the image's own"
+                ))
+            }
             _ => {}
         }
         let kind = match &e {
-            SandboxError::Spec(_) | SandboxError::Input(_) | SandboxError::MissingPath { .. } => {
-                ErrorKind::Invalid
-            }
+            SandboxError::Spec(_)
+            | SandboxError::Input(_)
+            | SandboxError::MissingPath { .. }
+            | SandboxError::MainFailed { .. } => ErrorKind::Invalid,
             SandboxError::Engine(engine) => engine_kind(engine),
             SandboxError::DockerSocketMount { .. } => ErrorKind::Forbidden,
             SandboxError::ImageUnavailable { .. } => ErrorKind::NotFound,

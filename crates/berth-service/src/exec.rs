@@ -295,18 +295,7 @@ impl From<ProcessInfo> for Process {
 
 /// A valid background process id: what the caller chose, 1–64 of `[A-Za-z0-9_.-]`.
 pub fn check_process_id(id: &str) -> Result<(), ServiceError> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ServiceError::invalid(format!(
-            "process id {id:?} is not valid: use 1-64 letters, digits, '_', '.' or '-', e.g. build-1"
-        )))
-    }
+    berth_spec::names::check("process id", id, "build-1").map_err(ServiceError::invalid)
 }
 
 impl<E: Engine> Service<E> {

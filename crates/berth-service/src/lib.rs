@@ -133,11 +133,6 @@ impl<E: Engine> Service<E> {
         reference: &str,
         progress: &(dyn Fn(BuildEvent) + Send + Sync),
     ) -> Result<ImageInfo, ServiceError> {
-        if reference.trim().is_empty() {
-            return Err(ServiceError::invalid(
-                "the image is empty: name one, e.g. berth/base or debian:12",
-            ));
-        }
         Ok(berth_sandbox::images::ensure(self.engine.as_ref(), reference, progress).await?)
     }
 
@@ -148,6 +143,10 @@ impl<E: Engine> Service<E> {
         request: CreateRequest,
         progress: &(dyn Fn(BuildEvent) + Send + Sync),
     ) -> Result<SandboxRecord, ServiceError> {
+        if let Some(name) = &request.name {
+            berth_spec::names::check("sandbox name", name, "web-1")
+                .map_err(ServiceError::invalid)?;
+        }
         if !self.secrets_from_environment {
             if let Some(s) = request
                 .spec

@@ -7,13 +7,14 @@
 
 pub mod egress;
 pub mod labels;
+pub mod names;
 pub mod spec;
 pub mod units;
 
 pub use egress::{EgressPolicy, HostPattern, SecretSpec, SecretValue};
 pub use spec::{
-    parse_env, EnvVar, Limits, MountSpec, NetworkMode, SandboxSpec, Security, SpecError, UserSpec,
-    DEFAULT_CPUS, DEFAULT_IMAGE, DEFAULT_MEMORY, DEFAULT_PIDS, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE,
-    SANDBOX_GID, SANDBOX_UID, TMP_DIR, WORKSPACE_DIR,
+    check_image, parse_env, EnvVar, Limits, MountSpec, NetworkMode, SandboxSpec, Security,
+    SpecError, UserSpec, DEFAULT_CPUS, DEFAULT_IMAGE, DEFAULT_MEMORY, DEFAULT_PIDS,
+    DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE, SANDBOX_GID, SANDBOX_UID, TMP_DIR, WORKSPACE_DIR,
 };
 pub use units::{format_bytes, parse_cpus, parse_duration, parse_size, UnitError};

@@ -71,6 +71,9 @@ pub enum SpecError {
     /// A `--secret` string is malformed (its value is never shown).
     #[error("invalid --secret {value:?}: {reason}; expected NAME[=VALUE][@HOST[,HOST…]], e.g. --secret GITHUB_TOKEN@api.github.com (the value comes from your environment when omitted)")]
     Secret { value: String, reason: &'static str },
+    /// An `--image` string is not an image reference.
+    #[error("invalid image {value:?}: {reason}; expected NAME[:TAG][@DIGEST], e.g. --image berth/base or --image debian:bookworm-slim")]
+    Image { value: String, reason: &'static str },
     /// An egress policy with open networking.
     #[error("--allow-host (and, outside `berth agent`, --secret) puts the sandbox behind berth's egress gateway, which --network bridge (open egress) would bypass: drop one of them")]
     EgressWithBridge,
@@ -516,5 +519,132 @@ mod tests {
             e.to_string().starts_with("--memory: invalid size \"1x\""),
             "{e}"
         );
+    }
+}
+
+/// Checks an image reference against Docker's grammar (`[DOMAIN[:PORT]/]PATH[:TAG][@DIGEST]`,
+/// path components lower-case), so a typo is named here instead of answered by the engine
+/// with a bare status.
+pub fn check_image(value: &str) -> Result<(), SpecError> {
+    let err = |reason| SpecError::Image {
+        value: value.to_string(),
+        reason,
+    };
+    if value.is_empty() {
+        return Err(err("it is empty"));
+    }
+    if value.len() > 255 {
+        return Err(err("it is longer than 255 characters"));
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(err("it holds a space or a control character"));
+    }
+    let (rest, digest) = match value.split_once('@') {
+        Some((rest, digest)) => (rest, Some(digest)),
+        None => (value, None),
+    };
+    if let Some(digest) = digest {
+        let ok = digest.split_once(':').is_some_and(|(algorithm, hex)| {
+            !algorithm.is_empty()
+                && algorithm.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || b == b'+' || b == b'.' || b == b'_' || b == b'-'
+                })
+                && hex.len() >= 32
+                && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        });
+        if !ok {
+            return Err(err("the digest after '@' is not ALGORITHM:HEX (sha256:…)"));
+        }
+    }
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+        None => (rest, None),
+    };
+    if let Some(tag) = tag {
+        let mut bytes = tag.bytes();
+        let ok = tag.len() <= 128
+            && bytes
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !ok {
+            return Err(err(
+                "the tag after ':' must be 1-128 letters, digits, '_', '.' or '-'",
+            ));
+        }
+    }
+    let mut components: Vec<&str> = name.split('/').collect();
+    if components.len() > 1 {
+        let first = components[0];
+        let domain = first.contains('.') || first.contains(':') || first == "localhost";
+        if domain {
+            let (host, port) = match first.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (first, None),
+            };
+            let host_ok = !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+            let port_ok =
+                port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+            if !host_ok || !port_ok {
+                return Err(err("the registry before the first '/' is not HOST[:PORT]"));
+            }
+            components.remove(0);
+        }
+    }
+    for component in components {
+        let ok = !component.is_empty()
+            && component.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && component.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && component.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+            });
+        if !ok {
+            return Err(err(
+                "each part of the name must be lower-case letters and digits, joined by '.', '_' or '-'",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod image_tests {
+    use super::check_image;
+
+    #[test]
+    fn references_follow_dockers_grammar() {
+        for good in [
+            "berth/base",
+            "debian:bookworm-slim",
+            "localhost:5000/team/app:v1.2",
+            "registry.example.com/a/b",
+            "busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "a_b__c:latest",
+        ] {
+            assert!(check_image(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            " ",
+            "Berth/Base",
+            "a b",
+            "a:",
+            "a:-x",
+            "/a",
+            "a/",
+            "a//b",
+            "a@sha256:xyz",
+            "a@",
+            "-a",
+            "a:b:c",
+            "a\n",
+        ] {
+            let e = check_image(bad).unwrap_err().to_string();
+            assert!(e.contains("e.g. --image berth/base"), "{bad}: {e}");
+        }
     }
 }

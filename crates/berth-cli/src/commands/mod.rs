@@ -19,6 +19,7 @@ use crate::progress::Progress;
 
 /// The image, built (berth/base) or pulled with progress if it is not present.
 pub async fn ensure_image(engine: &DockerEngine, reference: &str) -> anyhow::Result<ImageInfo> {
+    berth_spec::check_image(reference)?;
     if let Some(image) = engine.image_inspect(reference).await? {
         return Ok(image);
     }
