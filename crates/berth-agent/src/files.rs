@@ -17,9 +17,11 @@ use crate::identity::Identity;
 const CHUNK: usize = 256 * 1024;
 
 fn io_status(what: &str, path: &Path, e: &std::io::Error) -> Status {
-    let message = format!("{what} {}: {e}", path.display());
+    let message = format!("{what} {}: {}", path.display(), crate::spawn::reason(e));
     match e.kind() {
-        std::io::ErrorKind::NotFound => Status::not_found(message),
+        std::io::ErrorKind::NotFound => {
+            Status::not_found(format!("{message}: give a path that exists in the sandbox"))
+        }
         std::io::ErrorKind::PermissionDenied => Status::permission_denied(message),
         std::io::ErrorKind::AlreadyExists => Status::already_exists(message),
         _ => Status::internal(message),
@@ -67,7 +69,7 @@ pub fn confine(path: &str) -> Result<PathBuf, Status> {
     for forbidden in [SANDBOX_DIR, AGENT_PATH] {
         if resolved.starts_with(forbidden) {
             return Err(Status::permission_denied(format!(
-                "{path:?} is reserved for berth"
+                "{path:?} is reserved for berth: give a path outside /.berth, e.g. /workspace/file"
             )));
         }
     }

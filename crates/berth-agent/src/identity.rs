@@ -76,7 +76,9 @@ impl Identity {
 
 /// Parses `uid[:gid]` (numeric only: the agent runs in images without /etc/passwd).
 pub fn parse_user(value: &str) -> Result<(u32, u32), String> {
-    let bad = || format!("invalid user {value:?}: expected UID or UID:GID");
+    let bad = || {
+        format!("invalid user {value:?}: expected UID or UID:GID (each below 2^32), e.g. --user 1000:1000")
+    };
     let (u, g) = match value.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (value, None),

@@ -35,13 +35,21 @@ struct Service {
     ctx: Arc<ExecContext>,
 }
 
+/// The answer for a tag no background process has.
+fn no_such_tag(tag: &str) -> Status {
+    Status::not_found(format!(
+        "no background process tagged {tag:?}: give the tag of one started in the background (list them to see the tags)"
+    ))
+}
+
 impl Service {
     /// The running background process tagged `tag`, or why there is none.
     fn running_background(&self, tag: &str) -> Result<Arc<crate::background::Background>, Status> {
-        let bg =
-            self.ctx.background.get(tag).ok_or_else(|| {
-                Status::not_found(format!("no background process tagged {tag:?}"))
-            })?;
+        let bg = self
+            .ctx
+            .background
+            .get(tag)
+            .ok_or_else(|| no_such_tag(tag))?;
         if !bg.running() {
             return Err(Status::failed_precondition(format!(
                 "{tag:?} has already exited"
@@ -97,10 +105,11 @@ impl Agent for Service {
         request: Request<AttachRequest>,
     ) -> Result<Response<Self::AttachStream>, Status> {
         let AttachRequest { tag, follow_only } = request.into_inner();
-        let bg =
-            self.ctx.background.get(&tag).ok_or_else(|| {
-                Status::not_found(format!("no background process tagged {tag:?}"))
-            })?;
+        let bg = self
+            .ctx
+            .background
+            .get(&tag)
+            .ok_or_else(|| no_such_tag(&tag))?;
         let (replay, live) = bg.attach(follow_only);
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {

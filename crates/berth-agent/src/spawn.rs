@@ -78,16 +78,29 @@ impl StartFailure {
     fn from_io(argv0: &str, e: &std::io::Error) -> Self {
         let errno = e.raw_os_error().unwrap_or(0);
         let (exit_code, what) = match errno {
-            libc::ENOENT => (127, "not found"),
-            libc::EACCES | libc::EPERM => (126, "permission denied"),
+            libc::ENOENT => (127, "not found (no such program in the image's PATH)"),
+            libc::EACCES | libc::EPERM => (126, "permission denied (not executable by the user)"),
             libc::ENOEXEC => (126, "not an executable format"),
             _ => (126, "cannot start"),
+        };
+        let message = match errno {
+            libc::ENOENT | libc::EACCES | libc::EPERM | libc::ENOEXEC => format!("{argv0}: {what}"),
+            _ => format!("{argv0}: {what}: {}", reason(e)),
         };
         Self {
             exit_code,
             errno,
-            message: format!("{argv0}: {what} ({e})"),
+            message,
         }
+    }
+}
+
+/// An I/O error as a person reads it ("No such file or directory"), without "(os error 2)".
+pub fn reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.split_once(" (os error ") {
+        Some((reason, _)) => reason.to_string(),
+        None => text,
     }
 }
 
@@ -432,10 +445,15 @@ impl Child<'_> {
             s if s == Step::Cwd as i32 => format!("entering working directory {cwd}"),
             _ => "dropping to the sandbox user".to_string(),
         };
+        let hint = if step == Step::Cwd as i32 {
+            " (give an existing absolute directory, e.g. --cwd /workspace)"
+        } else {
+            ""
+        };
         StartFailure::new(
             126,
             errno,
-            format!("{argv0}: cannot start: {what}: {error}"),
+            format!("{argv0}: cannot start: {what}: {}{hint}", reason(&error)),
         )
     }
 }

@@ -229,7 +229,7 @@ pub struct ExecArgs {
     #[arg(short, long, conflicts_with_all = ["interactive", "tty", "attach"])]
     pub detach: bool,
     /// Tag of a background process (default: chosen by the agent).
-    #[arg(long, requires = "detach", value_name = "TAG")]
+    #[arg(long, requires = "detach", value_name = "TAG", value_parser = tag_arg)]
     pub tag: Option<String>,
     /// Re-attach to a background process: replay its kept output, then follow it to its exit.
     #[arg(long, value_name = "TAG", conflicts_with_all = ["interactive", "tty"])]
@@ -332,7 +332,7 @@ pub struct LogsArgs {
 #[derive(Debug, Args)]
 pub struct StopArgs {
     /// Seconds between SIGTERM and SIGKILL.
-    #[arg(short = 't', long = "time", default_value_t = 10)]
+    #[arg(short = 't', long = "time", default_value_t = 10, value_parser = seconds_arg)]
     pub grace: u64,
     /// Sandbox ids, names or unique id prefixes.
     #[arg(required = true)]
@@ -406,6 +406,16 @@ fn cpus_arg(value: &str) -> Result<String, String> {
     berth_spec::parse_cpus(value)
         .map(|_| value.to_string())
         .map_err(|e| e.to_string())
+}
+
+fn seconds_arg(value: &str) -> Result<u64, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a whole number of seconds, e.g. --time 10"))
+}
+
+fn tag_arg(value: &str) -> Result<String, String> {
+    berth_spec::names::check("tag", value, "--tag build-1").map(|_| value.to_string())
 }
 
 fn name_arg(value: &str) -> Result<String, String> {

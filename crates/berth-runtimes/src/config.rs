@@ -143,7 +143,11 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError>
                     .map_err(|e| at("cli", v.span(), e.to_string()))?,
             );
         }
-        s.image = t.image.map(Spanned::into_inner);
+        if let Some(v) = t.image {
+            berth_spec::check_image(v.get_ref())
+                .map_err(|e| at("image", v.span(), e.to_string()))?;
+            s.image = Some(v.into_inner());
+        }
         if let Some(v) = t.workspace {
             let raw = v.get_ref().clone();
             let mut mount = MountSpec::parse_workspace(&raw)
@@ -215,6 +219,11 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError>
             );
         }
         if let Some(v) = t.permission_mode {
+            // With the CLI named here, its modes are known now (else when the run starts).
+            if let Some(cli) = s.cli {
+                crate::profile::permission_args(cli, Some(v.get_ref()))
+                    .map_err(|e| at("permission_mode", v.span(), e.to_string()))?;
+            }
             s.permission_mode = Some(v.into_inner());
         }
         for v in t.credentials.unwrap_or_default() {
@@ -248,7 +257,13 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError>
             let n = u64::try_from(*v.get_ref())
                 .ok()
                 .filter(|n| *n > 0)
-                .ok_or_else(|| at("max_turns", v.span(), "must be 1 or more".into()))?;
+                .ok_or_else(|| {
+                    at(
+                        "max_turns",
+                        v.span(),
+                        "must be 1 or more, e.g. max_turns = 20".into(),
+                    )
+                })?;
             s.max_turns = Some(n);
         }
         agents.insert(name, s);

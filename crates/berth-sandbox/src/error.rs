@@ -15,9 +15,10 @@ pub enum SandboxError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     /// A host path to mount does not exist.
-    #[error("{what} {given:?} does not exist (resolved to {resolved}); create it or fix the path, e.g. --workspace .")]
+    #[error("{what} {given:?} does not exist (resolved to {resolved}); create it or fix the path, e.g. {example}")]
     MissingPath {
         what: &'static str,
+        example: &'static str,
         given: String,
         resolved: PathBuf,
     },
@@ -77,5 +78,15 @@ impl SandboxError {
             context: context.into(),
             source,
         }
+    }
+}
+
+/// An I/O error's reason as a person reads it: "No such file or directory", without the
+/// "(os error 2)" that means nothing to them.
+pub fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.rsplit_once(" (os error ") {
+        Some((reason, _)) => reason.to_string(),
+        None => text,
     }
 }

@@ -140,6 +140,11 @@ pub fn resolve_mount(
     let joined = host.cwd.join(&expanded);
     let source = std::fs::canonicalize(&joined).map_err(|_| SandboxError::MissingPath {
         what,
+        example: if what.starts_with("volume") {
+            "--volume ./data:/data"
+        } else {
+            "--workspace ."
+        },
         given: given.clone(),
         resolved: joined.clone(),
     })?;

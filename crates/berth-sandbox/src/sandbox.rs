@@ -319,6 +319,7 @@ pub async fn create<E: Engine>(
     let made = make(engine, store, &plan, record, agent).await;
     if made.is_err() {
         remove_objects(engine, &id).await;
+        store.forget(&id);
         let _ = std::fs::remove_dir_all(&dir);
     }
     made

@@ -184,7 +184,7 @@ fn spec_of(body: &CreateSandbox, workspace_root: Option<&PathBuf>) -> ApiResult<
     if let Some(dir) = &body.workspace {
         let Some(root) = workspace_root else {
             return Err(ServiceError::forbidden(
-                "this server mounts no host directories: its operator did not allow a workspace root (berth serve --workspace-root DIR)",
+                "this server mounts no host directories (its operator allowed no workspace root with `berth serve --workspace-root DIR`): leave `workspace` out and upload files instead, e.g. PUT /v1/sandboxes/{id}/files?path=/workspace/main.py",
             )
             .into());
         };

@@ -20,7 +20,7 @@ pub fn request_id() -> String {
 #[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// `invalid`, `not_found`, `conflict`, `forbidden`, `too_large`, `unavailable`,
-    /// `unauthorized` or `internal`.
+    /// `unauthorized`, `method_not_allowed` or `internal`.
     pub code: String,
     pub message: String,
     pub request_id: String,
@@ -40,6 +40,16 @@ impl ApiError {
             status: StatusCode::UNAUTHORIZED,
             code: "unauthorized",
             message: message.into(),
+        }
+    }
+
+    pub fn method_not_allowed(method: &axum::http::Method, path: &str) -> Self {
+        Self {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            code: "method_not_allowed",
+            message: format!(
+                "{method} is not an operation of {path}: see /v1/openapi.json for the methods it takes"
+            ),
         }
     }
 
@@ -85,7 +95,7 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
             e.body_text()
         ));
         if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-            error.message = "send the body as JSON with `Content-Type: application/json`".into();
+            error.message = "send the body as JSON with the header `Content-Type: application/json`, e.g. curl -H 'Content-Type: application/json' -d '{}'".into();
         }
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             error.status = status;

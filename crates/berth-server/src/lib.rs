@@ -313,6 +313,11 @@ pub fn app(state: AppState) -> axum::Router {
         )
         .route("/metrics", get(metrics_text))
         .route_layer(middleware::from_fn_with_state(state.clone(), observe))
+        .method_not_allowed_fallback(
+            |method: axum::http::Method, uri: axum::http::Uri| async move {
+                error::ApiError::method_not_allowed(&method, uri.path())
+            },
+        )
         .fallback(|| async {
             error::ApiError::from(berth_service::ServiceError::not_found(
                 "no such endpoint: see /v1/openapi.json for the API",

@@ -57,7 +57,7 @@ pub enum SpecError {
     #[error("invalid network {value:?}: expected none (default, no network at all), isolated (a private network with no egress) or bridge (egress to the internet)")]
     Network { value: String },
     /// A `--cap-add` string is not a capability name.
-    #[error("invalid capability {value:?}: expected a Linux capability name such as NET_BIND_SERVICE or CAP_CHOWN")]
+    #[error("invalid capability {value:?}: not a Linux capability (see capabilities(7)); expected a name such as NET_BIND_SERVICE or CAP_CHOWN, e.g. --cap-add NET_BIND_SERVICE")]
     Capability { value: String },
     /// The pids limit is not positive.
     #[error("invalid --pids-limit {value}: expected a positive number of processes, e.g. 512")]
@@ -101,7 +101,7 @@ impl UserSpec {
             value: value.to_string(),
         };
         match value {
-            "auto" | "" => return Ok(Self::Auto),
+            "auto" => return Ok(Self::Auto),
             "root" | "0" | "0:0" | "root:root" => return Ok(Self::Root),
             _ => {}
         }
@@ -240,12 +240,57 @@ impl Default for Security {
     }
 }
 
+/// Every Linux capability (capabilities(7)), without the `CAP_` prefix.
+const CAPABILITIES: &[&str] = &[
+    "AUDIT_CONTROL",
+    "AUDIT_READ",
+    "AUDIT_WRITE",
+    "BLOCK_SUSPEND",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "KILL",
+    "LEASE",
+    "LINUX_IMMUTABLE",
+    "MAC_ADMIN",
+    "MAC_OVERRIDE",
+    "MKNOD",
+    "NET_ADMIN",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_RAW",
+    "PERFMON",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYSLOG",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_CHROOT",
+    "SYS_MODULE",
+    "SYS_NICE",
+    "SYS_PACCT",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "WAKE_ALARM",
+];
+
 impl Security {
     /// Validates and normalises a capability name (`chown` → `CHOWN`, `CAP_CHOWN` → `CHOWN`).
     pub fn parse_capability(value: &str) -> Result<String, SpecError> {
         let upper = value.trim().to_ascii_uppercase();
         let name = upper.strip_prefix("CAP_").unwrap_or(&upper);
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+        if !CAPABILITIES.contains(&name) {
             return Err(SpecError::Capability {
                 value: value.to_string(),
             });

@@ -108,6 +108,7 @@ async fn host(engine: &DockerEngine) -> anyhow::Result<Host> {
 /// The agent's image; berth's default agent images are never pulled from a registry.
 async fn image(engine: &DockerEngine, settings: &AgentSettings) -> anyhow::Result<ImageInfo> {
     let reference = settings.image();
+    berth_spec::check_image(&reference)?;
     if let Some(info) = engine.image_inspect(&reference).await? {
         return Ok(info);
     }
@@ -227,15 +228,9 @@ pub(crate) fn finish(report: &RunReport, json: bool) -> ExitCode {
     ExitCode::from(u8::try_from(report.exit_code()).unwrap_or(1))
 }
 
-async fn agent_run(args: AgentRunArgs) -> anyhow::Result<ExitCode> {
-    let mut settings = settings(&args.agent)?;
-    if args.keep {
-        settings.keep = Some(true);
-    }
-    if args.max_containers.is_some() {
-        settings.max_containers = args.max_containers;
-    }
-    let (prompt, delivery) = match (&args.prompt, &args.prompt_file) {
+/// The prompt of a run (from --prompt, --prompt-file or stdin for `-`), and how it reaches the CLI.
+pub fn prompt(args: &AgentRunArgs) -> anyhow::Result<(String, PromptDelivery)> {
+    Ok(match (&args.prompt, &args.prompt_file) {
         (Some(p), _) => (p.clone(), PromptDelivery::Argv),
         (None, Some(path)) if path.as_os_str() == "-" => {
             let mut text = String::new();
@@ -245,14 +240,30 @@ async fn agent_run(args: AgentRunArgs) -> anyhow::Result<ExitCode> {
             (text, PromptDelivery::Stdin)
         }
         (None, Some(path)) => (
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading the prompt file {}", path.display()))?,
+            std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read the prompt file {}: {}; give a readable text file, e.g. --prompt-file task.md (or - for stdin)",
+                    path.display(),
+                    berth_sandbox::io_reason(&e)
+                )
+            })?,
             PromptDelivery::Stdin,
         ),
         (None, None) => {
             bail!("give a prompt: --prompt \"fix the failing test\" or --prompt-file task.md")
         }
-    };
+    })
+}
+
+async fn agent_run(args: AgentRunArgs) -> anyhow::Result<ExitCode> {
+    let mut settings = settings(&args.agent)?;
+    if args.keep {
+        settings.keep = Some(true);
+    }
+    if args.max_containers.is_some() {
+        settings.max_containers = args.max_containers;
+    }
+    let (prompt, delivery) = prompt(&args)?;
     let engine = DockerEngine::connect().await?;
     let host = host(&engine).await?;
     let image = image(&engine, &settings).await?;

@@ -55,9 +55,19 @@ impl Write for ChunkWriter {
     }
 }
 
+/// What an upload's host side is, or why it cannot be read.
+pub fn source_metadata(source: &Path) -> anyhow::Result<std::fs::Metadata> {
+    std::fs::metadata(source).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read {}: {}; give a host file or directory that exists, e.g. berth cp ./data.txt $id:/workspace/",
+            source.display(),
+            berth_sandbox::io_reason(&e)
+        )
+    })
+}
+
 async fn upload(source: &Path, reference: &str, dest: &str) -> anyhow::Result<()> {
-    let meta = std::fs::metadata(source)
-        .with_context(|| format!("cannot read {}: check the path", source.display()))?;
+    let meta = source_metadata(source)?;
     let record = sandbox::find(&berth_sandbox::store::FileStore::local(), reference)?;
     let mut client = super::exec::connect(&record).await?;
     let source_name = source
@@ -168,6 +178,30 @@ fn send_tar(
     builder.into_inner()?.flush()
 }
 
+/// Where a download lands: into DEST if it is a directory (keeping the name), else as DEST
+/// in its directory, which must exist (as with `docker cp`, nothing is created above it).
+pub fn download_target(dest: &Path) -> anyhow::Result<(PathBuf, Option<std::ffi::OsString>)> {
+    if dest.is_dir() {
+        return Ok((dest.to_path_buf(), None));
+    }
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        bail!(
+            "the destination's directory {} does not exist: create it first (mkdir -p {}) or copy into an existing one, e.g. berth cp $id:/workspace/out ./",
+            parent.display(),
+            parent.display()
+        );
+    }
+    let name = dest
+        .file_name()
+        .context("the destination needs a file name, e.g. ./out.txt")?
+        .to_os_string();
+    Ok((parent.to_path_buf(), Some(name)))
+}
+
 async fn download(reference: &str, path: &str, dest: &Path) -> anyhow::Result<()> {
     let record = sandbox::find(&berth_sandbox::store::FileStore::local(), reference)?;
     let mut client = super::exec::connect(&record).await?;
@@ -186,20 +220,7 @@ async fn download(reference: &str, path: &str, dest: &Path) -> anyhow::Result<()
         }
         Err(status) => return Err(super::exec::explain_failure(&record, &status).await),
     };
-    // Into DEST if it is a directory, else as DEST.
-    let (base, rename) = if dest.is_dir() {
-        (dest.to_path_buf(), None)
-    } else {
-        let parent = dest
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = dest
-            .file_name()
-            .context("the destination needs a file name")?
-            .to_os_string();
-        (parent.to_path_buf(), Some(name))
-    };
+    let (base, rename) = download_target(dest)?;
     let (tx, rx) = mpsc::channel::<bytes::Bytes>(8);
     let unpacker = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let mut archive = tar::Archive::new(ChunkReader::new(rx));

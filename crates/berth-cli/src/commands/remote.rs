@@ -404,8 +404,7 @@ pub async fn cp(remote: Remote, args: CpArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn upload(remote: &Remote, source: &Path, sandbox: &str, dest: &str) -> anyhow::Result<()> {
-    let meta = std::fs::metadata(source)
-        .with_context(|| format!("cannot read {}: check the path", source.display()))?;
+    let meta = super::cp::source_metadata(source)?;
     let name = source
         .canonicalize()?
         .file_name()
@@ -483,10 +482,9 @@ fn download(remote: &Remote, sandbox: &str, path: &str, dest: &Path) -> anyhow::
         .map(|n| n.to_os_string())
         .unwrap_or_else(|| "root".into());
     if stat["kind"] == "file" {
-        let target = if dest.is_dir() {
-            dest.join(&name)
-        } else {
-            dest.to_path_buf()
+        let target = match super::cp::download_target(dest)? {
+            (dir, None) => dir.join(&name),
+            (dir, Some(rename)) => dir.join(rename),
         };
         let response = remote.call("GET", &format!("{base}/files?path={}", encode(path)), None)?;
         let expected: Option<u64> = response
@@ -521,17 +519,7 @@ fn download(remote: &Remote, sandbox: &str, path: &str, dest: &Path) -> anyhow::
         &format!("{base}/archive?path={}", encode(path)),
         None,
     )?;
-    let (into, rename) = if dest.is_dir() {
-        (dest.to_path_buf(), None)
-    } else {
-        (
-            dest.parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."))
-                .to_path_buf(),
-            dest.file_name().map(|n| n.to_os_string()),
-        )
-    };
+    let (into, rename) = super::cp::download_target(dest)?;
     let mut archive = tar::Archive::new(response.into_reader());
     for entry in archive.entries()? {
         let mut entry = entry?;
@@ -574,19 +562,7 @@ pub async fn agent_run(
     }
     let settings = super::agent::settings(&args.agent)?;
     let cli = settings.cli();
-    let prompt = match (&args.prompt, &args.prompt_file) {
-        (Some(p), _) => p.clone(),
-        (None, Some(path)) if path.as_os_str() == "-" => {
-            let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text)?;
-            text
-        }
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .with_context(|| format!("reading the prompt file {}", path.display()))?,
-        (None, None) => {
-            bail!("give a prompt: --prompt \"fix the failing test\" or --prompt-file task.md")
-        }
-    };
+    let (prompt, _) = super::agent::prompt(&args)?;
     let policy = settings.egress();
     let mut secrets = Vec::new();
     for spec in &policy.secrets {

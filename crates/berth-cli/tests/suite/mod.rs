@@ -1,4 +1,5 @@
 mod agent;
+mod bad_input;
 mod common;
 mod doctor_and_engine;
 mod egress;

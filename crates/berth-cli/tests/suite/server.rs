@@ -12,12 +12,12 @@ use serde_json::{json, Value};
 use super::common::*;
 
 /// A running `berth serve` with its own state directory and keys.
-struct Server {
+pub(super) struct Server {
     child: Child,
-    url: String,
+    pub(super) url: String,
     state: PathBuf,
-    admin: String,
-    server_id: String,
+    pub(super) admin: String,
+    pub(super) server_id: String,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -44,7 +44,7 @@ fn key(state: &Path, name: &str, admin: bool) -> String {
 }
 
 impl Server {
-    fn init() -> Self {
+    pub(super) fn init() -> Self {
         ensure_base_image();
         ensure_agent();
         let dir = tempfile::tempdir().unwrap();
@@ -107,7 +107,13 @@ impl Server {
     }
 
     /// (status, JSON body) of a call.
-    fn call(&self, method: &str, path: &str, key: &str, body: Option<Value>) -> (u16, Value) {
+    pub(super) fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let r = self.req(method, path, key);
         let result = match body {
             Some(b) => r.send_json(b),
