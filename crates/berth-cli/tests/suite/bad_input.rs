@@ -108,14 +108,13 @@ fn berth_objects() -> Vec<(String, String)> {
 }
 
 /// Objects made by one of `pids` (their owner label) or mounting something under `state`.
-fn leaked(pids: &[u32], state: &Path, keep: &str) -> Vec<String> {
+fn leaked(pids: &[u32], state: &Path) -> Vec<String> {
     let state = state.display().to_string();
     berth_objects()
         .into_iter()
         .filter(|(_, facts)| {
             let by_us = pids.iter().any(|p| facts.contains(&format!(":{p}:")));
-            let ours = facts.contains(&state) && !(facts.contains(keep) && !keep.is_empty());
-            by_us || ours
+            by_us || facts.contains(&state)
         })
         .map(|(what, facts)| format!("{what}: {facts}"))
         .collect()
@@ -323,7 +322,7 @@ fn the_cli_refuses_bad_input_clearly_and_leaves_nothing() {
     );
     let rm = cmd(&["rm", "-f", "target"]).output().unwrap();
     assert!(rm.status.success(), "{}", stderr(&rm));
-    let left = leaked(&pids, state.path(), "");
+    let left = leaked(&pids, state.path());
     assert!(left.is_empty(), "bad input left objects behind: {left:#?}");
     let records = std::fs::read_dir(state.path().join("sandboxes"))
         .map(|d| d.count())
@@ -388,7 +387,7 @@ fn berth_toml_mistakes_name_the_file_line_and_value() {
         "[agents.\"bad name\"]\ncli = \"claude\"\n".into(),
         "bad name",
     );
-    let left = leaked(&pids, state.path(), "");
+    let left = leaked(&pids, state.path());
     assert!(left.is_empty(), "bad config left objects behind: {left:#?}");
     assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
 }
