@@ -81,7 +81,8 @@ pub async fn run(ctx: Arc<ExecContext>, mut input: Streaming<ExecInput>, tx: Out
             return;
         }
     };
-    let spec = match spawn_spec(&ctx, &start) {
+    let serial = ctx.next_id.fetch_add(1, Ordering::Relaxed);
+    let spec = match spawn_spec(&ctx.identity, &start, serial) {
         Ok(spec) => spec,
         Err(message) => {
             let _ = tx.send(Err(Status::invalid_argument(message))).await;
@@ -221,8 +222,8 @@ async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
     }
 }
 
-fn spawn_spec(ctx: &ExecContext, start: &ExecStart) -> Result<SpawnSpec, String> {
-    let id = &ctx.identity;
+/// What `start` asks to run, as `id`'s process; `serial` makes its exec marker unique.
+pub fn spawn_spec(id: &Identity, start: &ExecStart, serial: u64) -> Result<SpawnSpec, String> {
     let (uid, gid) = if start.user.is_empty() {
         (id.uid, id.gid)
     } else {
@@ -253,11 +254,7 @@ fn spawn_spec(ctx: &ExecContext, start: &ExecStart) -> Result<SpawnSpec, String>
         gid,
         tty,
         stdin: start.stdin || start.tty,
-        marker: format!(
-            "{}-{}",
-            std::process::id(),
-            ctx.next_id.fetch_add(1, Ordering::Relaxed)
-        ),
+        marker: format!("{}-{serial}", std::process::id()),
     })
 }
 

@@ -48,24 +48,7 @@ pub fn confine(path: &str) -> Result<PathBuf, Status> {
             _ => {}
         }
     }
-    let mut existing = normal.clone();
-    let mut rest = Vec::new();
-    while std::fs::symlink_metadata(&existing).is_err() {
-        match (
-            existing.file_name().map(|n| n.to_os_string()),
-            existing.parent(),
-        ) {
-            (Some(name), Some(parent)) => {
-                rest.push(name);
-                existing = parent.to_path_buf();
-            }
-            _ => break,
-        }
-    }
-    let mut resolved = std::fs::canonicalize(&existing).unwrap_or(existing);
-    for part in rest.into_iter().rev() {
-        resolved.push(part);
-    }
+    let resolved = resolve_links(&normal)?;
     for forbidden in [SANDBOX_DIR, AGENT_PATH] {
         if resolved.starts_with(forbidden) {
             return Err(Status::permission_denied(format!(
@@ -74,6 +57,60 @@ pub fn confine(path: &str) -> Result<PathBuf, Status> {
         }
     }
     Ok(resolved)
+}
+
+/// `path` (absolute) with every symbolic link in it resolved, also a link whose target does
+/// not exist yet: no name in the result is a link, so an operation on it cannot be led
+/// somewhere the check above did not see (a dangling `/workspace/l -> /.berth/x`, say).
+fn resolve_links(path: &Path) -> Result<PathBuf, Status> {
+    /// As many links as Linux follows in one lookup.
+    const MAX_LINKS: usize = 40;
+    enum Part {
+        Up,
+        Name(std::ffi::OsString),
+    }
+    let parts = |p: &Path| -> Vec<Part> {
+        p.components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(Part::Name(n.to_os_string())),
+                Component::ParentDir => Some(Part::Up),
+                _ => None,
+            })
+            .rev()
+            .collect()
+    };
+    let mut todo = parts(path);
+    let mut out = PathBuf::from("/");
+    let mut links = 0;
+    while let Some(part) = todo.pop() {
+        let name = match part {
+            Part::Up => {
+                out.pop();
+                continue;
+            }
+            Part::Name(name) => name,
+        };
+        let next = out.join(&name);
+        let is_link = std::fs::symlink_metadata(&next).is_ok_and(|m| m.file_type().is_symlink());
+        if !is_link {
+            out = next;
+            continue;
+        }
+        links += 1;
+        if links > MAX_LINKS {
+            return Err(Status::invalid_argument(format!(
+                "{} goes through more than {MAX_LINKS} symbolic links: give a path without a link loop",
+                path.display()
+            )));
+        }
+        let target =
+            std::fs::read_link(&next).map_err(|e| io_status("reading the link", &next, &e))?;
+        if target.is_absolute() {
+            out = PathBuf::from("/");
+        }
+        todo.extend(parts(&target));
+    }
+    Ok(out)
 }
 
 fn info(path: &Path) -> Result<FileInfo, Status> {
@@ -178,36 +215,8 @@ pub async fn upload(identity: &Identity, mut stream: Streaming<UploadChunk>) -> 
     let (tx, rx) = mpsc::channel::<bytes::Bytes>(8);
     let (uid, gid) = (identity.uid, identity.gid);
     let unpack_dest = dest.clone();
-    let unpacker = tokio::task::spawn_blocking(move || -> Result<(), Status> {
-        let reader = ChunkReader::new(rx);
-        let mut archive = tar::Archive::new(reader);
-        archive.set_preserve_permissions(true);
-        archive.set_overwrite(true);
-        let entries = archive
-            .entries()
-            .map_err(|e| io_status("reading the upload into", &unpack_dest, &e))?;
-        for entry in entries {
-            let mut entry =
-                entry.map_err(|e| io_status("reading the upload into", &unpack_dest, &e))?;
-            let relative = entry
-                .path()
-                .map_err(|e| io_status("reading the upload into", &unpack_dest, &e))?
-                .into_owned();
-            let unpacked = if entry.header().entry_type().is_file() {
-                unpack_file(&mut entry, &unpack_dest, &relative, (uid, gid))
-            } else {
-                entry.unpack_in(&unpack_dest)
-            }
-            .map_err(|e| io_status("unpacking into", &unpack_dest, &e))?;
-            if unpacked {
-                let _ =
-                    std::os::unix::fs::lchown(unpack_dest.join(&relative), Some(uid), Some(gid));
-            }
-        }
-        // Drain anything after the archive's end so the sender is never stuck.
-        let mut rest = archive.into_inner();
-        let _ = std::io::copy(&mut rest, &mut std::io::sink());
-        Ok(())
+    let unpacker = tokio::task::spawn_blocking(move || {
+        unpack_archive(ChunkReader::new(rx), &unpack_dest, (uid, gid))
     });
     let received = forward(first.data, &mut stream, &tx).await;
     drop(tx);
@@ -217,6 +226,73 @@ pub async fn upload(identity: &Identity, mut stream: Streaming<UploadChunk>) -> 
     // A broken stream explains a failed unpack better than the unpacker's "unexpected EOF".
     received?;
     unpacked
+}
+
+/// Unpacks a tar stream under `dest` (which exists) with the rules of tar's `unpack_in`: no
+/// entry lands outside `dest`, whatever its path or the links unpacked before it. Files are
+/// given to `owner`. Reads `reader` to its end, so a sender is never left stuck.
+pub fn unpack_archive<R: std::io::Read>(
+    reader: R,
+    dest: &Path,
+    (uid, gid): (u32, u32),
+) -> Result<(), Status> {
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_overwrite(true);
+    let entries = archive
+        .entries()
+        .map_err(|e| io_status("reading the upload into", dest, &e))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| io_status("reading the upload into", dest, &e))?;
+        let relative = entry
+            .path()
+            .map_err(|e| io_status("reading the upload into", dest, &e))?
+            .into_owned();
+        let unpacked = if entry.header().entry_type().is_file() {
+            unpack_file(&mut entry, dest, &relative, (uid, gid))
+        } else {
+            entry.unpack_in(dest)
+        }
+        .map_err(|e| io_status("unpacking into", dest, &e))?;
+        if unpacked {
+            let _ = std::os::unix::fs::lchown(dest.join(&relative), Some(uid), Some(gid));
+        }
+    }
+    let mut rest = archive.into_inner();
+    let _ = std::io::copy(&mut rest, &mut std::io::sink());
+    Ok(())
+}
+
+/// The name of a single-file upload: exactly one normal path component, with no `/` at all
+/// (`d/` would otherwise pass as `d`; found by the `upload_file` fuzz target).
+pub fn single_file_name(name: &str) -> Result<PathBuf, Status> {
+    let path = PathBuf::from(name);
+    let mut parts = path.components();
+    match (parts.next(), parts.next()) {
+        (Some(Component::Normal(_)), None) if !name.contains('/') => Ok(path),
+        _ => Err(Status::invalid_argument(format!(
+            "file name {name:?} must be a single path component, e.g. data.tar"
+        ))),
+    }
+}
+
+/// Writes `data` as the file `name` in `dest` under a temporary name: nothing is in place
+/// until the caller commits it, which it does only when the data was whole.
+pub fn stage_file<R: std::io::Read>(
+    dest: &Path,
+    name: &Path,
+    mut data: R,
+) -> std::io::Result<NewFile> {
+    let mut new =
+        NewFile::create(dest, name)?.ok_or_else(|| std::io::Error::other("empty file name"))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = data.read(&mut buf)?;
+        if n == 0 {
+            return Ok(new);
+        }
+        new.file.write_all(&buf[..n])?;
+    }
 }
 
 /// Hands an upload's chunks (starting with the first message's) to the blocking side until
@@ -245,30 +321,14 @@ async fn upload_file(
     first: UploadChunk,
     mut stream: Streaming<UploadChunk>,
 ) -> Result<(), Status> {
-    let name = PathBuf::from(&first.file_name);
-    let mut parts = name.components();
-    if !matches!(
-        (parts.next(), parts.next()),
-        (Some(Component::Normal(_)), None)
-    ) {
-        return Err(Status::invalid_argument(format!(
-            "file name {:?} must be a single path component, e.g. data.tar",
-            first.file_name
-        )));
-    }
-    let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(8);
+    let name = single_file_name(&first.file_name)?;
+    let (tx, rx) = mpsc::channel::<bytes::Bytes>(8);
     let owner = (identity.uid, identity.gid);
     let path = dest.join(&name);
     let failed = move |e: std::io::Error| io_status("writing", &path, &e);
     let (mode, mtime) = (first.mode, u64::try_from(first.mtime).unwrap_or(0));
-    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<NewFile> {
-        let mut new = NewFile::create(&dest, &name)?
-            .ok_or_else(|| std::io::Error::other("empty file name"))?;
-        while let Some(chunk) = rx.blocking_recv() {
-            new.file.write_all(&chunk)?;
-        }
-        Ok(new)
-    });
+    let writer =
+        tokio::task::spawn_blocking(move || stage_file(&dest, &name, ChunkReader::new(rx)));
     let received = forward(first.data, &mut stream, &tx).await;
     drop(tx);
     let written = writer
@@ -327,7 +387,7 @@ fn unpack_file<R: std::io::Read>(
 /// A regular file being uploaded: written under a temporary name next to its target, and put
 /// in place by one `rename` only when complete. A failed or cancelled upload leaves the old
 /// file as it was (and its temporary file is removed).
-struct NewFile {
+pub struct NewFile {
     file: std::fs::File,
     temp: PathBuf,
     target: PathBuf,
@@ -381,7 +441,7 @@ impl NewFile {
     /// Gives the file its mode, time and owner, then renames it over the target. Whatever
     /// the target was (unless a directory) is replaced. Freeing a big old file can take longer
     /// than writing the new one, so the last reference to it is dropped on another thread.
-    fn commit(mut self, mode: u32, mtime: u64, (uid, gid): (u32, u32)) -> std::io::Result<()> {
+    pub fn commit(mut self, mode: u32, mtime: u64, (uid, gid): (u32, u32)) -> std::io::Result<()> {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         std::os::unix::fs::fchown(&self.file, Some(uid), Some(gid))?;
         self.file
@@ -487,4 +547,44 @@ pub fn download(path: &str) -> Result<mpsc::Receiver<Result<DataChunk, Status>>,
         }
     });
     Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dangling_link_into_berths_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("l");
+        std::os::unix::fs::symlink("/.berth/planted", &link).unwrap();
+        let e = confine(&format!("{}/sub", link.display())).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+        let relative = dir.path().join("r");
+        std::os::unix::fs::symlink("../../../../../../../.berth", &relative).unwrap();
+        assert!(confine(&relative.display().to_string()).is_err());
+    }
+
+    #[test]
+    fn a_single_file_name_is_one_component_without_a_slash() {
+        assert!(single_file_name("data.tar").is_ok());
+        for bad in ["d/", "/d", "a/b", ".", "..", "", "./d"] {
+            assert!(single_file_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn links_are_resolved_and_loops_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(real.join("d")).unwrap();
+        std::os::unix::fs::symlink("d", real.join("to-d")).unwrap();
+        assert_eq!(
+            confine(&format!("{}/to-d/new", real.display())).unwrap(),
+            real.join("d/new")
+        );
+        std::os::unix::fs::symlink("loop", real.join("loop")).unwrap();
+        let e = confine(&format!("{}/loop/x", real.display())).unwrap_err();
+        assert!(e.message().contains("symbolic links"), "{e}");
+    }
 }

@@ -8,13 +8,7 @@
 //!
 //! Usage (set up by berth, not by hand): `berth-agent init [-- MAIN_COMMAND...]`.
 
-mod background;
-mod exec;
-mod files;
-mod identity;
-mod reaper;
-mod server;
-mod spawn;
+use berth_agent::{server, spawn};
 
 use std::process::ExitCode;
 

@@ -247,7 +247,7 @@ struct ChildStdio {
 }
 
 /// `execve`'s arguments, built before the child exists.
-struct ExecImage {
+pub struct ExecImage {
     /// Paths to try in order: the program itself if it has a `/`, else each `PATH` entry.
     candidates: Vec<CString>,
     cwd: CString,
@@ -258,7 +258,9 @@ struct ExecImage {
 }
 
 impl ExecImage {
-    fn new(spec: &SpawnSpec) -> Result<Self, StartFailure> {
+    /// Checks `spec` and builds the C strings `execve` takes; fails (never panics) on an empty
+    /// argv or a NUL byte.
+    pub fn new(spec: &SpawnSpec) -> Result<Self, StartFailure> {
         let nul = |what: &str| {
             StartFailure::new(
                 126,
@@ -267,7 +269,14 @@ impl ExecImage {
             )
         };
         let cstring = |s: String, what: &str| CString::new(s).map_err(|_| nul(what));
-        let program = &spec.argv[0];
+        let Some(program) = spec.argv.first() else {
+            return Err(StartFailure::new(
+                127,
+                libc::ENOENT,
+                "no program given (the argv is empty): give a command, e.g. [\"ls\", \"-l\"]"
+                    .to_string(),
+            ));
+        };
         let candidates = if program.contains('/') {
             vec![cstring(program.clone(), "the program name")?]
         } else {
@@ -578,5 +587,16 @@ mod tests {
         let failure = ExecImage::new(&spec(&["echo", "a\0b"], &[])).err().unwrap();
         assert_eq!((failure.exit_code, failure.errno), (126, libc::EINVAL));
         assert!(failure.message.contains("NUL"), "{}", failure.message);
+    }
+
+    #[test]
+    fn an_empty_argv_is_a_start_failure_not_a_panic() {
+        let failure = ExecImage::new(&spec(&[], &[])).err().unwrap();
+        assert_eq!(failure.exit_code, 127);
+        assert!(
+            failure.message.contains("argv is empty"),
+            "{}",
+            failure.message
+        );
     }
 }

@@ -144,7 +144,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     pub workspace_root: Option<PathBuf>,
     /// The largest file or archive upload accepted (default 1g).
-    #[arg(long, value_name = "SIZE", default_value = "1g", value_parser = size_arg)]
+    #[arg(long, value_name = "SIZE", default_value = "1g", value_parser = size_arg, allow_hyphen_values = true)]
     pub max_upload: String,
 }
 
@@ -214,7 +214,7 @@ pub struct ExecArgs {
     #[arg(short, long)]
     pub tty: bool,
     /// Kill the command's whole process tree after this long (90s, 2m); 0: no limit.
-    #[arg(long, default_value = "0", value_name = "DURATION", value_parser = duration_arg)]
+    #[arg(long, default_value = "0", value_name = "DURATION", value_parser = duration_arg, allow_hyphen_values = true)]
     pub timeout: Duration,
     /// Set NAME=VALUE, or pass NAME from your environment (repeatable).
     #[arg(long = "env", short = 'e', value_name = "NAME[=VALUE]", value_parser = spec_arg(parse_env))]
@@ -472,19 +472,19 @@ pub struct SandboxFlags {
     pub user: UserSpec,
 
     /// Memory limit; swap is set equal (no swap).
-    #[arg(long, short = 'm', default_value = DEFAULT_MEMORY, value_name = "SIZE", value_parser = size_arg)]
+    #[arg(long, short = 'm', default_value = DEFAULT_MEMORY, value_name = "SIZE", value_parser = size_arg, allow_hyphen_values = true)]
     pub memory: String,
 
     /// CPU quota, in CPUs.
-    #[arg(long, default_value = DEFAULT_CPUS, value_name = "N", value_parser = cpus_arg)]
+    #[arg(long, default_value = DEFAULT_CPUS, value_name = "N", value_parser = cpus_arg, allow_hyphen_values = true)]
     pub cpus: String,
 
     /// Maximum number of processes (fork bombs stop here).
-    #[arg(long, default_value_t = DEFAULT_PIDS, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_PIDS, value_name = "N", allow_negative_numbers = true)]
     pub pids_limit: i64,
 
     /// Size of the writable tmpfs at /tmp (counts against --memory).
-    #[arg(long, default_value = DEFAULT_TMP_SIZE, value_name = "SIZE", value_parser = size_arg)]
+    #[arg(long, default_value = DEFAULT_TMP_SIZE, value_name = "SIZE", value_parser = size_arg, allow_hyphen_values = true)]
     pub tmp_size: String,
 
     /// none (only loopback), isolated (a private network with no egress, made and removed by
@@ -523,7 +523,7 @@ pub struct RunArgs {
     pub sandbox: SandboxFlags,
 
     /// Kill the command after this long (90s, 2m, 1h30m); 0 disables.
-    #[arg(long, short = 't', default_value = DEFAULT_TIMEOUT, value_name = "DURATION", value_parser = duration_arg)]
+    #[arg(long, short = 't', default_value = DEFAULT_TIMEOUT, value_name = "DURATION", value_parser = duration_arg, allow_hyphen_values = true)]
     pub timeout: Duration,
 
     /// Keep the stopped container instead of removing it (`berth gc --all` removes it).
@@ -539,7 +539,7 @@ pub struct RunArgs {
     pub receipt: Option<PathBuf>,
 
     /// With --json: how much of each stream to include in the receipt.
-    #[arg(long, default_value = "1m", value_name = "SIZE", value_parser = size_arg)]
+    #[arg(long, default_value = "1m", value_name = "SIZE", value_parser = size_arg, allow_hyphen_values = true)]
     pub capture_limit: String,
 
     /// The command and its arguments, after `--`. No shell is added: use `sh -c '…'` for one.
@@ -706,13 +706,13 @@ pub struct AgentFlags {
     #[arg(long = "credentials", value_name = "HOST:PATH", value_parser = spec_arg(berth_runtimes::settings::parse_credentials))]
     pub credentials: Vec<MountSpec>,
     /// Memory limit (default 1g).
-    #[arg(long, short = 'm', value_name = "SIZE", value_parser = size_arg)]
+    #[arg(long, short = 'm', value_name = "SIZE", value_parser = size_arg, allow_hyphen_values = true)]
     pub memory: Option<String>,
     /// CPU quota (default 1).
-    #[arg(long, value_name = "N", value_parser = cpus_arg)]
+    #[arg(long, value_name = "N", value_parser = cpus_arg, allow_hyphen_values = true)]
     pub cpus: Option<String>,
     /// Maximum number of processes (default 512).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub pids_limit: Option<i64>,
     /// none (default), isolated, or bridge (egress, so the CLI can reach its API; weakens isolation).
     #[arg(long, value_name = "MODE", value_parser = spec_arg(NetworkMode::parse))]
@@ -734,7 +734,7 @@ pub struct AgentFlags {
     #[arg(long, value_name = "MODE")]
     pub permission_mode: Option<String>,
     /// End the agent's whole process tree after this long (default 30m).
-    #[arg(long, short = 't', value_name = "DURATION", value_parser = duration_arg)]
+    #[arg(long, short = 't', value_name = "DURATION", value_parser = duration_arg, allow_hyphen_values = true)]
     pub timeout: Option<Duration>,
     /// Model, passed to the CLI.
     #[arg(long)]
@@ -795,7 +795,7 @@ pub struct SessionStartArgs {
 #[derive(Debug, Args)]
 pub struct AgentSendArgs {
     /// How long to wait for the end of the turn; the session's process is ended after it.
-    #[arg(long, short = 't', default_value = "10m", value_name = "DURATION", value_parser = duration_arg)]
+    #[arg(long, short = 't', default_value = "10m", value_name = "DURATION", value_parser = duration_arg, allow_hyphen_values = true)]
     pub timeout: Duration,
     /// Print normalized events as JSON lines, then a summary line.
     #[arg(long)]

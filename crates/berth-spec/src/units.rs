@@ -108,7 +108,11 @@ pub fn parse_duration(value: &str) -> Result<Duration, UnitError> {
             "h" => number * 3600.0,
             _ => return Err(err()),
         };
-        total += Duration::try_from_secs_f64(seconds).map_err(|_| err())?;
+        // A sum too long for a Duration is an error, not a panic (found by the `units` fuzz
+        // target).
+        total = total
+            .checked_add(Duration::try_from_secs_f64(seconds).map_err(|_| err())?)
+            .ok_or_else(err)?;
         rest = tail;
     }
     Ok(total)
@@ -137,6 +141,14 @@ pub fn format_bytes(bytes: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_duration_too_long_to_hold_is_an_error_not_a_panic() {
+        let huge = "10000000000000000000s".repeat(3);
+        assert!(parse_duration(&huge).is_err());
+        assert!(parse_duration("1h18446744073709551615s").is_err());
+    }
+
     use super::*;
 
     #[test]

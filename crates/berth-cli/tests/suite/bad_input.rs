@@ -170,6 +170,9 @@ fn the_cli_refuses_bad_input_clearly_and_leaves_nothing() {
             "--pids-limit 0",
         ),
         (vec!["run", "--timeout", "5x", "--", "true"], "5x"),
+        (vec!["run", "--timeout", "-5s", "--", "true"], "-5s"),
+        (vec!["run", "--memory", "-1g", "--", "true"], "-1g"),
+        (vec!["run", "--pids-limit", "-5", "--", "true"], "-5"),
         (vec!["run", "--tmp-size", "0", "--", "true"], "--tmp-size"),
         (
             vec!["run", "--network", "internet", "--", "true"],
