@@ -185,15 +185,31 @@ async fn supervise(
     let input_task = input.map(|input| tokio::spawn(feed(input, stdin_fd, pty_fd, pid)));
 
     let mut exit_rx = spawned.exit;
-    let (exit, timed_out) = match timeout {
-        Some(t) => tokio::select! {
-            exit = &mut exit_rx => (exit.unwrap_or(Exit::Signal(libc::SIGKILL)), false),
-            () = tokio::time::sleep(t) => {
-                kill_tree(pid, &marker).await;
-                (exit_rx.await.unwrap_or(Exit::Signal(libc::SIGKILL)), true)
-            }
-        },
-        None => (exit_rx.await.unwrap_or(Exit::Signal(libc::SIGKILL)), false),
+    let deadline = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    // A caller that went away (its CLI killed, its connection cut) takes its process with
+    // it: nothing would read the output or learn the exit. Background processes have no
+    // caller to lose.
+    let caller_gone = async {
+        match &sink {
+            Sink::Stream(tx) => tx.closed().await,
+            Sink::Background(_) => std::future::pending().await,
+        }
+    };
+    let (exit, timed_out) = tokio::select! {
+        exit = &mut exit_rx => (exit.unwrap_or(Exit::Signal(libc::SIGKILL)), false),
+        () = deadline => {
+            kill_tree(pid, &marker).await;
+            (exit_rx.await.unwrap_or(Exit::Signal(libc::SIGKILL)), true)
+        }
+        () = caller_gone => {
+            kill_tree(pid, &marker).await;
+            (exit_rx.await.unwrap_or(Exit::Signal(libc::SIGKILL)), false)
+        }
     };
     if timed_out {
         // Anything that escaped is dead by now; let the pumps reach EOF.

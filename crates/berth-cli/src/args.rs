@@ -414,6 +414,10 @@ fn seconds_arg(value: &str) -> Result<u64, String> {
         .map_err(|_| format!("{value:?} is not a whole number of seconds, e.g. --time 10"))
 }
 
+fn runtime_arg(value: &str) -> Result<String, String> {
+    berth_spec::names::check("runtime", value, "--runtime runsc").map(|_| value.to_string())
+}
+
 fn tag_arg(value: &str) -> Result<String, String> {
     berth_spec::names::check("tag", value, "--tag build-1").map(|_| value.to_string())
 }
@@ -515,6 +519,11 @@ pub struct SandboxFlags {
     /// Allow setuid programs to gain privileges (turns off no-new-privileges; weakens isolation).
     #[arg(long)]
     pub allow_privilege_escalation: bool,
+
+    /// OCI runtime registered with the engine, e.g. runsc (gVisor: a user-space kernel, a
+    /// stronger boundary than namespaces; `berth doctor` says whether the engine has it).
+    #[arg(long, value_name = "NAME", value_parser = runtime_arg)]
+    pub runtime: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -576,6 +585,7 @@ impl SandboxFlags {
             cap_add: self.cap_add.clone(),
             no_new_privileges: !self.allow_privilege_escalation,
             read_only_rootfs: self.read_only,
+            runtime: self.runtime.clone(),
         };
         Ok(spec)
     }

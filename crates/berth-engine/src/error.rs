@@ -30,8 +30,8 @@ pub enum EngineError {
         status: u16,
         message: String,
     },
-    /// A transport or protocol failure in the middle of an operation.
-    #[error("{operation} failed: {message}")]
+    /// A transport or protocol failure in the middle of an operation: the engine went away.
+    #[error("{operation} failed: the connection to the Docker engine broke ({message}); check that it runs (`berth doctor`); `berth gc` removes what berth left on it")]
     Transport {
         operation: &'static str,
         message: String,

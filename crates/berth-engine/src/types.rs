@@ -60,6 +60,8 @@ pub struct ContainerPlan {
     pub dns: Vec<String>,
     /// resolv.conf options (`timeout:1`, …).
     pub dns_options: Vec<String>,
+    /// The OCI runtime (`runsc`, …); `None`: the engine's default.
+    pub runtime: Option<String>,
 }
 
 /// A host path bound into the container.
@@ -209,6 +211,8 @@ pub struct EngineInfo {
     pub ncpu: i64,
     /// Memory of the engine host in bytes.
     pub mem_total: i64,
+    /// The OCI runtimes registered with the engine (`runc`, `runsc`, …).
+    pub runtimes: Vec<String>,
 }
 
 /// Progress of an image build or pull.

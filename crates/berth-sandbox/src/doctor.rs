@@ -220,6 +220,26 @@ pub async fn engine_checks<E: Engine>(engine: &E) -> Vec<Check> {
             "enable the missing cgroup controllers (for swap: boot with `swapaccount=1`; prefer cgroup v2 with `systemd.unified_cgroup_hierarchy=1`)",
         ));
     }
+    // gVisor is optional: a stronger boundary for `--runtime runsc`, not needed by default.
+    if info.runtimes.iter().any(|r| r == "runsc") {
+        checks.push(Check::ok(
+            "gVisor (runsc)",
+            format!(
+                "registered (runtimes: {}); use `--runtime runsc` for a user-space kernel",
+                info.runtimes.join(", ")
+            ),
+        ));
+    } else {
+        checks.push(Check::bad(
+            "gVisor (runsc)",
+            Status::Warn,
+            format!(
+                "not registered with the engine (runtimes: {}); optional",
+                info.runtimes.join(", ")
+            ),
+            "for `--runtime runsc`: apt-get install runsc, then add \"runtimes\": {\"runsc\": {\"path\": \"/usr/bin/runsc\", \"runtimeArgs\": [\"--network=none\"]}} to the engine's daemon.json and restart it",
+        ));
+    }
     match engine.image_inspect(DEFAULT_IMAGE).await {
         Ok(Some(image)) => checks.push(Check::ok(
             "default image",

@@ -204,6 +204,7 @@ pub fn plan(
         oom_score_adj: None,
         dns: Vec::new(),
         dns_options: Vec::new(),
+        runtime: None,
     };
     let allow = policy.allowed_hosts();
 

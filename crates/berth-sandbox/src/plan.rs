@@ -306,6 +306,7 @@ pub fn plan_sandbox(
         oom_score_adj: None,
         dns: Vec::new(),
         dns_options: Vec::new(),
+        runtime: spec.security.runtime.clone(),
     };
     let mut container = container;
     let (network_plan, egress) = if spec.egress.enabled() {

@@ -79,6 +79,8 @@ pub struct AppliedSecurity {
     pub no_new_privileges: bool,
     /// Root file system was read-only.
     pub read_only_rootfs: bool,
+    /// The OCI runtime asked for (`runsc` for gVisor); `null`: the engine's default.
+    pub runtime: Option<String>,
     /// `none`, `bridge` or the isolated network's name.
     pub network: String,
     /// Bind mounts as `host:target:mode`.

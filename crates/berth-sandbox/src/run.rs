@@ -146,6 +146,7 @@ pub async fn run_once<E: Engine, S: OutputSink>(
                 .iter()
                 .any(|o| o == "no-new-privileges"),
             read_only_rootfs: container.read_only_rootfs,
+            runtime: container.runtime.clone(),
             network: container.network.clone(),
             mounts: container
                 .binds

@@ -432,6 +432,10 @@ async fn start_container<E: Engine>(
     record: &mut SandboxRecord,
     agent: Option<bytes::Bytes>,
 ) -> Result<(), SandboxError> {
+    // The record comes first: a create killed between the engine's answer and the next save
+    // still leaves a sandbox `ps` lists and `rm` removes (by its id label), never a container
+    // nothing knows.
+    store.save(record)?;
     record.container_id = engine.container_create(container).await?;
     store.save(record)?;
     if let Some(archive) = agent {

@@ -228,6 +228,9 @@ pub struct Security {
     pub no_new_privileges: bool,
     /// Mount the root file system read-only (only `/tmp` and mounts are writable).
     pub read_only_rootfs: bool,
+    /// The OCI runtime registered with the engine to run the sandbox (`runsc`: gVisor, a
+    /// user-space kernel between the workload and the host's); `None`: the engine's default.
+    pub runtime: Option<String>,
 }
 
 impl Default for Security {
@@ -236,6 +239,7 @@ impl Default for Security {
             cap_add: Vec::new(),
             no_new_privileges: true,
             read_only_rootfs: false,
+            runtime: None,
         }
     }
 }

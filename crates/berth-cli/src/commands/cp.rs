@@ -246,9 +246,24 @@ async fn download(reference: &str, path: &str, dest: &Path) -> anyhow::Result<()
                 std::fs::create_dir_all(parent)?;
             }
             entry.set_preserve_permissions(true);
-            entry
-                .unpack(&target)
-                .with_context(|| format!("writing {}", target.display()))?;
+            if !entry.header().entry_type().is_file() {
+                entry
+                    .unpack(&target)
+                    .with_context(|| format!("writing {}", target.display()))?;
+                continue;
+            }
+            // A file lands under a temporary name and is renamed into place only when whole:
+            // a download that fails (or is killed) never leaves a truncated file under the
+            // real name, and an old file there stays as it was.
+            let name = target.file_name().unwrap_or_default().to_string_lossy();
+            let temp = target.with_file_name(format!(".{name}.berth-part-{}", std::process::id()));
+            let written = entry
+                .unpack(&temp)
+                .and_then(|_| std::fs::rename(&temp, &target));
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&temp);
+                return Err(e).with_context(|| format!("writing {}", target.display()));
+            }
         }
         Ok(())
     });

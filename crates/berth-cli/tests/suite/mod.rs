@@ -3,6 +3,7 @@ mod bad_input;
 mod common;
 mod doctor_and_engine;
 mod egress;
+mod faults;
 mod hardening;
 mod lifecycle;
 mod real_claude;

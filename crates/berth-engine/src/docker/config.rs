@@ -40,6 +40,7 @@ pub fn container_body(plan: &ContainerPlan) -> ContainerCreateBody {
         init: Some(false),
         dns: (!plan.dns.is_empty()).then(|| plan.dns.clone()),
         dns_options: (!plan.dns_options.is_empty()).then(|| plan.dns_options.clone()),
+        runtime: plan.runtime.clone(),
         ..Default::default()
     };
     ContainerCreateBody {

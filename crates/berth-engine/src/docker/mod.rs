@@ -248,6 +248,14 @@ impl Engine for DockerEngine {
             pids_limit: info.pids_limit.unwrap_or(false),
             ncpu: info.ncpu.unwrap_or(0),
             mem_total: info.mem_total.unwrap_or(0),
+            runtimes: info
+                .runtimes
+                .map(|r| {
+                    let mut names: Vec<String> = r.into_keys().collect();
+                    names.sort();
+                    names
+                })
+                .unwrap_or_default(),
         })
     }
 
