@@ -2,7 +2,8 @@
 //! the agent killed under an upload, a full disk, the engine cut off or restarted — and shows
 //! that nothing acknowledged is lost, nothing is left that `berth gc` would not find, and the
 //! failure is named within a bound (never a hang). The engine-restart and gVisor tests start
-//! their own dockerd (own socket, data root and exec root); the machine's is never touched.
+//! their own dockerd (own socket, data root, exec root and network namespace); the machine's
+//! is never touched.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -405,7 +406,8 @@ fn the_engine_cut_off_mid_run_is_named_and_gc_cleans_up() {
     );
 }
 
-/// A dockerd of the test's own: socket, data root, exec root and config in a temp dir.
+/// A dockerd of the test's own: socket, data root, exec root and config in a temp dir, in a
+/// network namespace of its own.
 struct OwnEngine {
     dir: tempfile::TempDir,
     runsc: bool,
@@ -451,7 +453,10 @@ impl OwnEngine {
             .append(true)
             .open(d.join("dockerd.log"))
             .unwrap();
-        let child = Command::new("dockerd")
+        // Its own network namespace too: a second dockerd in the host's would manage (and on
+        // shutdown remove) the host's docker0 bridge, which the machine's engine owns.
+        let child = Command::new("unshare")
+            .args(["--net", "--", "dockerd"])
             .arg("--config-file")
             .arg(d.join("daemon.json"))
             .arg("--host")
@@ -518,6 +523,7 @@ impl Drop for OwnEngine {
             .arg("-R")
             .arg("-l")
             .arg(self.dir.path().join("root"))
+            .stderr(Stdio::null())
             .status();
     }
 }
@@ -525,6 +531,13 @@ impl Drop for OwnEngine {
 #[test]
 fn an_engine_restart_stops_sandboxes_and_berth_start_brings_them_back() {
     ensure_agent();
+    let host_bridge = || {
+        Command::new("ip")
+            .args(["link", "show", "docker0"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let bridge_before = host_bridge();
     let mut engine = OwnEngine::start(false);
     let out = engine
         .berth()
@@ -604,6 +617,12 @@ fn an_engine_restart_stops_sandboxes_and_berth_start_brings_them_back() {
     assert!(gc.status.success(), "{}", stderr(&gc));
     let left = stdout(&engine.docker(&["ps", "-aq", "--filter", "label=berth.managed"]));
     assert!(left.trim().is_empty(), "left behind: {left}");
+    drop(engine);
+    assert_eq!(
+        host_bridge(),
+        bridge_before,
+        "the test's dockerd touched the machine engine's docker0"
+    );
 }
 
 #[test]
