@@ -1450,3 +1450,151 @@ fn server_mounts_only_under_its_workspace_root() {
         204
     );
 }
+
+/// The exit code of an exec through `server` (`None`: it did not start).
+fn exit_code(server: &Server, key: &str, id: &str, argv: &[&str]) -> Option<i64> {
+    let events = server.exec(key, id, argv);
+    let last = events.last()?;
+    (last["type"] == "exited")
+        .then(|| last["code"].as_i64())
+        .flatten()
+}
+
+/// A request body that sends some bytes, then never ends (the server is killed under it).
+struct Endless {
+    sent: usize,
+}
+
+impl Read for Endless {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.sent >= 4 << 20 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let n = buf.len().min(64 << 10);
+        buf[..n].fill(b'x');
+        self.sent += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn server_sigkilled_mid_create_exec_and_upload_leaves_nothing_unknown() {
+    let mut server = Server::init();
+    let alice = key(&server.state, "alice", false);
+    let id = server.create(&alice, json!({"timeout": 600}));
+    let put = |server: &Server, body: &str| {
+        server
+            .req(
+                "PUT",
+                &format!("/v1/sandboxes/{id}/files?path=/home/berth/data"),
+                &alice,
+            )
+            .send_string(body)
+            .map(|r| r.status())
+    };
+    assert_eq!(put(&server, "the old content\n").ok(), Some(201));
+
+    // In flight when the server dies: an exec, an upload and a create.
+    let exec = server
+        .req("POST", &format!("/v1/sandboxes/{id}/exec"), &alice)
+        .send_json(json!({"argv": ["sh", "-c", "echo $$ > /tmp/pid; exec sleep 300"]}))
+        .unwrap();
+    let mut exec_reader = BufReader::new(exec.into_reader());
+    let mut started = String::new();
+    exec_reader.read_line(&mut started).unwrap();
+    wait_until("the exec runs", Duration::from_secs(20), || {
+        exit_code(&server, &alice, &id, &["test", "-s", "/tmp/pid"]) == Some(0)
+    });
+    let upload = {
+        let request = server.req(
+            "PUT",
+            &format!("/v1/sandboxes/{id}/files?path=/home/berth/data"),
+            &alice,
+        );
+        std::thread::spawn(move || request.send(Endless { sent: 0 }).map(|r| r.status()))
+    };
+    wait_until("the upload is under way", Duration::from_secs(20), || {
+        server
+            .exec(&alice, &id, &["ls", "-a", "/home/berth"])
+            .iter()
+            .any(|e| {
+                e["data"]
+                    .as_str()
+                    .is_some_and(|d| d.contains(".berth-upload-"))
+            })
+    });
+    let create = {
+        let request = server.req("POST", "/v1/sandboxes", &alice);
+        std::thread::spawn(move || {
+            request
+                .send_json(json!({"timeout": 600}))
+                .map(|r| r.status())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(60));
+    server.kill();
+    // No caller is told the upload worked.
+    assert!(
+        upload.join().unwrap().is_err(),
+        "a cut upload claimed success"
+    );
+    let _ = create.join().unwrap();
+
+    let server2 = Server::start(&server.state, server.admin.clone(), Vec::new());
+    // The exec's caller went with the server: its process is ended.
+    wait_until("the orphaned exec ended", Duration::from_secs(30), || {
+        exit_code(
+            &server2,
+            &alice,
+            &id,
+            &["sh", "-c", "kill -0 $(cat /tmp/pid)"],
+        ) == Some(1)
+    });
+    // The old file is whole and the partial one is gone.
+    let events = server2.exec(&alice, &id, &["cat", "/home/berth/data"]);
+    assert_eq!(text_of(&events, "stdout"), "the old content\n");
+    wait_until(
+        "the partial upload is removed",
+        Duration::from_secs(30),
+        || {
+            !server2
+                .exec(&alice, &id, &["ls", "-a", "/home/berth"])
+                .iter()
+                .any(|e| {
+                    e["data"]
+                        .as_str()
+                        .is_some_and(|d| d.contains(".berth-upload-"))
+                })
+        },
+    );
+    // Every container of this server is a sandbox it lists, or the reconcile collects it.
+    wait_until(
+        "only known sandboxes are left",
+        Duration::from_secs(30),
+        || {
+            let (_, list) = server2.call("GET", "/v1/sandboxes", &server2.admin, None);
+            let known: Vec<String> = list["sandboxes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].as_str().unwrap().to_string())
+                .collect();
+            containers_with(&format!("berth.server={}", server.server_id))
+                .iter()
+                .all(|c| known.iter().any(|k| berth_id_of(c) == *k))
+        },
+    );
+    for sandbox in server2.call("GET", "/v1/sandboxes", &server2.admin, None).1["sandboxes"]
+        .as_array()
+        .unwrap()
+    {
+        let sid = sandbox["id"].as_str().unwrap();
+        let (s, _) = server2.call(
+            "DELETE",
+            &format!("/v1/sandboxes/{sid}"),
+            &server2.admin,
+            None,
+        );
+        assert_eq!(s, 204);
+    }
+}
