@@ -16,7 +16,9 @@ fuzz_target!(|input: (&str, &[u8])| {
     let Ok(file) = berth_agent::files::single_file_name(name) else {
         return;
     };
-    let Ok(staged) = berth_agent::files::stage_file(&dest, &file, data) else {
+    let Ok(staged) =
+        berth_agent::files::stage_file(&dest, &file, [bytes::Bytes::copy_from_slice(data)])
+    else {
         return;
     };
     // Before the commit nothing is in place under the name.

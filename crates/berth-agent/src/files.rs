@@ -276,23 +276,20 @@ pub fn single_file_name(name: &str) -> Result<PathBuf, Status> {
     }
 }
 
-/// Writes `data` as the file `name` in `dest` under a temporary name: nothing is in place
-/// until the caller commits it, which it does only when the data was whole.
-pub fn stage_file<R: std::io::Read>(
+/// Writes `chunks` as the file `name` in `dest` under a temporary name, each chunk in one
+/// write (no copy): nothing is in place until the caller commits it, which it does only when
+/// the data was whole.
+pub fn stage_file(
     dest: &Path,
     name: &Path,
-    mut data: R,
+    chunks: impl IntoIterator<Item = bytes::Bytes>,
 ) -> std::io::Result<NewFile> {
     let mut new =
         NewFile::create(dest, name)?.ok_or_else(|| std::io::Error::other("empty file name"))?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = data.read(&mut buf)?;
-        if n == 0 {
-            return Ok(new);
-        }
-        new.file.write_all(&buf[..n])?;
+    for chunk in chunks {
+        new.file.write_all(&chunk)?;
     }
+    Ok(new)
 }
 
 /// Hands an upload's chunks (starting with the first message's) to the blocking side until
@@ -322,13 +319,14 @@ async fn upload_file(
     mut stream: Streaming<UploadChunk>,
 ) -> Result<(), Status> {
     let name = single_file_name(&first.file_name)?;
-    let (tx, rx) = mpsc::channel::<bytes::Bytes>(8);
+    let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(8);
     let owner = (identity.uid, identity.gid);
     let path = dest.join(&name);
     let failed = move |e: std::io::Error| io_status("writing", &path, &e);
     let (mode, mtime) = (first.mode, u64::try_from(first.mtime).unwrap_or(0));
-    let writer =
-        tokio::task::spawn_blocking(move || stage_file(&dest, &name, ChunkReader::new(rx)));
+    let writer = tokio::task::spawn_blocking(move || {
+        stage_file(&dest, &name, std::iter::from_fn(|| rx.blocking_recv()))
+    });
     let received = forward(first.data, &mut stream, &tx).await;
     drop(tx);
     let written = writer

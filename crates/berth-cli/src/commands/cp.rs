@@ -178,6 +178,19 @@ fn send_tar(
     builder.into_inner()?.flush()
 }
 
+/// Moves a finished download from `temp` to `target`. Over an existing file it swaps the two
+/// and then removes the old one: ext4 flushes a file renamed over another before the rename
+/// returns (`auto_da_alloc`), which costs more than the copy itself.
+fn put_in_place(temp: &Path, target: &Path) -> std::io::Result<()> {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    let exists = std::fs::symlink_metadata(target).is_ok_and(|m| m.is_file());
+    if exists && renameat2(AT_FDCWD, temp, AT_FDCWD, target, RenameFlags::RENAME_EXCHANGE).is_ok() {
+        // `temp` now names the old file.
+        return std::fs::remove_file(temp);
+    }
+    std::fs::rename(temp, target)
+}
+
 /// Where a download lands: into DEST if it is a directory (keeping the name), else as DEST
 /// in its directory, which must exist (as with `docker cp`, nothing is created above it).
 pub fn download_target(dest: &Path) -> anyhow::Result<(PathBuf, Option<std::ffi::OsString>)> {
@@ -259,7 +272,7 @@ async fn download(reference: &str, path: &str, dest: &Path) -> anyhow::Result<()
             let temp = target.with_file_name(format!(".{name}.berth-part-{}", std::process::id()));
             let written = entry
                 .unpack(&temp)
-                .and_then(|_| std::fs::rename(&temp, &target));
+                .and_then(|_| put_in_place(&temp, &target));
             if let Err(e) = written {
                 let _ = std::fs::remove_file(&temp);
                 return Err(e).with_context(|| format!("writing {}", target.display()));
