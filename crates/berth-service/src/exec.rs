@@ -4,6 +4,7 @@
 //! Every front end renders these same events (the CLI, SSE, NDJSON), and any of them can
 //! resume: an event's offsets say how many bytes of each stream came before it.
 
+use crate::OrExplain;
 use std::collections::BTreeMap;
 
 use berth_engine::Engine;
@@ -322,7 +323,8 @@ impl<E: Engine> Service<E> {
         let stream = client
             .exec(ReceiverStream::new(rx))
             .await
-            .map_err(|e| self.failed(&record.id, e))?
+            .or_explain(self, record)
+            .await?
             .into_inner();
         // The input side stays open until the output ends (closing it is not a signal).
         Ok(pump(stream, Offsets::default(), (tx, client)))
@@ -350,7 +352,8 @@ impl<E: Engine> Service<E> {
         let stream = client
             .exec(ReceiverStream::new(rx))
             .await
-            .map_err(|e| self.failed(&record.id, e))?
+            .or_explain(self, record)
+            .await?
             .into_inner();
         let (inputs, mut from_client) = mpsc::channel::<Input>(16);
         let forward = tx.clone();
@@ -397,13 +400,10 @@ impl<E: Engine> Service<E> {
         let mut stream = client
             .exec(tokio_stream::once(start))
             .await
-            .map_err(|e| self.failed(&record.id, e))?
+            .or_explain(self, record)
+            .await?
             .into_inner();
-        while let Some(msg) = stream
-            .message()
-            .await
-            .map_err(|e| self.failed(&record.id, e))?
-        {
+        while let Some(msg) = stream.message().await.or_explain(self, record).await? {
             match msg.output {
                 Some(exec_output::Output::Started(s)) => {
                     return Ok(ProcessStarted {
@@ -449,7 +449,8 @@ impl<E: Engine> Service<E> {
         let list = client
             .list_processes(ListProcessesRequest {})
             .await
-            .map_err(|e| self.failed(&record.id, e))?
+            .or_explain(self, record)
+            .await?
             .into_inner();
         Ok(list.processes.into_iter().map(Process::from).collect())
     }
@@ -470,7 +471,8 @@ impl<E: Engine> Service<E> {
                 follow_only: false,
             })
             .await
-            .map_err(|e| self.failed(&record.id, e))?
+            .or_explain(self, record)
+            .await?
             .into_inner();
         Ok(pump(stream, from, client))
     }
@@ -496,7 +498,8 @@ impl<E: Engine> Service<E> {
                 signal,
             })
             .await
-            .map_err(|e| self.failed(&record.id, e))?;
+            .or_explain(self, record)
+            .await?;
         Ok(())
     }
 
@@ -517,7 +520,8 @@ impl<E: Engine> Service<E> {
                 close,
             })
             .await
-            .map_err(|e| self.failed(&record.id, e))?;
+            .or_explain(self, record)
+            .await?;
         Ok(())
     }
 }

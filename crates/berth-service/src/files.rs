@@ -4,6 +4,7 @@
 //! Every path is resolved by the agent inside the sandbox (symlinks included) and confined
 //! there; `/.berth` and the agent binary are refused by the agent itself.
 
+use crate::OrExplain;
 use std::io::Read;
 
 use berth_engine::Engine;
@@ -101,7 +102,8 @@ impl<E: Engine> Service<E> {
                 path: path.to_string(),
             })
             .await
-            .map_err(|e| self.failed(&record.id, e))?;
+            .or_explain(self, record)
+            .await?;
         Ok(info.into_inner().into())
     }
 
@@ -117,7 +119,8 @@ impl<E: Engine> Service<E> {
                 path: path.to_string(),
             })
             .await
-            .map_err(|e| self.failed(&record.id, e))?;
+            .or_explain(self, record)
+            .await?;
         Ok(reply
             .into_inner()
             .entries
@@ -134,7 +137,8 @@ impl<E: Engine> Service<E> {
                 path: path.to_string(),
             })
             .await
-            .map_err(|e| self.failed(&record.id, e))?;
+            .or_explain(self, record)
+            .await?;
         Ok(())
     }
 
@@ -152,7 +156,8 @@ impl<E: Engine> Service<E> {
                 recursive,
             })
             .await
-            .map_err(|e| self.failed(&record.id, e))?;
+            .or_explain(self, record)
+            .await?;
         Ok(())
     }
 
@@ -171,7 +176,8 @@ impl<E: Engine> Service<E> {
                 to: to.to_string(),
             })
             .await
-            .map_err(|e| self.failed(&record.id, e))?;
+            .or_explain(self, record)
+            .await?;
         Ok(())
     }
 
@@ -188,7 +194,8 @@ impl<E: Engine> Service<E> {
                 path: path.to_string(),
             })
             .await
-            .map_err(|e| self.failed(&record.id, e))?
+            .or_explain(self, record)
+            .await?
             .into_inner();
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
@@ -377,7 +384,7 @@ impl<E: Engine> Service<E> {
         drop(tx);
         match call.await {
             Ok(Ok(_)) => Ok(total),
-            Ok(Err(status)) => Err(self.failed(&record.id, status)),
+            Ok(Err(status)) => Err(self.explained(record, status).await),
             Err(e) => Err(ServiceError::internal(format!(
                 "the upload task failed: {e}"
             ))),

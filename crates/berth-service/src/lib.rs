@@ -305,12 +305,54 @@ impl<E: Engine> Service<E> {
         self.clients().remove(id);
     }
 
-    /// A failed agent call as a service error; a broken connection is forgotten, so the next
-    /// call connects again.
-    pub(crate) fn failed(&self, id: &str, status: tonic::Status) -> ServiceError {
-        if berth_sandbox::agent_client::channel_broke(&status) {
-            self.disconnect(id);
+    /// A failed agent call as a service error. A broken connection is forgotten and explained
+    /// by what happened to the sandbox (stopped by an engine restart, its agent killed, …),
+    /// so the caller hears "not running", not a transport error.
+    pub(crate) async fn explained(
+        &self,
+        record: &SandboxRecord,
+        status: tonic::Status,
+    ) -> ServiceError {
+        if !berth_sandbox::agent_client::channel_broke(&status) {
+            return status.into();
         }
-        status.into()
+        self.disconnect(&record.id);
+        match sandbox::connect(self.engine.as_ref(), record).await {
+            Err(e) => e.into(),
+            Ok(client) => {
+                self.clients().insert(record.id.clone(), client);
+                status.into()
+            }
+        }
+    }
+}
+
+/// `result.or_explain(service, record).await`: an agent call's result, its failure explained
+/// by [`Service::explained`].
+pub(crate) trait OrExplain<T> {
+    fn or_explain<'a, E: Engine>(
+        self,
+        service: &'a Service<E>,
+        record: &'a SandboxRecord,
+    ) -> impl std::future::Future<Output = Result<T, ServiceError>> + Send + 'a
+    where
+        T: Send + 'a;
+}
+
+impl<T> OrExplain<T> for Result<T, tonic::Status> {
+    fn or_explain<'a, E: Engine>(
+        self,
+        service: &'a Service<E>,
+        record: &'a SandboxRecord,
+    ) -> impl std::future::Future<Output = Result<T, ServiceError>> + Send + 'a
+    where
+        T: Send + 'a,
+    {
+        async move {
+            match self {
+                Ok(value) => Ok(value),
+                Err(status) => Err(service.explained(record, status).await),
+            }
+        }
     }
 }

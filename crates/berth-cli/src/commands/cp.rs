@@ -184,7 +184,16 @@ fn send_tar(
 fn put_in_place(temp: &Path, target: &Path) -> std::io::Result<()> {
     use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
     let exists = std::fs::symlink_metadata(target).is_ok_and(|m| m.is_file());
-    if exists && renameat2(AT_FDCWD, temp, AT_FDCWD, target, RenameFlags::RENAME_EXCHANGE).is_ok() {
+    if exists
+        && renameat2(
+            AT_FDCWD,
+            temp,
+            AT_FDCWD,
+            target,
+            RenameFlags::RENAME_EXCHANGE,
+        )
+        .is_ok()
+    {
         // `temp` now names the old file.
         return std::fs::remove_file(temp);
     }

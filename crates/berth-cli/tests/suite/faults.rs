@@ -729,3 +729,149 @@ fn gvisor_runs_the_agent_exec_files_and_isolation() {
     let rm = engine.berth().args(["rm", "-f", "g"]).output().unwrap();
     assert!(rm.status.success(), "{}", stderr(&rm));
 }
+
+/// `berth serve` on `engine`, with its own state directory: (process, URL).
+fn serve_on(engine: &OwnEngine, state: &Path) -> (Running, String) {
+    use std::io::BufRead;
+    let mut child = engine
+        .berth()
+        .env("BERTH_STATE_DIR", state)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("berth: listening on ").map(str::to_string))
+        .expect("the server did not say where it listens");
+    std::thread::spawn(move || for _ in lines {});
+    (Running(child), url)
+}
+
+/// (status, JSON body) of one API call.
+fn api(
+    url: &str,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let request = ureq::request(method, &format!("{url}{path}"))
+        .set("Authorization", &format!("Bearer {key}"));
+    let answer = match body {
+        Some(b) => request.send_json(b),
+        None => request.call(),
+    };
+    match answer {
+        Ok(r) => {
+            let status = r.status();
+            let text = r.into_string().unwrap();
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            match lines.len() {
+                1 => (status, lines.into_iter().next().unwrap()),
+                _ => (status, serde_json::Value::Array(lines)),
+            }
+        }
+        Err(ureq::Error::Status(status, r)) => (status, r.into_json().unwrap_or_default()),
+        Err(e) => panic!("{method} {path}: {e}"),
+    }
+}
+
+#[test]
+fn an_engine_restart_under_the_server_is_reported_and_start_or_reconcile_recover() {
+    ensure_agent();
+    let mut engine = OwnEngine::start(false);
+    let state = engine.dir.path().join("server-state");
+    let init = engine
+        .berth()
+        .env("BERTH_STATE_DIR", &state)
+        .args(["server", "init"])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", stderr(&init));
+    let key = stdout(&init).trim().to_string();
+    let (server, url) = serve_on(&engine, &state);
+    let (s, made) = api(
+        &url,
+        &key,
+        "POST",
+        "/v1/sandboxes",
+        Some(serde_json::json!({})),
+    );
+    assert_eq!(s, 201, "{made}");
+    let id = made["id"].as_str().unwrap().to_string();
+    let exec = |url: &str| {
+        api(
+            url,
+            &key,
+            "POST",
+            &format!("/v1/sandboxes/{id}/exec"),
+            Some(serde_json::json!({"argv": ["true"]})),
+        )
+    };
+    assert_eq!(exec(&url).0, 200);
+
+    // The engine restarts under the running server: its sandbox is stopped, and says so.
+    engine.restart();
+    let (s, sandbox) = api(&url, &key, "GET", &format!("/v1/sandboxes/{id}"), None);
+    assert_eq!(s, 200);
+    assert_ne!(sandbox["status"], "running", "{sandbox}");
+    let (s, refused) = exec(&url);
+    assert_eq!(s, 409, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not running"),
+        "{refused}"
+    );
+    let (s, started) = api(
+        &url,
+        &key,
+        "POST",
+        &format!("/v1/sandboxes/{id}/start"),
+        None,
+    );
+    assert_eq!(s, 200, "{started}");
+    let (s, events) = exec(&url);
+    assert_eq!(s, 200);
+    assert_eq!(
+        events
+            .as_array()
+            .and_then(|e| e.last())
+            .map(|e| e["code"].clone()),
+        Some(0.into()),
+        "{events}"
+    );
+
+    // Restarted again, with the server killed while it was down: the next server's
+    // reconcile records the sandbox as stopped, and start brings it back.
+    drop(server);
+    engine.restart();
+    let (server, url) = serve_on(&engine, &state);
+    let (s, sandbox) = api(&url, &key, "GET", &format!("/v1/sandboxes/{id}"), None);
+    assert_eq!(
+        (s, sandbox["state"].as_str()),
+        (200, Some("stopped")),
+        "{sandbox}"
+    );
+    let (s, started) = api(
+        &url,
+        &key,
+        "POST",
+        &format!("/v1/sandboxes/{id}/start"),
+        None,
+    );
+    assert_eq!(s, 200, "{started}");
+    assert_eq!(exec(&url).0, 200);
+    let (s, _) = api(&url, &key, "DELETE", &format!("/v1/sandboxes/{id}"), None);
+    assert_eq!(s, 204);
+    drop(server);
+    let left = stdout(&engine.docker(&["ps", "-aq", "--filter", "label=berth.managed"]));
+    assert!(left.trim().is_empty(), "left behind: {left}");
+}
