@@ -340,19 +340,17 @@ pub(crate) trait OrExplain<T> {
 }
 
 impl<T> OrExplain<T> for Result<T, tonic::Status> {
-    fn or_explain<'a, E: Engine>(
+    async fn or_explain<'a, E: Engine>(
         self,
         service: &'a Service<E>,
         record: &'a SandboxRecord,
-    ) -> impl std::future::Future<Output = Result<T, ServiceError>> + Send + 'a
+    ) -> Result<T, ServiceError>
     where
         T: Send + 'a,
     {
-        async move {
-            match self {
-                Ok(value) => Ok(value),
-                Err(status) => Err(service.explained(record, status).await),
-            }
+        match self {
+            Ok(value) => Ok(value),
+            Err(status) => Err(service.explained(record, status).await),
         }
     }
 }
