@@ -1600,3 +1600,113 @@ fn server_sigkilled_mid_create_exec_and_upload_leaves_nothing_unknown() {
         assert_eq!(s, 204);
     }
 }
+
+/// The lines of a stream, read on a thread of their own (so a test can wait with a bound).
+fn lines_of(reader: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn server_sigkilled_mid_agent_run_and_download_keeps_the_run_and_never_ends_a_download_cleanly() {
+    super::agent::ensure_fake_image();
+    let mut server = Server::init();
+    let alice = key(&server.state, "alice", false);
+    let id = server.create(
+        &alice,
+        json!({"image": super::agent::IMAGE, "timeout": 600}),
+    );
+    // A download in flight: 64 MiB, of which the client has read only the start.
+    let events = server.exec(
+        &alice,
+        &id,
+        &["sh", "-c", "head -c 67108864 /dev/zero > /home/berth/big"],
+    );
+    assert_eq!(events.last().unwrap()["code"], 0, "{events:?}");
+    let download = server
+        .req(
+            "GET",
+            &format!("/v1/sandboxes/{id}/files?path=/home/berth/big"),
+            &alice,
+        )
+        .call()
+        .unwrap();
+    assert_eq!(download.header("content-length"), Some("67108864"));
+    let mut body = download.into_reader();
+    let mut start = vec![0u8; 1 << 20];
+    body.read_exact(&mut start).unwrap();
+    // An agent run in flight: the fake CLI hangs after its session starts.
+    let path = format!("/v1/sandboxes/{id}/agent-runs");
+    let (s, run) = server.call(
+        "POST",
+        &path,
+        &alice,
+        Some(json!({"id": "long", "prompt": "fake:hang"})),
+    );
+    assert_eq!(s, 201, "{run}");
+    let first = lines_of(
+        server
+            .req("GET", &format!("{path}/long/events"), &alice)
+            .call()
+            .unwrap()
+            .into_reader(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !first
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .expect("the run's session starts")
+        .contains("session_started")
+    {}
+
+    server.kill();
+    // The download does not end as if it were whole.
+    let mut rest = Vec::new();
+    let read = body.read_to_end(&mut rest);
+    assert!(
+        read.is_err() || rest.len() + start.len() < 67108864,
+        "a cut download ended cleanly"
+    );
+
+    // The run outlived the server: the next one replays its events and can end it.
+    let server2 = Server::start(&server.state, server.admin.clone(), Vec::new());
+    let rx = lines_of(
+        server2
+            .req("GET", &format!("{path}/long/events"), &alice)
+            .call()
+            .unwrap()
+            .into_reader(),
+    );
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !seen.iter().any(|l: &String| l.contains("session_started")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        seen.push(
+            rx.recv_timeout(left)
+                .expect("the replay has the session's start"),
+        );
+    }
+    let (s, _) = server2.call("POST", &format!("{path}/long/cancel"), &alice, None);
+    assert_eq!(s, 204);
+    let finished = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).expect("the cancelled run finishes");
+        let item: Value = serde_json::from_str(&line).unwrap();
+        if item["kind"] == "finished" {
+            break item;
+        }
+    };
+    assert_eq!(
+        finished["clean"], false,
+        "a cancelled run is never clean: {finished}"
+    );
+    let (s, _) = server2.call("DELETE", &format!("/v1/sandboxes/{id}"), &alice, None);
+    assert_eq!(s, 204);
+}
