@@ -89,16 +89,17 @@ impl Remote {
     }
 }
 
+/// Everything but RFC 3986's unreserved characters and `/` is percent-encoded: a value is safe
+/// as a path segment or a query value.
+const ENCODED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
 fn encode(value: &str) -> String {
-    let mut out = String::new();
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(value, ENCODED).to_string()
 }
 
 fn sandbox_path(reference: &str) -> String {
