@@ -146,6 +146,19 @@ async fn missing_images_and_containers_are_typed() {
         .await
         .unwrap_err();
     assert!(e.is_not_found(), "{e:?}");
+    // An empty id (a record saved before its container existed) is "not found" too, for
+    // every call that names a container.
+    assert!(engine
+        .container_inspect("")
+        .await
+        .unwrap_err()
+        .is_not_found());
+    assert!(engine.container_start("").await.unwrap_err().is_not_found());
+    assert!(engine
+        .container_remove("", true)
+        .await
+        .unwrap_err()
+        .is_not_found());
     // No registry is reachable here, so a pull fails with an error, not a hang.
     let pulled = tokio::time::timeout(
         Duration::from_secs(120),

@@ -1710,3 +1710,53 @@ fn server_sigkilled_mid_agent_run_and_download_keeps_the_run_and_never_ends_a_do
     let (s, _) = server2.call("DELETE", &format!("/v1/sandboxes/{id}"), &alice, None);
     assert_eq!(s, 204);
 }
+
+#[test]
+fn server_sigkilled_at_any_moment_of_a_create_comes_back_and_reconciles() {
+    let mut server = Server::init();
+    let admin = server.admin.clone();
+    let state = server.state.clone();
+    let server_id = server.server_id.clone();
+    let mut current: Option<Server> = None;
+    for delay_ms in (0..16u64).map(|i| 2 + i * 4) {
+        let live = current.as_mut().unwrap_or(&mut server);
+        let request = live.req("POST", "/v1/sandboxes", &admin);
+        let create =
+            std::thread::spawn(move || request.send_json(json!({})).ok().map(|r| r.status()));
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        live.kill();
+        let _ = create.join();
+        // Whatever moment it died at, the next server starts (a record saved before its
+        // container existed is reconciled, not fatal) and knows every container it has.
+        let next = Server::start(&state, admin.clone(), Vec::new());
+        wait_until(
+            "only known sandboxes are left",
+            Duration::from_secs(30),
+            || {
+                let (_, list) = next.call("GET", "/v1/sandboxes", &admin, None);
+                let known: Vec<String> = list["sandboxes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s["id"].as_str().unwrap().to_string())
+                    .collect();
+                containers_with(&format!("berth.server={server_id}"))
+                    .iter()
+                    .all(|c| known.iter().any(|k| berth_id_of(c) == *k))
+            },
+        );
+        current = Some(next);
+    }
+    let last = current.unwrap();
+    for sandbox in last.call("GET", "/v1/sandboxes", &admin, None).1["sandboxes"]
+        .as_array()
+        .unwrap()
+    {
+        let sid = sandbox["id"].as_str().unwrap();
+        assert_eq!(
+            last.call("DELETE", &format!("/v1/sandboxes/{sid}"), &admin, None)
+                .0,
+            204
+        );
+    }
+}

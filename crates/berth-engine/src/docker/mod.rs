@@ -91,6 +91,15 @@ impl DockerEngine {
     }
 }
 
+/// An empty container id is "no such container" here: the engine would read the path without
+/// it as another endpoint. A record saved before its container existed has one.
+fn named(id: &str) -> Result<(), EngineError> {
+    if id.is_empty() {
+        return Err(EngineError::ContainerNotFound { id: String::new() });
+    }
+    Ok(())
+}
+
 /// Maps a bollard error to an [`EngineError`] that names the endpoint and a remedy.
 fn classify(
     endpoint: &Endpoint,
@@ -392,6 +401,7 @@ impl Engine for DockerEngine {
     }
 
     async fn container_start(&self, id: &str) -> Result<(), EngineError> {
+        named(id)?;
         self.docker.start_container(id, None).await.map_err(|e| {
             match self.err("starting a container", Subject::Container(id), e) {
                 EngineError::Api {
@@ -408,6 +418,7 @@ impl Engine for DockerEngine {
     }
 
     async fn container_wait(&self, id: &str) -> Result<i64, EngineError> {
+        named(id)?;
         let options = WaitContainerOptions {
             condition: "not-running".to_string(),
         };
@@ -424,6 +435,7 @@ impl Engine for DockerEngine {
     }
 
     async fn container_kill(&self, id: &str, signal: &str) -> Result<(), EngineError> {
+        named(id)?;
         let options = KillContainerOptions {
             signal: signal.to_string(),
         };
@@ -434,6 +446,7 @@ impl Engine for DockerEngine {
     }
 
     async fn container_stop(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
+        named(id)?;
         let options = StopContainerOptions {
             t: Some(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX)),
             signal: None,
@@ -445,6 +458,7 @@ impl Engine for DockerEngine {
     }
 
     async fn container_pause(&self, id: &str) -> Result<(), EngineError> {
+        named(id)?;
         self.docker
             .pause_container(id)
             .await
@@ -452,6 +466,7 @@ impl Engine for DockerEngine {
     }
 
     async fn container_unpause(&self, id: &str) -> Result<(), EngineError> {
+        named(id)?;
         self.docker
             .unpause_container(id)
             .await
@@ -459,6 +474,7 @@ impl Engine for DockerEngine {
     }
 
     async fn container_remove(&self, id: &str, force: bool) -> Result<(), EngineError> {
+        named(id)?;
         let options = RemoveContainerOptions {
             force,
             v: true,
@@ -471,6 +487,7 @@ impl Engine for DockerEngine {
     }
 
     async fn container_inspect(&self, id: &str) -> Result<ContainerState, EngineError> {
+        named(id)?;
         let c = self
             .docker
             .inspect_container(id, None)
