@@ -5,6 +5,9 @@
 //! output, logs followed), and no background process started through berth still running —
 //! an agent working away with nobody watching is not idle. A paused sandbox's clock stands
 //! still (its deadline moves on at resume).
+//!
+//! Every five seconds it also collects orphans: containers and networks of this server with no
+//! record, which the engine can finish creating after a killed server's successor started.
 
 use std::time::Duration;
 
@@ -16,10 +19,26 @@ const TICK: Duration = Duration::from_secs(1);
 
 /// Runs until aborted.
 pub async fn run(state: AppState) {
+    /// Ticks between two sweeps for orphans (containers of this server with no record).
+    const ORPHAN_SWEEP_TICKS: u64 = 5;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = 0u64;
     loop {
         tick.tick().await;
+        ticks += 1;
+        if ticks % ORPHAN_SWEEP_TICKS == 0 {
+            if let Ok(server_id) = state.db.server_id() {
+                let none = std::collections::BTreeSet::new();
+                match crate::reconcile::collect_orphans(&state, &server_id, &none).await {
+                    Ok(ids) if !ids.is_empty() => {
+                        tracing::info!("collected {} orphan(s): {ids:?}", ids.len())
+                    }
+                    Err(e) => tracing::warn!("lifecycle: looking for orphans: {e}"),
+                    Ok(_) => {}
+                }
+            }
+        }
         let lives = match state.db.lifetimes() {
             Ok(l) => l,
             Err(e) => {

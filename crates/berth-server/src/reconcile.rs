@@ -69,15 +69,44 @@ pub async fn run(
             Err(e) => return Err(e),
         }
     }
+    done.collected = collect_orphans(state, server_id, &live).await?;
+    Ok(done)
+}
+
+/// Removes the containers and networks this server made whose sandbox it has no live record
+/// of (`live`: the ids it keeps). The lifecycle loop runs it too, because the engine finishes
+/// a create the server asked for before it was killed, possibly after the next server's start.
+/// A sandbox's record is saved before its container exists, so a create in flight is never
+/// taken for an orphan.
+pub async fn collect_orphans(
+    state: &AppState,
+    server_id: &str,
+    live: &BTreeSet<String>,
+) -> Result<Vec<String>, berth_engine::EngineError> {
+    let engine = state.service.engine();
+    let mut collected = Vec::new();
     let mine = [format!("{}={server_id}", labels::SERVER)];
+    let containers = engine.container_list(&mine).await?;
+    let networks = engine.network_list(&mine).await?;
+    // Read after the listing: whatever was listed existed, so its record (saved first) is
+    // in this read, even for a create that was under way.
+    let mut live = live.clone();
+    live.extend(
+        state
+            .db
+            .lifetimes()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|l| l.id),
+    );
     let mut orphans = BTreeSet::new();
-    for c in engine.container_list(&mine).await? {
+    for c in containers {
         if let Some(id) = c.labels.get(labels::ID).filter(|id| !live.contains(*id)) {
             let _ = engine.container_remove(&c.id, true).await;
             orphans.insert(id.clone());
         }
     }
-    for n in engine.network_list(&mine).await? {
+    for n in networks {
         if let Some(id) = n.labels.get(labels::ID).filter(|id| !live.contains(*id)) {
             let _ = engine.network_remove(&n.id).await;
             orphans.insert(id.clone());
@@ -94,7 +123,7 @@ pub async fn run(
         let _ = state
             .db
             .set_state(&id, "gone", Some("collected by reconcile"));
-        done.collected.push(id);
+        collected.push(id);
     }
-    Ok(done)
+    Ok(collected)
 }
