@@ -17,7 +17,11 @@ use crate::identity::Identity;
 const CHUNK: usize = 256 * 1024;
 
 fn io_status(what: &str, path: &Path, e: &std::io::Error) -> Status {
-    let message = format!("{what} {}: {}", path.display(), crate::spawn::reason(e));
+    let message = format!(
+        "{what} {}: {}",
+        path.display(),
+        berth_protocol::io_reason(e)
+    );
     match e.kind() {
         std::io::ErrorKind::NotFound => {
             Status::not_found(format!("{message}: give a path that exists in the sandbox"))

@@ -95,14 +95,7 @@ impl StartFailure {
     }
 }
 
-/// An I/O error as a person reads it ("No such file or directory"), without "(os error 2)".
-pub fn reason(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    match text.split_once(" (os error ") {
-        Some((reason, _)) => reason.to_string(),
-        None => text,
-    }
-}
+use berth_protocol::io_reason as reason;
 
 /// Where a program is looked for when the environment has no `PATH`.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -44,3 +44,14 @@ pub const AGENT_PATH: &str = "/.berth-agent";
 pub mod v1 {
     tonic::include_proto!("berth.agent.v1");
 }
+
+/// An I/O error's reason as a person reads it ("No such file or directory"), without the
+/// "(os error 2)" that means nothing to them. Both ends use it: the agent in its answers,
+/// berth in its messages.
+pub fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.split_once(" (os error ") {
+        Some((reason, _)) => reason.to_string(),
+        None => text,
+    }
+}

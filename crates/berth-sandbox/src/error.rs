@@ -80,13 +80,3 @@ impl SandboxError {
         }
     }
 }
-
-/// An I/O error's reason as a person reads it: "No such file or directory", without the
-/// "(os error 2)" that means nothing to them.
-pub fn io_reason(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    match text.rsplit_once(" (os error ") {
-        Some((reason, _)) => reason.to_string(),
-        None => text,
-    }
-}

@@ -24,7 +24,8 @@ pub mod store;
 #[cfg(test)]
 mod fake;
 
-pub use error::{io_reason, SandboxError};
+pub use berth_protocol::io_reason;
+pub use error::SandboxError;
 pub use receipt::{Outcome, Receipt, StreamDigest};
 pub use run::{run_once, RunOptions};
 pub use sink::{CaptureSink, OutputSink, StdioSink};
