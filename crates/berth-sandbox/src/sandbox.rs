@@ -444,20 +444,23 @@ async fn start_container<E: Engine>(
             .await?;
     }
     engine.container_start(&record.container_id).await?;
-    let mut client = wait_ready(engine, record).await?;
-    main_started(&mut client).await
+    let (mut client, hello) = ready(engine, record).await?;
+    main_started(&mut client, hello).await
 }
 
 /// Waits until the agent has tried to start the main process (after the egress gateway, when
 /// there is one), and fails if it could not: a mistyped command is an error of `create`, not a
 /// line in the container log.
-async fn main_started(client: &mut AgentClient) -> Result<(), SandboxError> {
+/// `hello` is the agent's first answer: only a main process still waiting asks again.
+async fn main_started(
+    client: &mut AgentClient,
+    mut hello: berth_protocol::v1::HelloReply,
+) -> Result<(), SandboxError> {
     use berth_protocol::v1::MainState;
     let deadline = Instant::now()
         + Duration::from_millis(berth_protocol::WAIT_FOR_LIMIT_MS)
         + Duration::from_secs(5);
     loop {
-        let hello = agent_client::hello(client).await?;
         match hello.main_state() {
             MainState::MainFailed => {
                 return Err(SandboxError::MainFailed {
@@ -466,6 +469,7 @@ async fn main_started(client: &mut AgentClient) -> Result<(), SandboxError> {
             }
             MainState::MainWaiting if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(10)).await;
+                hello = agent_client::hello(client).await?;
             }
             _ => return Ok(()),
         }
@@ -477,6 +481,14 @@ pub async fn wait_ready<E: Engine>(
     engine: &E,
     record: &SandboxRecord,
 ) -> Result<AgentClient, SandboxError> {
+    Ok(ready(engine, record).await?.0)
+}
+
+/// [`wait_ready`], with the agent's first answer.
+async fn ready<E: Engine>(
+    engine: &E,
+    record: &SandboxRecord,
+) -> Result<(AgentClient, berth_protocol::v1::HelloReply), SandboxError> {
     /// Direct attempts before also trying the exec channel (the socket may be out of reach).
     const DIRECT_TRIES: u32 = 50;
     let started = Instant::now();
@@ -498,7 +510,7 @@ pub async fn wait_ready<E: Engine>(
         };
         match attempt {
             Ok(mut client) => match agent_client::hello(&mut client).await {
-                Ok(_) => return Ok(client),
+                Ok(hello) => return Ok((client, hello)),
                 Err(e) if started.elapsed() > READY_TIMEOUT => return Err(e.into()),
                 Err(_) => {}
             },
