@@ -576,12 +576,23 @@ pub async fn connect<E: Engine>(
                 state: describe_state(&state),
             }),
             Ok(_) => {
-                let mut client =
-                    agent_client::connect_via_exec(engine, &record.container_id, &record.token)
-                        .await
-                        .map_err(|_| SandboxError::from(e))?;
-                agent_client::hello(&mut client).await?;
-                Ok(client)
+                match agent_client::connect_via_exec(engine, &record.container_id, &record.token)
+                    .await
+                {
+                    Ok(mut client) => {
+                        agent_client::hello(&mut client).await?;
+                        Ok(client)
+                    }
+                    // A container killed a moment ago still reads as running until the engine
+                    // has seen it exit; the exec failing is then the first sign of it.
+                    Err(_) => match stopped_soon(engine, record).await {
+                        Some(state) => Err(SandboxError::AgentDown {
+                            id: record.id.clone(),
+                            state,
+                        }),
+                        None => Err(e.into()),
+                    },
+                }
             }
             Err(inspect) if inspect.is_not_found() => Err(SandboxError::AgentDown {
                 id: record.id.clone(),
@@ -590,6 +601,22 @@ pub async fn connect<E: Engine>(
             Err(inspect) => Err(inspect.into()),
         },
     }
+}
+
+/// The container's state once the engine reports it stopped or gone, if it does within two
+/// seconds; `None` while it still runs.
+async fn stopped_soon<E: Engine>(engine: &E, record: &SandboxRecord) -> Option<String> {
+    for _ in 0..20 {
+        match engine.container_inspect(&record.container_id).await {
+            Ok(state) if !state.running => return Some(describe_state(&state)),
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) if e.is_not_found() => {
+                return Some("its container no longer exists".to_string())
+            }
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 /// Stops a sandbox (SIGTERM to the agent, which stops every process; SIGKILL after `grace`).
