@@ -83,7 +83,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("berth: {}", describe(&e));
+            eprintln!("berth: {}", say(&e));
             // An operation's error kind decides the code (one mapping, shared with the
             // server's HTTP statuses); anything else is berth's own failure.
             let code = e
@@ -119,6 +119,20 @@ async fn remote_command(
         _ => anyhow::bail!(
             "this verb is not available through a server yet: unset BERTH_SERVER to run it against the local engine"
         ),
+    }
+}
+
+/// An error as the CLI says it: a service error's way out in the CLI's own verbs.
+fn say(e: &anyhow::Error) -> String {
+    use berth_service::Remedy;
+    match e.downcast_ref::<berth_service::ServiceError>() {
+        Some(s) => match &s.remedy {
+            Some(Remedy::Start { id }) => {
+                format!("{}; start it with `berth start {id}`", s.message)
+            }
+            None => s.message.clone(),
+        },
+        None => describe(e),
     }
 }
 

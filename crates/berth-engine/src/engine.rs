@@ -24,7 +24,7 @@ pub type ExecInput = Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
 /// [`crate::docker::DockerEngine`]; unit tests implement it with recording fakes.
 ///
 /// Every object an implementation creates must carry the labels the caller put in the plan.
-pub trait Engine: Send + Sync {
+pub trait Engine: Send + Sync + 'static {
     /// Engine facts (versions, enforceable limits); also serves as a ping.
     fn info(&self) -> impl Future<Output = Result<EngineInfo, EngineError>> + Send;
 

@@ -152,7 +152,10 @@ pub async fn start_run(
         argv,
         env,
         cwd: Some(body.cwd.clone().unwrap_or_else(|| "/workspace".into())),
-        timeout_secs: Some(body.timeout_secs.unwrap_or(1800)),
+        timeout: Some(std::time::Duration::from_secs(
+            body.timeout_secs.unwrap_or(1800),
+        )),
+        user: None,
         stdin: None,
     };
     let started = state

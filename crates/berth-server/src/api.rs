@@ -664,8 +664,9 @@ pub async fn start_process(
         argv: body.argv,
         env: body.env,
         cwd: body.cwd,
-        timeout_secs: body.timeout_secs,
+        timeout: body.timeout_secs.map(std::time::Duration::from_secs),
         stdin: None,
+        user: None,
     };
     let started = state
         .service
@@ -863,7 +864,13 @@ pub async fn write_file(
     };
     let bytes = state
         .service
-        .write_file(&record, &q.path, mode, body_stream(body), state.max_upload)
+        .write_file(
+            &record,
+            &q.path,
+            berth_service::files::NewFile { mode, mtime: None },
+            body_stream(body),
+            state.max_upload,
+        )
         .await?;
     Ok((
         StatusCode::CREATED,

@@ -65,7 +65,7 @@ impl From<ServiceError> for ApiError {
         Self {
             status,
             code: e.kind.code(),
-            message: e.message,
+            message: e.to_string(),
         }
     }
 }

@@ -109,8 +109,9 @@ async fn session(state: AppState, record: SandboxRecord, socket: WebSocket, _gua
         },
         env: start.env,
         cwd: start.cwd,
-        timeout_secs: None,
+        timeout: None,
         stdin: None,
+        user: None,
     };
     let size = (
         start.rows.unwrap_or(24).clamp(1, 1000),
@@ -118,12 +119,19 @@ async fn session(state: AppState, record: SandboxRecord, socket: WebSocket, _gua
     );
     let (inputs, mut events) = match state
         .service
-        .exec_interactive(&record, &request, Some(size))
+        .exec_interactive(
+            &record,
+            &request,
+            berth_service::exec::Attachment {
+                tty: Some(size),
+                stdin: true,
+            },
+        )
         .await
     {
         Ok(pair) => pair,
         Err(e) => {
-            let _ = to_client.send(fail(e.message)).await;
+            let _ = to_client.send(fail(e.to_string())).await;
             return;
         }
     };

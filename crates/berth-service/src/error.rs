@@ -59,12 +59,31 @@ impl ErrorKind {
     }
 }
 
-/// An operation failed; the message says what to do and names no CLI flag.
+/// An operation failed; the message says what to do and names no CLI flag. Where the way
+/// out is another operation, `remedy` names it, and each front end says it in its own terms
+/// (`berth start ID` for the CLI; the generic wording, which `Display` adds, for the API).
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
+#[error("{message}{}", remedy.as_ref().map(|r| format!("; {}", r.generic())).unwrap_or_default())]
 pub struct ServiceError {
     pub kind: ErrorKind,
     pub message: String,
+    pub remedy: Option<Remedy>,
+}
+
+/// The operation that gets a caller past an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remedy {
+    /// Start the (stopped) sandbox.
+    Start { id: String },
+}
+
+impl Remedy {
+    /// The remedy in words that name no front end's verbs.
+    pub fn generic(&self) -> String {
+        match self {
+            Self::Start { .. } => "start it first".to_string(),
+        }
+    }
 }
 
 impl ServiceError {
@@ -72,7 +91,14 @@ impl ServiceError {
         Self {
             kind,
             message: message.into(),
+            remedy: None,
         }
+    }
+
+    /// The same error, with the operation that gets past it.
+    pub fn with_remedy(mut self, remedy: Remedy) -> Self {
+        self.remedy = Some(remedy);
+        self
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -176,9 +202,8 @@ impl From<SandboxError> for ServiceError {
             }
             // The sandbox is in the wrong state for the call (the engine is fine).
             SandboxError::AgentDown { id, state } => {
-                return Self::conflict(format!(
-                    "sandbox {id} is not running: {state}; start it first"
-                ))
+                return Self::conflict(format!("sandbox {id} is not running: {state}"))
+                    .with_remedy(Remedy::Start { id: id.clone() })
             }
             SandboxError::MainFailed { message } => {
                 return Self::invalid(format!(

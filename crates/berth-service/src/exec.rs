@@ -6,15 +6,17 @@
 
 use crate::OrExplain;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use berth_engine::Engine;
 use berth_protocol::v1::{
     exec_input, exec_output, AttachRequest, ExecInput, ExecStart, ListProcessesRequest,
     ProcessInfo, SignalRequest, TerminalSize, WriteStdinRequest,
 };
-use berth_sandbox::sandbox::SandboxRecord;
+use berth_sandbox::sandbox::{self, SandboxRecord};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -32,11 +34,42 @@ pub struct ExecRequest {
     #[serde(default)]
     pub cwd: Option<String>,
     /// End the process group after this many seconds (default: none).
-    #[serde(default)]
-    pub timeout_secs: Option<u64>,
+    #[serde(default, rename = "timeout_secs", with = "seconds")]
+    #[schema(value_type = Option<u64>)]
+    pub timeout: Option<Duration>,
     /// Text written to the process's stdin, then EOF (foreground exec only).
     #[serde(default)]
     pub stdin: Option<String>,
+    /// `UID[:GID]` to run as (default: the sandbox's user). Only the local CLI's user, who
+    /// owns the sandbox, sets it; it is not part of the API.
+    #[serde(skip)]
+    pub user: Option<String>,
+}
+
+/// A timeout as whole seconds on the wire.
+mod seconds {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => s.serialize_some(&d.as_secs()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_secs))
+    }
+}
+
+/// How a client is attached to an interactive process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Attachment {
+    /// A terminal of `(rows, cols)`; `None`: plain pipes.
+    pub tty: Option<(u32, u32)>,
+    /// Whether the process's stdin is open to what the client sends (else it reads EOF).
+    pub stdin: bool,
 }
 
 /// How many bytes of stdout and stderr came before.
@@ -184,13 +217,18 @@ impl Converter {
     }
 }
 
-/// Pumps an agent output stream into events until the final one.
-fn pump<T: Send + 'static>(
+/// Pumps an agent output stream into events until the final one. A stream that breaks is
+/// explained by what happened to the sandbox (its container exited with 137, …), asked of
+/// `engine` only then.
+fn pump<E: Engine, T: Send + 'static>(
     mut stream: tonic::Streaming<berth_protocol::v1::ExecOutput>,
     from: Offsets,
     keep: T,
+    engine: Arc<E>,
+    record: &SandboxRecord,
 ) -> mpsc::Receiver<ExecEvent> {
     let (tx, rx) = mpsc::channel(64);
+    let record = record.clone();
     tokio::spawn(async move {
         let _keep = keep;
         let mut converter = Converter {
@@ -198,25 +236,31 @@ fn pump<T: Send + 'static>(
             from,
         };
         loop {
-            let event = match stream.message().await {
+            let broke = match stream.message().await {
                 Ok(Some(msg)) => match msg.output.and_then(|o| converter.convert(o)) {
-                    Some(event) => event,
+                    Some(event) => {
+                        let last = event.is_final();
+                        if tx.send(event).await.is_err() || last {
+                            break;
+                        }
+                        continue;
+                    }
                     None => continue,
                 },
-                Ok(None) => ExecEvent::Error {
-                    message: "the sandbox's agent ended the stream before the process ended; the sandbox may have stopped".to_string(),
-                },
-                Err(status) => ExecEvent::Error {
-                    message: format!(
-                        "the stream from the sandbox's agent broke ({}); the sandbox may have stopped",
-                        status.message()
-                    ),
-                },
+                Ok(None) => {
+                    "the sandbox's agent ended the stream before the process ended".to_string()
+                }
+                Err(status) => format!(
+                    "the stream from the sandbox's agent broke ({})",
+                    status.message()
+                ),
             };
-            let last = event.is_final();
-            if tx.send(event).await.is_err() || last {
-                break;
-            }
+            let message = match sandbox::connect(engine.as_ref(), &record).await {
+                Err(why) => ServiceError::from(why).to_string(),
+                Ok(_) => format!("{broke}; the process's outcome is unknown"),
+            };
+            let _ = tx.send(ExecEvent::Error { message }).await;
+            break;
         }
     });
     rx
@@ -227,7 +271,10 @@ fn start_message(request: &ExecRequest, detach: bool, tag: &str) -> ExecStart {
         argv: request.argv.clone(),
         env: request.env.clone().into_iter().collect(),
         cwd: request.cwd.clone().unwrap_or_default(),
-        timeout_ms: request.timeout_secs.unwrap_or(0).saturating_mul(1000),
+        user: request.user.clone().unwrap_or_default(),
+        timeout_ms: request
+            .timeout
+            .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
         detach,
         tag: tag.to_string(),
         stdin: request.stdin.is_some() || detach,
@@ -281,6 +328,12 @@ pub struct Process {
     pub pid: u32,
     pub argv: Vec<String>,
     pub running: bool,
+    /// Its exit code once it ended (128 + signal when killed; 124 on timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Whether it was ended by its timeout, once it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timed_out: Option<bool>,
 }
 
 impl From<ProcessInfo> for Process {
@@ -290,6 +343,8 @@ impl From<ProcessInfo> for Process {
             pid: p.pid,
             argv: p.argv,
             running: p.running,
+            exit_code: p.exited.map(|e| e.code),
+            timed_out: p.exited.map(|e| e.timed_out),
         }
     }
 }
@@ -327,23 +382,29 @@ impl<E: Engine> Service<E> {
             .await?
             .into_inner();
         // The input side stays open until the output ends (closing it is not a signal).
-        Ok(pump(stream, Offsets::default(), (tx, client)))
+        Ok(pump(
+            stream,
+            Offsets::default(),
+            (tx, client),
+            self.engine.clone(),
+            record,
+        ))
     }
 
-    /// Runs an interactive process (in a terminal of `rows` × `cols` when `tty` is given):
-    /// what is sent on the returned sender goes to it while it runs; its events end with
+    /// Runs an interactive process: what is sent on the returned sender (stdin when
+    /// `attachment.stdin`, resizes, signals) goes to it while it runs; its events end with
     /// exactly one final event. Dropping the sender closes its stdin.
     pub async fn exec_interactive(
         &self,
         record: &SandboxRecord,
         request: &ExecRequest,
-        tty: Option<(u32, u32)>,
+        attachment: Attachment,
     ) -> Result<(mpsc::Sender<Input>, mpsc::Receiver<ExecEvent>), ServiceError> {
         check_argv(request)?;
         let mut client = self.agent(record).await?;
         let mut start = start_message(request, false, "");
-        start.stdin = true;
-        if let Some((rows, cols)) = tty {
+        start.stdin = attachment.stdin;
+        if let Some((rows, cols)) = attachment.tty {
             start.tty = true;
             start.size = Some(TerminalSize { rows, cols });
         }
@@ -375,7 +436,16 @@ impl<E: Engine> Service<E> {
                 .send(input(exec_input::Input::CloseStdin(true)))
                 .await;
         });
-        Ok((inputs, pump(stream, Offsets::default(), (tx, client))))
+        Ok((
+            inputs,
+            pump(
+                stream,
+                Offsets::default(),
+                (tx, client),
+                self.engine.clone(),
+                record,
+            ),
+        ))
     }
 
     /// Starts a background process under the caller's id. Idempotent: when a process with
@@ -396,7 +466,28 @@ impl<E: Engine> Service<E> {
                 created: false,
             });
         }
-        let start = input(exec_input::Input::Start(start_message(request, true, id)));
+        self.detach(record, request, Some(id)).await
+    }
+
+    /// Starts a background process under `id` (or one the agent names, `bg-N`). Unlike
+    /// [`Service::start_process`] this always starts one: a running process with that id is
+    /// a conflict; a finished one is replaced.
+    pub async fn detach(
+        &self,
+        record: &SandboxRecord,
+        request: &ExecRequest,
+        id: Option<&str>,
+    ) -> Result<ProcessStarted, ServiceError> {
+        if let Some(id) = id {
+            check_process_id(id)?;
+        }
+        check_argv(request)?;
+        let mut client = self.agent(record).await?;
+        let start = input(exec_input::Input::Start(start_message(
+            request,
+            true,
+            id.unwrap_or_default(),
+        )));
         let mut stream = client
             .exec(tokio_stream::once(start))
             .await
@@ -474,7 +565,7 @@ impl<E: Engine> Service<E> {
             .or_explain(self, record)
             .await?
             .into_inner();
-        Ok(pump(stream, from, client))
+        Ok(pump(stream, from, client, self.engine.clone(), record))
     }
 
     /// Sends a signal (a number, e.g. 15) to a background process.

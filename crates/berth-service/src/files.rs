@@ -55,6 +55,15 @@ impl From<FileInfo> for FileEntry {
     }
 }
 
+/// What a written file gets besides its bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NewFile {
+    /// Permission bits; 0: `0644`.
+    pub mode: u32,
+    /// Modification time, seconds since the epoch; `None`: now.
+    pub mtime: Option<i64>,
+}
+
 fn absolute(path: &str) -> Result<(), ServiceError> {
     if path.contains('\0') {
         return Err(ServiceError::invalid(
@@ -289,7 +298,7 @@ impl<E: Engine> Service<E> {
         &self,
         record: &SandboxRecord,
         path: &str,
-        mode: u32,
+        meta: NewFile,
         body: S,
         limit: u64,
     ) -> Result<u64, ServiceError>
@@ -301,10 +310,16 @@ impl<E: Engine> Service<E> {
             path: dir,
             data: Bytes::new(),
             file_name: name,
-            mode: if mode == 0 { 0o644 } else { mode & 0o7777 },
-            mtime: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64),
+            mode: if meta.mode == 0 {
+                0o644
+            } else {
+                meta.mode & 0o7777
+            },
+            mtime: meta.mtime.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64)
+            }),
         };
         self.upload(record, first, body, limit).await
     }

@@ -27,7 +27,7 @@ use berth_sandbox::sandbox::{self, AgentDelivery, CreateOptions, SandboxRecord, 
 use berth_sandbox::store::{self, Store};
 use berth_spec::SandboxSpec;
 
-pub use error::{ErrorKind, ServiceError};
+pub use error::{ErrorKind, Remedy, ServiceError};
 pub use exec::{ExecEvent, ExecRequest, Offsets};
 
 /// The label naming the tenant (API key) a server-made sandbox belongs to.
@@ -63,6 +63,14 @@ impl Caller {
     pub fn sees(&self, record: &SandboxRecord) -> bool {
         self.admin || record.labels.get(TENANT_LABEL) == self.tenant.as_ref()
     }
+}
+
+/// What a sandbox's agent says of itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AgentHello {
+    pub protocol: String,
+    pub version: String,
+    pub pid: u32,
 }
 
 /// What to make: the spec (already the hardened defaults plus the caller's choices) and how.
@@ -282,6 +290,31 @@ impl<E: Engine> Service<E> {
             .engine
             .container_logs(&record.container_id, follow)
             .await?)
+    }
+
+    /// What the sandbox's agent says of itself (protocol, version, pid), asked over a fresh
+    /// connection, so it also tells whether the agent answers right now.
+    pub async fn agent_hello(&self, record: &SandboxRecord) -> Result<AgentHello, ServiceError> {
+        let mut client = sandbox::connect(self.engine.as_ref(), record).await?;
+        let hello = berth_sandbox::agent_client::hello(&mut client).await?;
+        Ok(AgentHello {
+            protocol: hello.protocol,
+            version: hello.agent_version,
+            pid: hello.pid,
+        })
+    }
+
+    /// The sandbox's egress policy with its gateway's counts (none while the gateway is not
+    /// running); `None` for a sandbox without a policy.
+    pub async fn egress(
+        &self,
+        record: &SandboxRecord,
+    ) -> Option<berth_sandbox::receipt::EgressReport> {
+        let egress = record.egress.as_ref()?;
+        let stats = berth_sandbox::egress::stats(self.engine.as_ref(), &egress.gateway_name)
+            .await
+            .ok();
+        Some(egress.report(stats))
     }
 
     /// A client of the sandbox's agent (its socket, else the exec channel). One connection

@@ -1,5 +1,6 @@
-//! `berth cp`: files and directory trees between the host and a sandbox, as tar streams
-//! (constant memory for any size), with `docker cp`'s naming rules.
+//! `berth cp`: files and directory trees between the host and a sandbox, as streams
+//! (constant memory for any size), with `docker cp`'s naming rules, through the service
+//! layer's file operations.
 
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
@@ -7,8 +8,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use berth_protocol::chunks::ChunkReader;
-use berth_protocol::v1::{PathRequest, UploadChunk};
-use berth_sandbox::sandbox;
+use berth_service::files::NewFile;
+use berth_service::ServiceError;
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -34,18 +36,19 @@ pub async fn run(args: CpArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What the packer hands the upload: bytes, or why reading the host's files failed (which
+/// aborts the upload, so nothing half-read is written).
+type Chunks = mpsc::Sender<Result<Bytes, ServiceError>>;
+
 /// Writes each buffer as one upload chunk.
 struct ChunkWriter {
-    tx: mpsc::Sender<UploadChunk>,
+    tx: Chunks,
 }
 
 impl Write for ChunkWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.tx
-            .blocking_send(UploadChunk {
-                data: bytes::Bytes::copy_from_slice(buf),
-                ..Default::default()
-            })
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "upload ended"))?;
         Ok(buf.len())
     }
@@ -68,8 +71,7 @@ pub fn source_metadata(source: &Path) -> anyhow::Result<std::fs::Metadata> {
 
 async fn upload(source: &Path, reference: &str, dest: &str) -> anyhow::Result<()> {
     let meta = source_metadata(source)?;
-    let record = sandbox::find(&berth_sandbox::store::FileStore::local(), reference)?;
-    let mut client = super::exec::connect(&record).await?;
+    let (service, record) = super::exec::open(reference)?;
     let source_name = source
         .canonicalize()?
         .file_name()
@@ -79,13 +81,8 @@ async fn upload(source: &Path, reference: &str, dest: &str) -> anyhow::Result<()
     let (dir, name) = if dest.ends_with('/') {
         (dest.to_string(), source_name)
     } else {
-        match client
-            .stat(PathRequest {
-                path: dest.to_string(),
-            })
-            .await
-        {
-            Ok(info) if info.get_ref().kind == "dir" => (dest.to_string(), source_name),
+        match service.stat(&record, dest).await {
+            Ok(info) if info.kind == "dir" => (dest.to_string(), source_name),
             _ => {
                 let p = Path::new(dest);
                 let parent = p
@@ -98,40 +95,46 @@ async fn upload(source: &Path, reference: &str, dest: &str) -> anyhow::Result<()
             }
         }
     };
-    let (tx, rx) = mpsc::channel::<UploadChunk>(8);
+    let (tx, rx) = mpsc::channel(8);
+    let body = ReceiverStream::new(rx);
     let source = source.to_path_buf();
     // One regular file goes raw (no tar on either side); anything else as a tar stream.
-    let packer = if meta.is_file() {
+    if meta.is_file() {
         use std::os::unix::fs::MetadataExt;
-        tx.send(UploadChunk {
-            path: dir,
-            file_name: name,
+        let file = NewFile {
             mode: meta.mode() & 0o7777,
-            mtime: meta.mtime(),
-            ..Default::default()
-        })
-        .await?;
-        tokio::task::spawn_blocking(move || send_file(&source, &tx))
+            mtime: Some(meta.mtime()),
+        };
+        let path = format!("{}/{name}", dir.trim_end_matches('/'));
+        tokio::task::spawn_blocking(move || send_file(&source, &tx));
+        service
+            .write_file(&record, &path, file, body, u64::MAX)
+            .await?;
     } else {
-        tx.send(UploadChunk {
-            path: dir,
-            ..Default::default()
-        })
-        .await?;
-        tokio::task::spawn_blocking(move || send_tar(&source, &name, meta.is_dir(), tx))
-    };
-    let sent = client.upload(ReceiverStream::new(rx)).await;
-    let packed = packer.await?;
-    if let Err(status) = sent {
-        return Err(super::exec::explain_failure(&record, &status).await);
+        tokio::task::spawn_blocking(move || send_tar(&source, &name, meta.is_dir(), &tx));
+        service.write_archive(&record, &dir, body, u64::MAX).await?;
     }
-    packed.context("reading the files to upload")?;
     Ok(())
+}
+
+/// Why reading the host's files for an upload failed, as the upload's error.
+fn unreadable(source: &Path, e: &std::io::Error) -> ServiceError {
+    ServiceError::invalid(format!(
+        "reading {} to upload it failed: {}; nothing was written",
+        source.display(),
+        berth_sandbox::io_reason(e)
+    ))
 }
 
 /// Sends a file's bytes as upload chunks, each read straight into the buffer that is sent
 /// (not zeroed first: at this size even a memset is a visible share of the copy).
-fn send_file(source: &Path, tx: &mpsc::Sender<UploadChunk>) -> std::io::Result<()> {
+fn send_file(source: &Path, tx: &Chunks) {
+    if let Err(e) = send_file_bytes(source, tx) {
+        let _ = tx.blocking_send(Err(unreadable(source, &e)));
+    }
+}
+
+fn send_file_bytes(source: &Path, tx: &Chunks) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let file = std::fs::File::open(source)?;
     loop {
@@ -149,11 +152,7 @@ fn send_file(source: &Path, tx: &mpsc::Sender<UploadChunk>) -> std::io::Result<(
         };
         // SAFETY: the first `n` bytes were initialised by read(2) above.
         unsafe { buf.set_len(n) };
-        let chunk = UploadChunk {
-            data: buf.freeze(),
-            ..Default::default()
-        };
-        if tx.blocking_send(chunk).is_err() {
+        if tx.blocking_send(Ok(buf.freeze())).is_err() {
             // The agent stopped reading; its answer says why.
             return Ok(());
         }
@@ -161,12 +160,13 @@ fn send_file(source: &Path, tx: &mpsc::Sender<UploadChunk>) -> std::io::Result<(
 }
 
 /// Packs `source` (a directory tree or a special file) as a tar stream of upload chunks.
-fn send_tar(
-    source: &Path,
-    name: &str,
-    is_dir: bool,
-    tx: mpsc::Sender<UploadChunk>,
-) -> std::io::Result<()> {
+fn send_tar(source: &Path, name: &str, is_dir: bool, tx: &Chunks) {
+    if let Err(e) = pack(source, name, is_dir, tx.clone()) {
+        let _ = tx.blocking_send(Err(unreadable(source, &e)));
+    }
+}
+
+fn pack(source: &Path, name: &str, is_dir: bool, tx: Chunks) -> std::io::Result<()> {
     let writer = std::io::BufWriter::with_capacity(CHUNK, ChunkWriter { tx });
     let mut builder = tar::Builder::new(writer);
     builder.follow_symlinks(false);
@@ -225,25 +225,10 @@ pub fn download_target(dest: &Path) -> anyhow::Result<(PathBuf, Option<std::ffi:
 }
 
 async fn download(reference: &str, path: &str, dest: &Path) -> anyhow::Result<()> {
-    let record = sandbox::find(&berth_sandbox::store::FileStore::local(), reference)?;
-    let mut client = super::exec::connect(&record).await?;
-    let mut stream = match client
-        .download(PathRequest {
-            path: path.to_string(),
-        })
-        .await
-    {
-        Ok(r) => r.into_inner(),
-        Err(status)
-            if status.code() == tonic::Code::NotFound
-                || status.code() == tonic::Code::PermissionDenied =>
-        {
-            bail!("{}", status.message())
-        }
-        Err(status) => return Err(super::exec::explain_failure(&record, &status).await),
-    };
+    let (service, record) = super::exec::open(reference)?;
+    let mut stream = service.read_archive(&record, path).await?;
     let (base, rename) = download_target(dest)?;
-    let (tx, rx) = mpsc::channel::<bytes::Bytes>(8);
+    let (tx, rx) = mpsc::channel::<Bytes>(8);
     let unpacker = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let mut archive = tar::Archive::new(ChunkReader::new(rx));
         for entry in archive.entries()? {
@@ -290,24 +275,23 @@ async fn download(reference: &str, path: &str, dest: &Path) -> anyhow::Result<()
         Ok(())
     });
     let mut failure = None;
-    loop {
-        match stream.message().await {
-            Ok(Some(chunk)) => {
-                if tx.send(chunk.data).await.is_err() {
+    while let Some(chunk) = stream.recv().await {
+        match chunk {
+            Ok(data) => {
+                if tx.send(data).await.is_err() {
                     break;
                 }
             }
-            Ok(None) => break,
-            Err(status) => {
-                failure = Some(status);
+            Err(e) => {
+                failure = Some(e);
                 break;
             }
         }
     }
     drop(tx);
     let unpacked = unpacker.await?;
-    if let Some(status) = failure {
-        bail!("downloading {path} failed: {}", status.message());
+    if let Some(e) = failure {
+        bail!("downloading {path} failed: {e}");
     }
     unpacked
 }

@@ -1,71 +1,42 @@
-//! `berth exec`: one process in a sandbox, over the agent's stream.
+//! `berth exec`, `berth top` and `berth signal`: processes in a sandbox, through the service
+//! layer's process operations (the same ones the server's routes call).
 //!
-//! The fast path touches no Docker API at all: the local record names the socket and token.
-//! Only when the agent does not answer does berth ask the engine why, to say so clearly.
+//! The fast path touches no Docker API at all: the local record names the socket and token,
+//! and the engine is connected lazily — only when the agent does not answer does berth ask
+//! the engine why, to say so clearly.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::bail;
 use berth_engine::docker::DockerEngine;
-use berth_protocol::v1::{
-    exec_input, exec_output, AttachRequest, ExecInput, ExecOutput, ExecStart, ListProcessesRequest,
-    SignalRequest, TerminalSize,
-};
-use berth_sandbox::agent_client::{self, AgentClient, AgentError};
-use berth_sandbox::sandbox::{self, SandboxRecord};
+use berth_sandbox::sandbox::SandboxRecord;
+use berth_service::exec::{Attachment, Input};
+use berth_service::{Caller, ExecEvent, ExecRequest, Offsets, Service};
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal as on_signal, SignalKind};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::args::{ExecArgs, SignalArgs, TopArgs};
 
-/// Connects to the sandbox's agent, explaining a failure with the container's state.
-pub async fn connect(record: &SandboxRecord) -> anyhow::Result<AgentClient> {
-    if sandbox::exec_channel_forced() {
-        let engine = DockerEngine::connect().await?;
-        return Ok(sandbox::connect(&engine, record).await?);
-    }
-    match agent_client::connect(&record.run_dir, &record.token).await {
-        Ok(client) => Ok(client),
-        Err(e @ AgentError::Untrusted { .. }) => Err(e.into()),
-        Err(_) => {
-            let engine = DockerEngine::connect().await?;
-            Ok(sandbox::connect(&engine, record).await?)
-        }
-    }
+/// The local service, its engine connected only if a call needs it, and the sandbox.
+pub fn open(reference: &str) -> anyhow::Result<(Service<DockerEngine>, SandboxRecord)> {
+    let service = super::local_service(DockerEngine::lazily()?)?;
+    let record = service.get(&Caller::local(), reference)?;
+    Ok((service, record))
 }
 
-/// Explains a failed RPC: the agent's own error as it put it (no space, no such file, …), or,
-/// when the channel itself broke, why (the agent died or the sandbox stopped).
-pub async fn explain_failure(record: &SandboxRecord, status: &tonic::Status) -> anyhow::Error {
-    if !agent_client::channel_broke(status) {
-        return anyhow::anyhow!("{}", status.message());
-    }
-    if let Ok(engine) = DockerEngine::connect().await {
-        if let Err(e) = sandbox::connect(&engine, record).await {
-            return e.into();
-        }
-    }
-    anyhow::anyhow!(
-        "the sandbox's agent stopped answering: {}",
-        status.message()
-    )
-}
-
-fn terminal_size() -> TerminalSize {
+/// The local terminal's `(rows, cols)`; 24 × 80 when it has none.
+fn terminal_size() -> (u32, u32) {
     // SAFETY: an all-zero winsize is valid for TIOCGWINSZ to overwrite.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
     // SAFETY: TIOCGWINSZ writes a winsize into a pointer that outlives the call.
     let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
     if ok && ws.ws_row > 0 {
-        TerminalSize {
-            rows: u32::from(ws.ws_row),
-            cols: u32::from(ws.ws_col),
-        }
+        (u32::from(ws.ws_row), u32::from(ws.ws_col))
     } else {
-        TerminalSize { rows: 24, cols: 80 }
+        (24, 80)
     }
 }
 
@@ -100,31 +71,13 @@ impl Drop for RawMode {
     }
 }
 
-fn input(message: exec_input::Input) -> ExecInput {
-    ExecInput {
-        input: Some(message),
-    }
-}
-
 pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
-    let record = sandbox::find(&berth_sandbox::store::FileStore::local(), &args.sandbox)?;
-    let mut client = connect(&record).await?;
+    let (service, record) = open(&args.sandbox)?;
     if let Some(tag) = &args.attach {
-        let stream = match client
-            .attach(AttachRequest {
-                tag: tag.clone(),
-                follow_only: false,
-            })
-            .await
-        {
-            Ok(r) => r.into_inner(),
-            Err(status) if status.code() == tonic::Code::NotFound => bail!("{}", status.message()),
-            Err(status) => return Err(explain_failure(&record, &status).await),
-        };
-        return render(stream, &record, &args, None).await;
+        let events = service.attach(&record, tag, Offsets::default()).await?;
+        return render(events, None).await;
     }
-    let tty = args.tty && std::io::stdin().is_terminal();
-    let env = args
+    let env: BTreeMap<String, String> = args
         .env
         .iter()
         .filter_map(|v| match &v.value {
@@ -134,40 +87,44 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
                 .map(|value| (v.name.clone(), value)),
         })
         .collect();
-    let start = ExecStart {
+    let request = ExecRequest {
         argv: args.command.clone(),
         env,
-        cwd: args.cwd.clone().unwrap_or_default(),
-        user: args.user.clone().unwrap_or_default(),
-        timeout_ms: u64::try_from(args.timeout.as_millis()).unwrap_or(u64::MAX),
-        tty: args.tty,
-        size: Some(terminal_size()),
-        detach: args.detach,
-        tag: args.tag.clone().unwrap_or_default(),
+        cwd: args.cwd.clone(),
+        timeout: (!args.timeout.is_zero()).then_some(args.timeout),
+        stdin: None,
+        user: args.user.clone(),
+    };
+    if args.detach {
+        let started = service
+            .detach(&record, &request, args.tag.as_deref())
+            .await?;
+        println!("{}", started.id);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let attachment = Attachment {
+        tty: args.tty.then(terminal_size),
         stdin: args.interactive,
     };
-
-    let (tx, rx) = mpsc::channel::<ExecInput>(16);
-    tx.send(input(exec_input::Input::Start(start))).await?;
-    let _raw = (tty && !args.detach).then(RawMode::enable);
+    let (inputs, events) = service
+        .exec_interactive(&record, &request, attachment)
+        .await?;
+    let raw = (args.tty && std::io::stdin().is_terminal()).then(RawMode::enable);
 
     if args.interactive {
-        let tx = tx.clone();
+        let tx = inputs.clone();
         tokio::spawn(async move {
             let mut stdin = tokio::io::stdin();
             let mut buf = vec![0u8; 64 * 1024];
             loop {
                 match stdin.read(&mut buf).await {
                     Ok(0) | Err(_) => {
-                        let _ = tx.send(input(exec_input::Input::CloseStdin(true))).await;
+                        let _ = tx.send(Input::Close).await;
                         break;
                     }
                     Ok(n) => {
-                        if tx
-                            .send(input(exec_input::Input::Stdin(buf[..n].to_vec().into())))
-                            .await
-                            .is_err()
-                        {
+                        let data = bytes::Bytes::copy_from_slice(&buf[..n]);
+                        if tx.send(Input::Stdin(data)).await.is_err() {
                             break;
                         }
                     }
@@ -176,15 +133,12 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         });
     }
     if args.tty {
-        let tx = tx.clone();
+        let tx = inputs.clone();
         if let Ok(mut winch) = on_signal(SignalKind::window_change()) {
             tokio::spawn(async move {
                 while winch.recv().await.is_some() {
-                    if tx
-                        .send(input(exec_input::Input::Resize(terminal_size())))
-                        .await
-                        .is_err()
-                    {
+                    let (rows, cols) = terminal_size();
+                    if tx.send(Input::Resize { rows, cols }).await.is_err() {
                         break;
                     }
                 }
@@ -196,96 +150,72 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         (SignalKind::interrupt(), libc::SIGINT),
         (SignalKind::terminate(), libc::SIGTERM),
     ] {
-        let tx = tx.clone();
+        let tx = inputs.clone();
         if let Ok(mut sig) = on_signal(kind) {
             tokio::spawn(async move {
                 while sig.recv().await.is_some() {
-                    if tx
-                        .send(input(exec_input::Input::Signal(number)))
-                        .await
-                        .is_err()
-                    {
+                    if tx.send(Input::Signal(number)).await.is_err() {
                         break;
                     }
                 }
             });
         }
     }
-    drop(tx);
-
-    let output = match client.exec(ReceiverStream::new(rx)).await {
-        Ok(response) => response.into_inner(),
-        Err(status) => return Err(explain_failure(&record, &status).await),
-    };
-    render(output, &record, &args, _raw).await
+    render(events, raw).await
 }
 
 /// Writes a process's output as it arrives and returns its exit code.
 async fn render(
-    mut output: tonic::Streaming<ExecOutput>,
-    record: &SandboxRecord,
-    args: &ExecArgs,
+    mut events: mpsc::Receiver<ExecEvent>,
     raw: Option<RawMode>,
 ) -> anyhow::Result<ExitCode> {
-    loop {
-        let message = match output.message().await {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                let status = tonic::Status::unavailable("the stream ended without an exit status");
-                return Err(explain_failure(record, &status).await);
-            }
-            Err(status) if status.code() == tonic::Code::AlreadyExists => {
-                bail!("{}", status.message())
-            }
-            Err(status) => return Err(explain_failure(record, &status).await),
-        };
-        match message.output {
-            Some(exec_output::Output::Stdout(data)) => {
+    while let Some(event) = events.recv().await {
+        match event {
+            ExecEvent::Stdout { .. } => {
                 let mut out = std::io::stdout().lock();
-                out.write_all(&data)?;
+                out.write_all(&event.bytes().unwrap_or_default())?;
                 out.flush()?;
             }
-            Some(exec_output::Output::Stderr(data)) => {
+            ExecEvent::Stderr { .. } => {
                 let mut err = std::io::stderr().lock();
-                err.write_all(&data)?;
+                err.write_all(&event.bytes().unwrap_or_default())?;
                 err.flush()?;
             }
-            Some(exec_output::Output::StartFailed(f)) => {
+            ExecEvent::StartFailed { exit_code, message } => {
                 drop(raw);
-                eprintln!("berth: {}", f.message);
-                return Ok(ExitCode::from(u8::try_from(f.exit_code).unwrap_or(126)));
+                eprintln!("berth: {message}");
+                return Ok(ExitCode::from(u8::try_from(exit_code).unwrap_or(126)));
             }
-            Some(exec_output::Output::Exited(exit)) => {
+            ExecEvent::Exited {
+                code, timed_out, ..
+            } => {
                 drop(raw);
-                if exit.timed_out {
+                if timed_out {
                     eprintln!("berth: timed out; the command's process tree was killed (exit 124)");
                 }
-                return Ok(ExitCode::from(u8::try_from(exit.code & 0xff).unwrap_or(1)));
+                return Ok(ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1)));
             }
-            Some(exec_output::Output::Started(started)) if args.detach => {
-                println!("{}", started.tag);
-                return Ok(ExitCode::SUCCESS);
+            ExecEvent::Error { message } => {
+                drop(raw);
+                bail!("{message}")
             }
-            Some(exec_output::Output::Started(_)) | None => {}
+            ExecEvent::Started { .. } => {}
         }
     }
+    bail!("the stream from the sandbox's agent ended without an exit status")
 }
 
 /// `berth top`: the sandbox's background processes.
 pub async fn top(args: TopArgs) -> anyhow::Result<ExitCode> {
-    let record = sandbox::find(&berth_sandbox::store::FileStore::local(), &args.sandbox)?;
-    let mut client = connect(&record).await?;
-    let list = match client.list_processes(ListProcessesRequest {}).await {
-        Ok(r) => r.into_inner().processes,
-        Err(status) => return Err(explain_failure(&record, &status).await),
-    };
+    let (service, record) = open(&args.sandbox)?;
+    let list = service.processes(&record).await?;
     if args.json {
         let rows: Vec<_> = list
             .iter()
             .map(|p| {
                 serde_json::json!({
-                    "tag": p.tag, "pid": p.pid, "command": p.argv, "running": p.running,
-                    "exit_code": p.exited.map(|e| e.code), "timed_out": p.exited.map(|e| e.timed_out),
+                    "tag": p.id, "pid": p.pid, "command": p.argv, "running": p.running,
+                    "exit_code": p.exit_code, "timed_out": p.timed_out,
                 })
             })
             .collect();
@@ -293,13 +223,13 @@ pub async fn top(args: TopArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("{:<16} {:>7} {:<14} COMMAND", "TAG", "PID", "STATUS");
         for p in list {
-            let status = match p.exited {
+            let status = match p.exit_code {
                 None => "running".to_string(),
-                Some(e) => format!("exited {}", e.code),
+                Some(code) => format!("exited {code}"),
             };
             println!(
                 "{:<16} {:>7} {:<14} {}",
-                p.tag,
+                p.id,
                 p.pid,
                 status,
                 p.argv.join(" ")
@@ -311,23 +241,7 @@ pub async fn top(args: TopArgs) -> anyhow::Result<ExitCode> {
 
 /// `berth signal`: a signal to a background process's group.
 pub async fn signal(args: SignalArgs) -> anyhow::Result<ExitCode> {
-    let record = sandbox::find(&berth_sandbox::store::FileStore::local(), &args.sandbox)?;
-    let mut client = connect(&record).await?;
-    let request = SignalRequest {
-        tag: args.tag.clone(),
-        pid: 0,
-        signal: args.signal,
-    };
-    match client.signal(request).await {
-        Ok(_) => Ok(ExitCode::SUCCESS),
-        Err(status)
-            if matches!(
-                status.code(),
-                tonic::Code::NotFound | tonic::Code::FailedPrecondition
-            ) =>
-        {
-            bail!("{}", status.message())
-        }
-        Err(status) => Err(explain_failure(&record, &status).await),
-    }
+    let (service, record) = open(&args.sandbox)?;
+    service.signal(&record, &args.tag, args.signal).await?;
+    Ok(ExitCode::SUCCESS)
 }

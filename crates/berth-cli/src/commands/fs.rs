@@ -1,14 +1,14 @@
-//! `berth fs`: the agent's file calls (list, stat, mkdir -p, remove, rename) as verbs. The
-//! agent resolves every path inside the sandbox; `/.berth` and the agent binary are refused.
+//! `berth fs`: the service's file operations (list, stat, mkdir -p, remove, rename) as verbs.
+//! The agent resolves every path inside the sandbox; `/.berth` and the agent binary are
+//! refused.
 
 use std::process::ExitCode;
 
-use berth_protocol::v1::{FileInfo, PathRequest, RemoveRequest, RenameRequest};
-use berth_sandbox::sandbox;
+use berth_service::files::FileEntry;
 
 use crate::args::{FsCommand, FsPathArgs};
 
-fn row(f: &FileInfo) -> String {
+fn row(f: &FileEntry) -> String {
     let modified = chrono::DateTime::from_timestamp(f.modified, 0)
         .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
         .unwrap_or_default();
@@ -30,17 +30,12 @@ fn row(f: &FileInfo) -> String {
     )
 }
 
-fn json(f: &FileInfo) -> serde_json::Value {
+fn json(f: &FileEntry) -> serde_json::Value {
     serde_json::json!({
         "name": f.name, "path": f.path, "kind": f.kind, "size": f.size,
         "mode": f.mode & 0o7777, "uid": f.uid, "gid": f.gid,
         "modified": f.modified, "link_target": f.link_target,
     })
-}
-
-/// The agent's own words (it names the path and the reason).
-fn said(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}", status.message())
 }
 
 pub async fn run(command: FsCommand) -> anyhow::Result<ExitCode> {
@@ -49,21 +44,12 @@ pub async fn run(command: FsCommand) -> anyhow::Result<ExitCode> {
         FsCommand::Rm(a) => &a.sandbox,
         FsCommand::Mv(a) => &a.sandbox,
     };
-    let record = sandbox::find(&berth_sandbox::store::FileStore::local(), reference)?;
-    let mut client = super::exec::connect(&record).await?;
-    let path = |p: &str| PathRequest {
-        path: p.to_string(),
-    };
+    let (service, record) = super::exec::open(reference)?;
     match command {
         FsCommand::Ls(FsPathArgs {
             json: j, path: p, ..
         }) => {
-            let entries = client
-                .list_dir(path(&p))
-                .await
-                .map_err(said)?
-                .into_inner()
-                .entries;
+            let entries = service.list_dir(&record, &p).await?;
             if j {
                 let rows: Vec<_> = entries.iter().map(json).collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -76,34 +62,16 @@ pub async fn run(command: FsCommand) -> anyhow::Result<ExitCode> {
         FsCommand::Stat(FsPathArgs {
             json: j, path: p, ..
         }) => {
-            let info = client.stat(path(&p)).await.map_err(said)?.into_inner();
+            let info = service.stat(&record, &p).await?;
             if j {
                 println!("{}", serde_json::to_string_pretty(&json(&info))?);
             } else {
                 println!("{}", row(&info));
             }
         }
-        FsCommand::Mkdir(a) => {
-            client.make_dir(path(&a.path)).await.map_err(said)?;
-        }
-        FsCommand::Rm(a) => {
-            client
-                .remove(RemoveRequest {
-                    path: a.path,
-                    recursive: a.recursive,
-                })
-                .await
-                .map_err(said)?;
-        }
-        FsCommand::Mv(a) => {
-            client
-                .rename(RenameRequest {
-                    from: a.from,
-                    to: a.to,
-                })
-                .await
-                .map_err(said)?;
-        }
+        FsCommand::Mkdir(a) => service.mkdir(&record, &a.path).await?,
+        FsCommand::Rm(a) => service.remove_path(&record, &a.path, a.recursive).await?,
+        FsCommand::Mv(a) => service.rename(&record, &a.from, &a.to).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

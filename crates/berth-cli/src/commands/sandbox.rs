@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use berth_engine::docker::DockerEngine;
-use berth_engine::{Engine, Output};
-use berth_sandbox::sandbox::{self, AgentDelivery, SandboxRecord};
+use berth_engine::Output;
+use berth_sandbox::sandbox::{AgentDelivery, SandboxRecord};
+use berth_service::{Caller, Service, ServiceError};
 use futures_util::StreamExt;
 
 use crate::args::{CreateArgs, LogsArgs, PsArgs, RmArgs, SandboxRef, SandboxRefs, StopArgs};
@@ -53,17 +54,17 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn ps(args: PsArgs) -> anyhow::Result<ExitCode> {
-    let records = berth_sandbox::store::Store::records(&berth_sandbox::store::FileStore::local());
+    let service = super::local_service(DockerEngine::lazily()?)?;
+    let records = service.list(&Caller::local());
     if args.quiet {
         for record in &records {
             println!("{}", record.id);
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let engine = DockerEngine::connect().await?;
     let mut rows = Vec::new();
     for record in &records {
-        rows.push(sandbox::status(&engine, record).await);
+        rows.push(service.status(record).await);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -87,16 +88,12 @@ pub async fn ps(args: PsArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn inspect(args: SandboxRef) -> anyhow::Result<ExitCode> {
-    let record = sandbox::find(&berth_sandbox::store::FileStore::local(), &args.sandbox)?;
-    let engine = DockerEngine::connect().await?;
-    let status = sandbox::status(&engine, &record).await;
-    let agent = match sandbox::connect(&engine, &record).await {
-        Ok(mut client) => match berth_sandbox::agent_client::hello(&mut client).await {
-            Ok(hello) => serde_json::json!({
-                "ready": true, "protocol": hello.protocol, "version": hello.agent_version, "pid": hello.pid,
-            }),
-            Err(e) => serde_json::json!({ "ready": false, "error": e.to_string() }),
-        },
+    let (service, record) = super::exec::open(&args.sandbox)?;
+    let status = service.status(&record).await;
+    let agent = match service.agent_hello(&record).await {
+        Ok(hello) => serde_json::json!({
+            "ready": true, "protocol": hello.protocol, "version": hello.version, "pid": hello.pid,
+        }),
         Err(e) => serde_json::json!({ "ready": false, "error": e.to_string() }),
     };
     let mut value = public(&record);
@@ -104,22 +101,16 @@ pub async fn inspect(args: SandboxRef) -> anyhow::Result<ExitCode> {
     value["labels"] = serde_json::json!(status.labels);
     value["agent"] = agent;
     value["socket_dir"] = serde_json::json!(record.run_dir);
-    if let Some(egress) = &record.egress {
-        let stats = berth_sandbox::egress::stats(&engine, &egress.gateway_name)
-            .await
-            .ok();
-        value["egress"] = serde_json::json!(egress.report(stats));
+    if let Some(egress) = service.egress(&record).await {
+        value["egress"] = serde_json::json!(egress);
     }
     println!("{}", serde_json::to_string_pretty(&value)?);
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
-    let record = sandbox::find(&berth_sandbox::store::FileStore::local(), &args.sandbox)?;
-    let engine = DockerEngine::connect().await?;
-    let mut stream = engine
-        .container_logs(&record.container_id, args.follow)
-        .await?;
+    let (service, record) = super::exec::open(&args.sandbox)?;
+    let mut stream = service.logs(&record, args.follow).await?;
     while let Some(item) = stream.next().await {
         match item? {
             Output::Stdout(b) => {
@@ -138,18 +129,22 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Applies `action` to each sandbox, reporting each failure; fails if any failed.
-async fn each<F, Fut>(references: &[String], action: F) -> anyhow::Result<ExitCode>
+async fn each<F, Fut>(
+    service: &Service<DockerEngine>,
+    references: &[String],
+    action: F,
+) -> anyhow::Result<ExitCode>
 where
     F: Fn(SandboxRecord) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
+    Fut: std::future::Future<Output = Result<(), ServiceError>>,
 {
     let mut outcome = Outcome::default();
     for reference in references {
-        let result = match sandbox::find(&berth_sandbox::store::FileStore::local(), reference) {
+        let result = match service.get(&Caller::local(), reference) {
             Ok(record) => action(record).await,
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         };
-        outcome.report(reference, result);
+        outcome.report(reference, result.map_err(anyhow::Error::from));
     }
     Ok(outcome.code())
 }
@@ -166,7 +161,7 @@ impl Outcome {
         match result {
             Ok(()) => println!("{reference}"),
             Err(e) => {
-                eprintln!("berth: {reference}: {}", crate::describe(&e));
+                eprintln!("berth: {reference}: {}", crate::say(&e));
                 self.failed = true;
             }
         }
@@ -182,38 +177,30 @@ impl Outcome {
 }
 
 pub async fn stop(args: StopArgs) -> anyhow::Result<ExitCode> {
-    let service = std::sync::Arc::new(super::local_service(DockerEngine::connect().await?)?);
+    let service = super::local_service(DockerEngine::lazily()?)?;
     let grace = Duration::from_secs(args.grace);
-    each(&args.sandboxes, |record| {
-        let service = service.clone();
-        async move { Ok(service.stop(&record, grace).await?) }
+    each(&service, &args.sandboxes, |record| {
+        let service = &service;
+        async move { service.stop(&record, grace).await }
     })
     .await
 }
 
 pub async fn start(args: SandboxRefs) -> anyhow::Result<ExitCode> {
-    let engine = DockerEngine::connect().await?;
-    each(&args.sandboxes, |record| {
-        let engine = engine.clone();
-        async move { Ok(sandbox::start(&engine, &record, true).await?) }
+    let service = super::local_service(DockerEngine::lazily()?)?;
+    each(&service, &args.sandboxes, |record| {
+        let service = &service;
+        async move { service.start(&record).await }
     })
     .await
 }
 
 pub async fn rm(args: RmArgs) -> anyhow::Result<ExitCode> {
-    let engine = DockerEngine::connect().await?;
+    let service = super::local_service(DockerEngine::lazily()?)?;
     let force = args.force;
-    each(&args.sandboxes, |record| {
-        let engine = engine.clone();
-        async move {
-            Ok(sandbox::remove(
-                &engine,
-                &berth_sandbox::store::FileStore::local(),
-                &record,
-                force,
-            )
-            .await?)
-        }
+    each(&service, &args.sandboxes, |record| {
+        let service = &service;
+        async move { service.remove(&record, force).await }
     })
     .await
 }

@@ -206,6 +206,8 @@ fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
 
 #[test]
 fn server_api_tenants_exec_processes_and_files() {
+    // Its first sandbox has an egress policy (so a gateway).
+    ensure_gateway();
     let server = Server::init();
     let alice = key(&server.state, "alice", false);
     let bob = key(&server.state, "bob", false);

@@ -46,7 +46,10 @@ enum Subject<'a> {
 /// A connection to a Docker Engine.
 #[derive(Clone)]
 pub struct DockerEngine {
-    docker: Docker,
+    /// The client as made, speaking bollard's default API version.
+    client: Docker,
+    /// The client with the API version negotiated down to the daemon's, made on first use.
+    negotiated: std::sync::Arc<tokio::sync::OnceCell<Docker>>,
     endpoint: Endpoint,
 }
 
@@ -59,12 +62,40 @@ impl DockerEngine {
 
     /// Connects to a given endpoint and negotiates the API version.
     pub async fn connect_to(endpoint: Endpoint) -> Result<Self, EngineError> {
-        let client = Self::client(&endpoint)?;
-        let docker = client
-            .negotiate_version()
+        let engine = Self::lazily_to(endpoint)?;
+        engine.docker().await?;
+        Ok(engine)
+    }
+
+    /// An engine for `DOCKER_HOST` (or the default socket) that makes no request until it is
+    /// first used: for a command whose fast path may never need the engine (`berth exec`
+    /// talks to the agent; the engine only explains a failure).
+    pub fn lazily() -> Result<Self, EngineError> {
+        Self::lazily_to(Endpoint::from_env())
+    }
+
+    fn lazily_to(endpoint: Endpoint) -> Result<Self, EngineError> {
+        Ok(Self {
+            client: Self::client(&endpoint)?,
+            negotiated: Default::default(),
+            endpoint,
+        })
+    }
+
+    /// The client, its API version negotiated on the first call (one round trip).
+    async fn docker(&self) -> Result<&Docker, EngineError> {
+        self.negotiated
+            .get_or_try_init(|| async {
+                self.client.clone().negotiate_version().await.map_err(|e| {
+                    classify(
+                        &self.endpoint,
+                        "connecting to the engine",
+                        Subject::Other,
+                        e,
+                    )
+                })
+            })
             .await
-            .map_err(|e| classify(&endpoint, "connecting to the engine", Subject::Other, e))?;
-        Ok(Self { docker, endpoint })
     }
 
     fn client(endpoint: &Endpoint) -> Result<Docker, EngineError> {
@@ -229,13 +260,15 @@ impl Engine for DockerEngine {
     async fn info(&self) -> Result<EngineInfo, EngineError> {
         let (version, info) = tokio::try_join!(
             async {
-                self.docker
+                self.docker()
+                    .await?
                     .version()
                     .await
                     .map_err(|e| self.err("reading the engine version", Subject::Other, e))
             },
             async {
-                self.docker
+                self.docker()
+                    .await?
                     .info()
                     .await
                     .map_err(|e| self.err("reading the engine info", Subject::Other, e))
@@ -244,7 +277,7 @@ impl Engine for DockerEngine {
         Ok(EngineInfo {
             server_version: version.version.unwrap_or_default(),
             api_version: version.api_version.unwrap_or_default(),
-            client_api_version: self.docker.client_version().to_string(),
+            client_api_version: self.docker().await?.client_version().to_string(),
             operating_system: info.operating_system.unwrap_or_default(),
             kernel_version: info.kernel_version.unwrap_or_default(),
             cgroup_version: info
@@ -269,7 +302,7 @@ impl Engine for DockerEngine {
     }
 
     async fn image_inspect(&self, reference: &str) -> Result<Option<ImageInfo>, EngineError> {
-        match self.docker.inspect_image(reference).await {
+        match self.docker().await?.inspect_image(reference).await {
             Ok(image) => {
                 let config = image.config.unwrap_or_default();
                 Ok(Some(ImageInfo {
@@ -303,9 +336,10 @@ impl Engine for DockerEngine {
             labels: Some(labels.iter().cloned().collect()),
             ..Default::default()
         };
-        let mut stream = self
-            .docker
-            .build_image(options, None, Some(bollard::body_full(context)));
+        let mut stream =
+            self.docker()
+                .await?
+                .build_image(options, None, Some(bollard::body_full(context)));
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| self.err("building an image", Subject::Other, e))?;
             if let Some(detail) = info.error_detail {
@@ -338,7 +372,7 @@ impl Engine for DockerEngine {
             from_image: Some(reference.to_string()),
             ..Default::default()
         };
-        let mut stream = self.docker.create_image(Some(options), None, None);
+        let mut stream = self.docker().await?.create_image(Some(options), None, None);
         while let Some(item) = stream.next().await {
             let info =
                 item.map_err(|e| self.err("pulling an image", Subject::Image(reference), e))?;
@@ -373,7 +407,8 @@ impl Engine for DockerEngine {
             ..Default::default()
         };
         let created = self
-            .docker
+            .docker()
+            .await?
             .create_container(Some(options), container_body(plan))
             .await
             .map_err(|e| self.err("creating a container", Subject::Image(&plan.image), e))?;
@@ -388,7 +423,8 @@ impl Engine for DockerEngine {
             ..Default::default()
         };
         let attached = self
-            .docker
+            .docker()
+            .await?
             .attach_container(id, Some(options))
             .await
             .map_err(|e| self.err("attaching to a container", Subject::Container(id), e))?;
@@ -402,19 +438,23 @@ impl Engine for DockerEngine {
 
     async fn container_start(&self, id: &str) -> Result<(), EngineError> {
         named(id)?;
-        self.docker.start_container(id, None).await.map_err(|e| {
-            match self.err("starting a container", Subject::Container(id), e) {
-                EngineError::Api {
-                    status: 400 | 500,
-                    message,
-                    ..
-                } => EngineError::StartFailed {
-                    id: id.to_string(),
-                    message,
+        self.docker()
+            .await?
+            .start_container(id, None)
+            .await
+            .map_err(
+                |e| match self.err("starting a container", Subject::Container(id), e) {
+                    EngineError::Api {
+                        status: 400 | 500,
+                        message,
+                        ..
+                    } => EngineError::StartFailed {
+                        id: id.to_string(),
+                        message,
+                    },
+                    other => other,
                 },
-                other => other,
-            }
-        })
+            )
     }
 
     async fn container_wait(&self, id: &str) -> Result<i64, EngineError> {
@@ -422,7 +462,7 @@ impl Engine for DockerEngine {
         let options = WaitContainerOptions {
             condition: "not-running".to_string(),
         };
-        let mut stream = self.docker.wait_container(id, Some(options));
+        let mut stream = self.docker().await?.wait_container(id, Some(options));
         match stream.next().await {
             Some(Ok(response)) => Ok(response.status_code),
             Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Ok(code),
@@ -439,7 +479,8 @@ impl Engine for DockerEngine {
         let options = KillContainerOptions {
             signal: signal.to_string(),
         };
-        self.docker
+        self.docker()
+            .await?
             .kill_container(id, Some(options))
             .await
             .map_err(|e| self.err("signalling a container", Subject::Container(id), e))
@@ -451,7 +492,8 @@ impl Engine for DockerEngine {
             t: Some(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX)),
             signal: None,
         };
-        self.docker
+        self.docker()
+            .await?
             .stop_container(id, Some(options))
             .await
             .map_err(|e| self.err("stopping a container", Subject::Container(id), e))
@@ -459,7 +501,8 @@ impl Engine for DockerEngine {
 
     async fn container_pause(&self, id: &str) -> Result<(), EngineError> {
         named(id)?;
-        self.docker
+        self.docker()
+            .await?
             .pause_container(id)
             .await
             .map_err(|e| self.err("pausing a container", Subject::Container(id), e))
@@ -467,7 +510,8 @@ impl Engine for DockerEngine {
 
     async fn container_unpause(&self, id: &str) -> Result<(), EngineError> {
         named(id)?;
-        self.docker
+        self.docker()
+            .await?
             .unpause_container(id)
             .await
             .map_err(|e| self.err("unpausing a container", Subject::Container(id), e))
@@ -480,7 +524,8 @@ impl Engine for DockerEngine {
             v: true,
             ..Default::default()
         };
-        self.docker
+        self.docker()
+            .await?
             .remove_container(id, Some(options))
             .await
             .map_err(|e| self.err("removing a container", Subject::Container(id), e))
@@ -489,7 +534,8 @@ impl Engine for DockerEngine {
     async fn container_inspect(&self, id: &str) -> Result<ContainerState, EngineError> {
         named(id)?;
         let c = self
-            .docker
+            .docker()
+            .await?
             .inspect_container(id, None)
             .await
             .map_err(|e| self.err("inspecting a container", Subject::Container(id), e))?;
@@ -535,7 +581,8 @@ impl Engine for DockerEngine {
             ..Default::default()
         };
         let rows = self
-            .docker
+            .docker()
+            .await?
             .list_containers(Some(options))
             .await
             .map_err(|e| self.err("listing containers", Subject::Other, e))?;
@@ -568,7 +615,7 @@ impl Engine for DockerEngine {
             &self.endpoint,
             "reading logs",
             id,
-            self.docker.logs(id, Some(options)),
+            self.docker().await?.logs(id, Some(options)),
         ))
     }
 
@@ -577,7 +624,8 @@ impl Engine for DockerEngine {
             path: path.to_string(),
             ..Default::default()
         };
-        self.docker
+        self.docker()
+            .await?
             .upload_to_container(id, Some(options), bollard::body_full(tar))
             .await
             .map_err(|e| self.err("uploading into a container", Subject::Container(id), e))
@@ -590,7 +638,8 @@ impl Engine for DockerEngine {
         let endpoint = self.endpoint.clone();
         let owned_id = id.to_string();
         let stream = self
-            .docker
+            .docker()
+            .await?
             .download_from_container(id, Some(options))
             .map_err(move |e| {
                 classify(
@@ -617,12 +666,14 @@ impl Engine for DockerEngine {
             ..Default::default()
         };
         let exec = self
-            .docker
+            .docker()
+            .await?
             .create_exec(id, options)
             .await
             .map_err(|e| self.err("creating an exec", Subject::Container(id), e))?;
         let started = self
-            .docker
+            .docker()
+            .await?
             .start_exec(&exec.id, None)
             .await
             .map_err(|e| self.err("starting an exec", Subject::Container(id), e))?;
@@ -654,7 +705,8 @@ impl Engine for DockerEngine {
             ..Default::default()
         };
         let created = self
-            .docker
+            .docker()
+            .await?
             .create_network(request)
             .await
             .map_err(|e| self.err("creating a network", Subject::Other, e))?;
@@ -666,7 +718,8 @@ impl Engine for DockerEngine {
             container: container.to_string(),
             ..Default::default()
         };
-        self.docker
+        self.docker()
+            .await?
             .connect_network(network, request)
             .await
             .map_err(|e| {
@@ -679,7 +732,8 @@ impl Engine for DockerEngine {
     }
 
     async fn network_remove(&self, id: &str) -> Result<(), EngineError> {
-        self.docker
+        self.docker()
+            .await?
             .remove_network(id)
             .await
             .map_err(|e| self.err("removing a network", Subject::Other, e))
@@ -690,7 +744,8 @@ impl Engine for DockerEngine {
             filters: Some(label_filters(labels)),
         };
         let rows = self
-            .docker
+            .docker()
+            .await?
             .list_networks(Some(options))
             .await
             .map_err(|e| self.err("listing networks", Subject::Other, e))?;
@@ -710,7 +765,8 @@ impl Engine for DockerEngine {
             labels: Some(plan.labels.clone().into_iter().collect()),
             ..Default::default()
         };
-        self.docker
+        self.docker()
+            .await?
             .create_volume(request)
             .await
             .map(|_| ())
@@ -719,7 +775,8 @@ impl Engine for DockerEngine {
 
     async fn volume_remove(&self, name: &str) -> Result<(), EngineError> {
         match self
-            .docker
+            .docker()
+            .await?
             .remove_volume(name, Some(RemoveVolumeOptions { force: true }))
             .await
         {
@@ -735,7 +792,8 @@ impl Engine for DockerEngine {
             filters: Some(label_filters(labels)),
         };
         let listed = self
-            .docker
+            .docker()
+            .await?
             .list_volumes(Some(options))
             .await
             .map_err(|e| self.err("listing volumes", Subject::Other, e))?;
