@@ -239,7 +239,7 @@ pub async fn acquire<E: Engine>(
                     if state.running {
                         sandbox::wait_ready(engine, &record).await?;
                     } else {
-                        sandbox::start(engine, &record, true).await?;
+                        sandbox::start(engine, &record, &host.agent_binary, true).await?;
                     }
                     // This run's secret values (they may have changed since).
                     sandbox::hand_secrets(engine, &record, &spec.egress, true).await?;

@@ -276,10 +276,12 @@ pub fn plan(
     ))
 }
 
-/// The host directory holding the CA files mounted at [`CA_DIR`] (in the sandbox's state
-/// directory, removed with it).
+/// The host directory holding the CA files mounted at [`CA_DIR`]: beside the sandbox's socket
+/// directory in the runtime directory (so the mount table names nothing of the host's; see
+/// [`crate::host_dirs`]), else in its state directory; removed with it.
 pub fn ca_dir(id: &str) -> PathBuf {
-    crate::sandbox::state_dir()
+    crate::host_dirs::runtime_dir()
+        .unwrap_or_else(crate::sandbox::state_dir)
         .join("sandboxes")
         .join(id)
         .join("egress")

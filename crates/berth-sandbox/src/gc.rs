@@ -124,12 +124,21 @@ pub async fn collect<E: Engine>(
         engine.volume_list(&filter)
     )?;
     let mut items = Vec::new();
+    let store = crate::store::FileStore::local();
+    // The sandboxes whose containers stay: their directories stay too.
+    let mut staying = std::collections::HashSet::new();
     // Containers first: a network cannot be removed while a container is attached.
     for c in containers {
+        if verdict(&c.labels, options.all).is_none() || options.dry_run {
+            staying.extend(c.labels.get(labels::ID).cloned());
+        }
         if let Some(reason) = verdict(&c.labels, options.all) {
             let removal = (!options.dry_run).then(|| remove_container(engine, &c.id));
             let item = settle("container", c.id.clone(), c.name, reason, removal).await;
             let removed = item.removed;
+            if !removed {
+                staying.extend(c.labels.get(labels::ID).cloned());
+            }
             items.push(item);
             // A sandbox's local record (and its run directory) goes with its container, so
             // `berth ps` does not keep showing it.
@@ -141,7 +150,13 @@ pub async fn collect<E: Engine>(
                     )
             });
             if let Some(id) = sandbox {
-                if crate::store::Store::forget(&crate::store::FileStore::local(), id) {
+                // Its directory in the runtime directory (a one-shot run's CA directory too).
+                use crate::store::Store;
+                let runtime = store.runtime_dir();
+                let run_dir =
+                    crate::host_dirs::run_dir(id, runtime.as_deref(), &store.sandbox_dir(id));
+                crate::host_dirs::remove_run_dir(&run_dir, id);
+                if crate::store::Store::forget(&store, id) {
                     items.push(GcItem {
                         kind: "record",
                         id: id.clone(),
@@ -152,6 +167,11 @@ pub async fn collect<E: Engine>(
                     });
                 }
             }
+        }
+    }
+    if !options.dry_run {
+        if let Some(runtime) = crate::store::Store::runtime_dir(&store) {
+            crate::host_dirs::sweep(&runtime, &staying);
         }
     }
     for n in networks {

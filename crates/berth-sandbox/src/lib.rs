@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod egress;
 mod error;
 pub mod gc;
+pub mod host_dirs;
 pub mod images;
 pub mod owner;
 pub mod plan;

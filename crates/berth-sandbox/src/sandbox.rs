@@ -10,8 +10,7 @@
 //! record in berth's state directory, and everything else is on the container's labels.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_engine::{BindMount, ContainerState, Engine, ImageInfo, VolumePlan};
@@ -61,6 +60,10 @@ pub struct SandboxRecord {
     /// Its egress gateway and policy, when it has one (never a secret's value).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<crate::egress::EgressRecord>,
+    /// The copy of the agent its container mounts, when it is one berth made
+    /// ([`crate::host_dirs::agent_copy`]; made again before a start if a reboot took it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_copy: Option<PathBuf>,
 }
 
 /// berth's state directory: `$BERTH_STATE_DIR`, `$XDG_STATE_HOME/berth` or
@@ -201,12 +204,10 @@ pub async fn create<E: Engine>(
     numeric_user(&plan.container.user)?;
 
     let dir = store.sandbox_dir(&id);
-    let run_dir = dir.join("run");
-    std::fs::create_dir_all(&run_dir)
-        .map_err(|e| SandboxError::io(format!("creating {}", run_dir.display()), e))?;
-    std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o755)).map_err(|e| {
-        SandboxError::io(format!("setting permissions on {}", run_dir.display()), e)
-    })?;
+    // Not under `dir`: the container sees its mounts' host paths (see `host_dirs`).
+    let runtime = store.runtime_dir();
+    let run_dir = crate::host_dirs::run_dir(&id, runtime.as_deref(), &dir);
+    crate::host_dirs::make_run_dir(&run_dir)?;
 
     let mut token = [0u8; 32];
     getrandom::fill(&mut token).map_err(|e| {
@@ -246,9 +247,16 @@ pub async fn create<E: Engine>(
     } else {
         options.delivery
     };
-    if delivery == AgentDelivery::Mount {
+    let agent_copy = match delivery {
+        AgentDelivery::Mount => Some(crate::host_dirs::agent_copy(
+            &options.agent,
+            runtime.as_deref(),
+        )?),
+        AgentDelivery::Archive => None,
+    };
+    if let Some(source) = &agent_copy {
         c.binds.push(BindMount {
-            source: options.agent.display().to_string(),
+            source: source.display().to_string(),
             target: AGENT_PATH.to_string(),
             read_only: true,
         });
@@ -302,12 +310,13 @@ pub async fn create<E: Engine>(
         container_name: plan.container.name.clone(),
         image: spec.image.clone(),
         token,
-        run_dir,
+        run_dir: run_dir.clone(),
         user,
         workdir,
         created: host.created.clone(),
         labels: options.labels.clone(),
         egress: plan.egress.as_ref().map(|e| e.record()),
+        agent_copy: agent_copy.filter(|copy| copy != &options.agent),
     };
     let agent = match delivery {
         AgentDelivery::Mount => None,
@@ -319,6 +328,7 @@ pub async fn create<E: Engine>(
     let made = make(engine, store, &plan, record, agent).await;
     if made.is_err() {
         remove_objects(engine, &id).await;
+        crate::host_dirs::remove_run_dir(&run_dir, &id);
         store.forget(&id);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -646,8 +656,10 @@ pub async fn stop<E: Engine>(
 pub async fn start<E: Engine>(
     engine: &E,
     record: &SandboxRecord,
+    agent: &Path,
     from_environment: bool,
 ) -> Result<(), SandboxError> {
+    crate::host_dirs::prepare(&record.run_dir, record.agent_copy.as_deref(), agent)?;
     if let Some(egress) = &record.egress {
         let state = engine.container_inspect(&egress.gateway_name).await?;
         if !state.running {
@@ -745,6 +757,7 @@ pub async fn remove<E: Engine>(
         }
     }
     remove_objects(engine, &record.id).await;
+    crate::host_dirs::remove_run_dir(&record.run_dir, &record.id);
     store.forget(&record.id);
     Ok(())
 }

@@ -17,6 +17,11 @@ use crate::sandbox::SandboxRecord;
 pub trait Store: Send + Sync {
     /// The host directory of a sandbox: its run (socket) and egress directories live in it.
     fn sandbox_dir(&self, id: &str) -> PathBuf;
+    /// Where the host directories its sandboxes' containers mount go
+    /// ([`crate::host_dirs`]); `None`: under [`Store::sandbox_dir`].
+    fn runtime_dir(&self) -> Option<PathBuf> {
+        None
+    }
     /// Writes (or overwrites) a record.
     fn save(&self, record: &SandboxRecord) -> Result<(), SandboxError>;
     /// Every record, oldest first.
@@ -64,19 +69,25 @@ pub fn find_in(all: Vec<SandboxRecord>, reference: &str) -> Result<SandboxRecord
 #[derive(Debug, Clone)]
 pub struct FileStore {
     state: PathBuf,
+    runtime: Option<PathBuf>,
 }
 
 impl FileStore {
-    /// Records under the state directory `state`.
+    /// Records under the state directory `state`, mounted directories there too.
     pub fn new(state: impl Into<PathBuf>) -> Self {
         Self {
             state: state.into(),
+            runtime: None,
         }
     }
 
-    /// Records under berth's state directory ([`crate::sandbox::state_dir`]).
+    /// Records under berth's state directory ([`crate::sandbox::state_dir`]), mounted
+    /// directories in this host's runtime directory ([`crate::host_dirs::runtime_dir`]).
     pub fn local() -> Self {
-        Self::new(crate::sandbox::state_dir())
+        Self {
+            runtime: crate::host_dirs::runtime_dir(),
+            ..Self::new(crate::sandbox::state_dir())
+        }
     }
 
     fn record_path(&self, id: &str) -> PathBuf {
@@ -89,12 +100,19 @@ impl Store for FileStore {
         self.state.join("sandboxes").join(id)
     }
 
+    fn runtime_dir(&self) -> Option<PathBuf> {
+        self.runtime.clone()
+    }
+
     fn save(&self, record: &SandboxRecord) -> Result<(), SandboxError> {
         use std::io::Write;
         let path = self.record_path(&record.id);
         let json = serde_json::to_vec_pretty(record).map_err(|e| {
             SandboxError::io("encoding the sandbox record", std::io::Error::other(e))
         })?;
+        let dir = self.sandbox_dir(&record.id);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| SandboxError::io(format!("creating {}", dir.display()), e))?;
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -146,6 +164,7 @@ mod tests {
             created: created.to_string(),
             labels: Default::default(),
             egress: None,
+            agent_copy: None,
         }
     }
 

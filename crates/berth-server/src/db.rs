@@ -136,6 +136,8 @@ pub struct Db {
     conn: Mutex<Connection>,
     /// Where sandboxes' host directories go (`<state>/sandboxes/<id>`).
     state: PathBuf,
+    /// Where the directories their containers mount go ([`berth_sandbox::host_dirs`]).
+    runtime: Option<PathBuf>,
 }
 
 pub fn now_ms() -> i64 {
@@ -180,6 +182,7 @@ impl Db {
             path,
             conn: Mutex::new(conn),
             state: state.to_path_buf(),
+            runtime: berth_sandbox::host_dirs::runtime_dir(),
         })
     }
 
@@ -227,12 +230,9 @@ impl Db {
     /// The key name and admin flag for a hash.
     pub fn key_by_hash(&self, hash: &str) -> Result<Option<(String, bool)>, DbError> {
         self.with(|c| {
-            c.query_row(
-                "SELECT name, admin FROM keys WHERE hash = ?1",
-                params![hash],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
+            c.prepare_cached("SELECT name, admin FROM keys WHERE hash = ?1")?
+                .query_row(params![hash], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
         })
     }
 
@@ -294,14 +294,11 @@ impl Db {
 
     pub fn lifetime(&self, id: &str) -> Result<Option<Lifetime>, DbError> {
         self.with(|c| {
-            c.query_row(
-                &format!(
-                    "SELECT {} FROM sandboxes WHERE id = ?1",
-                    Self::LIFETIME_COLUMNS
-                ),
-                params![id],
-                Self::lifetime_row,
-            )
+            c.prepare_cached(&format!(
+                "SELECT {} FROM sandboxes WHERE id = ?1",
+                Self::LIFETIME_COLUMNS
+            ))?
+            .query_row(params![id], Self::lifetime_row)
             .optional()
         })
     }
@@ -370,10 +367,11 @@ impl Db {
     /// no live sandbox has this id.
     pub fn touch(&self, id: &str) -> Result<bool, DbError> {
         self.with(|c| {
-            Ok(c.execute(
+            Ok(c.prepare_cached(
                 "UPDATE sandboxes SET last_active_ms = ?2 WHERE id = ?1 AND state != 'gone'",
-                params![id, now_ms()],
-            )? == 1)
+            )?
+            .execute(params![id, now_ms()])?
+                == 1)
         })
     }
 
@@ -388,10 +386,10 @@ impl Db {
         outcome: &str,
     ) -> Result<(), DbError> {
         self.with(|c| {
-            c.execute(
+            c.prepare_cached(
                 "INSERT INTO audit (at, key_name, action, sandbox, status, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![chrono::Utc::now().to_rfc3339(), key, action, sandbox, status, outcome],
-            )?;
+            )?
+            .execute(params![chrono::Utc::now().to_rfc3339(), key, action, sandbox, status, outcome])?;
             Ok(())
         })
     }
@@ -427,6 +425,10 @@ fn store_err(e: DbError) -> SandboxError {
 impl Store for Db {
     fn sandbox_dir(&self, id: &str) -> PathBuf {
         self.state.join("sandboxes").join(id)
+    }
+
+    fn runtime_dir(&self) -> Option<PathBuf> {
+        self.runtime.clone()
     }
 
     fn save(&self, record: &SandboxRecord) -> Result<(), SandboxError> {
@@ -466,12 +468,9 @@ impl Store for Db {
     fn get(&self, id: &str) -> Option<SandboxRecord> {
         let json: Option<String> = self
             .with(|c| {
-                c.query_row(
-                    "SELECT record FROM sandboxes WHERE id = ?1 AND state != 'gone'",
-                    params![id],
-                    |r| r.get(0),
-                )
-                .optional()
+                c.prepare_cached("SELECT record FROM sandboxes WHERE id = ?1 AND state != 'gone'")?
+                    .query_row(params![id], |r| r.get(0))
+                    .optional()
             })
             .ok()
             .flatten();
@@ -528,6 +527,7 @@ mod tests {
             created: "1".into(),
             labels: [(berth_spec::labels::TENANT.to_string(), "alice".to_string())].into(),
             egress: None,
+            agent_copy: None,
         };
         db.save(&record).unwrap();
         db.set_deadline("abc", Some(10_000)).unwrap();

@@ -252,7 +252,13 @@ impl<E: Engine> Service<E> {
             return Ok(());
         }
         self.disconnect(&record.id);
-        Ok(sandbox::start(self.engine.as_ref(), record, self.secrets_from_environment).await?)
+        Ok(sandbox::start(
+            self.engine.as_ref(),
+            record,
+            &self.agent,
+            self.secrets_from_environment,
+        )
+        .await?)
     }
 
     /// Freezes every process (the clock of a server's timeout stops with it).

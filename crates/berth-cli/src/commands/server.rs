@@ -146,6 +146,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             })?;
         let addr = listener.local_addr()?;
         eprintln!("berth: listening on http://{addr}");
+        let listener = berth_server::no_delay(listener);
         berth_server::serve(listener, state, shutdown_signal()).await?;
     }
     Ok(ExitCode::SUCCESS)

@@ -118,6 +118,14 @@ pub fn state_dir() -> std::path::PathBuf {
     )
 }
 
+/// berth's runtime directory as the tests run it (as root, or with `$BERTH_RUNTIME_DIR`).
+pub fn runtime_dir() -> std::path::PathBuf {
+    std::env::var("BERTH_RUNTIME_DIR").map_or_else(
+        |_| std::path::PathBuf::from("/run/berth"),
+        std::path::PathBuf::from,
+    )
+}
+
 /// The `berth.id` label of a container.
 pub fn berth_id_of(container: &str) -> String {
     let out = docker(&[

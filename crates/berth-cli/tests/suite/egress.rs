@@ -321,6 +321,7 @@ fn a_sandbox_reaches_only_its_policy_and_never_holds_the_secret() {
     let grep = Command::new("grep")
         .args(["-rl", SECRET])
         .arg(&state)
+        .arg(runtime_dir())
         .output()
         .unwrap();
     assert!(
@@ -467,7 +468,7 @@ fn a_crashed_run_leaves_a_gateway_that_gc_removes() {
     let (containers, networks) = objects_of(&id);
     assert_eq!(containers.len(), 2, "sandbox and gateway are left behind");
     assert_eq!(networks.len(), 1);
-    let ca_dir = state_dir().join("sandboxes").join(&id);
+    let ca_dir = runtime_dir().join("sandboxes").join(&id);
     assert!(ca_dir.join("egress/ca.pem").exists(), "the run's CA files");
     let out = berth().args(["gc"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

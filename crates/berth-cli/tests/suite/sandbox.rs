@@ -1,6 +1,7 @@
 //! Long-lived sandboxes and the agent: exec, PTY, files, lifecycle, reaping, isolation.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -843,4 +844,70 @@ fn fs_verbs_make_list_move_and_remove_inside_the_sandbox_only() {
     // The agent's own directory is off limits, also through `..`.
     let out = fs(&["ls", &sb.id, "/tmp/../.berth"]);
     assert_eq!(out.status.code(), Some(125));
+}
+
+#[test]
+fn the_mount_table_names_no_host_home_state_dir_or_build_path() {
+    // With an egress policy, so the gateway's CA directory is mounted too.
+    ensure_gateway();
+    let sb = Sandbox::create(&["--workspace", "/tmp", "--allow-host", "example.com"]);
+    let table = sb.sh("cat /proc/self/mountinfo");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .display()
+        .to_string();
+    let home = std::env::var("HOME").unwrap();
+    for host in [format!("{home}/"), repo, ".local/state".to_string()] {
+        assert!(
+            !table.contains(&host),
+            "{host} is in the mount table:\n{table}"
+        );
+    }
+    // Only what the user asked for (the workspace) shows its host path.
+    assert!(table.contains(" /workspace "), "{table}");
+    assert!(table.contains(" /.berth-egress "), "{table}");
+}
+
+#[test]
+fn a_sandbox_starts_again_after_a_reboot_emptied_the_runtime_dir() {
+    ensure_base_image();
+    ensure_agent();
+    let runtime = tempfile::tempdir().unwrap();
+    let cmd = |args: &[&str]| {
+        let out = berth()
+            .env("BERTH_RUNTIME_DIR", runtime.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "berth {args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let id = cmd(&["create"]).trim().to_string();
+    let mounted = docker(&[
+        "inspect",
+        "--format",
+        "{{range .Mounts}}{{.Source}} {{end}}",
+        &format!("berth-sandbox-{id}"),
+    ]);
+    let sources = stdout(&mounted);
+    assert!(
+        sources
+            .split_whitespace()
+            .all(|s| s.starts_with(&runtime.path().display().to_string())),
+        "every mount comes from the runtime dir: {sources}"
+    );
+    cmd(&["stop", "-t", "1", &id]);
+    // What a reboot does to /run.
+    for entry in std::fs::read_dir(runtime.path()).unwrap() {
+        std::fs::remove_dir_all(entry.unwrap().path()).unwrap();
+    }
+    cmd(&["start", &id]);
+    assert_eq!(cmd(&["exec", &id, "--", "echo", "back"]), "back\n");
+    cmd(&["rm", "-f", &id]);
+    assert!(
+        !runtime.path().join("sandboxes").join(&id).exists(),
+        "rm leaves the sandbox's runtime dir behind"
+    );
 }
