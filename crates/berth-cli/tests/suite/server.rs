@@ -1762,3 +1762,125 @@ fn server_sigkilled_at_any_moment_of_a_create_comes_back_and_reconciles() {
         );
     }
 }
+
+/// A tar stream: a complete small file, then the header of a large one whose bytes come from
+/// `Endless` (the server is killed under it).
+struct EndlessTar {
+    head: std::io::Cursor<Vec<u8>>,
+    rest: Endless,
+}
+
+impl EndlessTar {
+    fn new() -> Self {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut small = tar::Header::new_gnu();
+        small.set_size(4);
+        small.set_mode(0o644);
+        small.set_cksum();
+        tar.append_data(&mut small, "first", &b"new\n"[..]).unwrap();
+        let mut big = tar::Header::new_gnu();
+        big.set_size(1 << 30);
+        big.set_mode(0o644);
+        big.set_path("data").unwrap();
+        big.set_cksum();
+        let mut head = tar.into_inner().unwrap();
+        // `into_inner` wrote the end-of-archive blocks: the big entry's header replaces them.
+        head.truncate(head.len() - 1024);
+        head.extend_from_slice(big.as_bytes());
+        Self {
+            head: std::io::Cursor::new(head),
+            rest: Endless { sent: 0 },
+        }
+    }
+}
+
+impl Read for EndlessTar {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.head.read(buf)? {
+            0 => self.rest.read(buf),
+            n => Ok(n),
+        }
+    }
+}
+
+#[test]
+fn server_sigkilled_mid_archive_upload_keeps_the_old_file_whole() {
+    let mut server = Server::init();
+    let alice = key(&server.state, "alice", false);
+    let id = server.create(&alice, json!({"timeout": 600}));
+    let (s, _) = server.call(
+        "POST",
+        &format!("/v1/sandboxes/{id}/exec"),
+        &alice,
+        Some(json!({"argv": ["sh", "-c", "mkdir -p /home/berth/d && echo old > /home/berth/d/data"]})),
+    );
+    assert_eq!(s, 200);
+    let upload = {
+        let request = server.req(
+            "PUT",
+            &format!("/v1/sandboxes/{id}/archive?path=/home/berth/d"),
+            &alice,
+        );
+        std::thread::spawn(move || {
+            request
+                .set("Content-Type", "application/x-tar")
+                .send(EndlessTar::new())
+                .map(|r| r.status())
+                .ok()
+        })
+    };
+    wait_until(
+        "the archive's big file is under way",
+        Duration::from_secs(20),
+        || {
+            server
+                .exec(&alice, &id, &["ls", "-a", "/home/berth/d"])
+                .iter()
+                .any(|e| {
+                    e["data"]
+                        .as_str()
+                        .is_some_and(|d| d.contains(".berth-upload-"))
+                })
+        },
+    );
+    server.kill();
+    assert!(
+        upload.join().unwrap().is_none(),
+        "a cut archive upload claimed success"
+    );
+
+    let server2 = Server::start(&server.state, server.admin.clone(), Vec::new());
+    // The old file is whole; the entry that came whole before the cut is there; no partial
+    // file is left.
+    let events = server2.exec(
+        &alice,
+        &id,
+        &["cat", "/home/berth/d/data", "/home/berth/d/first"],
+    );
+    assert_eq!(text_of(&events, "stdout"), "old\nnew\n");
+    wait_until(
+        "the partial file is removed",
+        Duration::from_secs(30),
+        || {
+            !server2
+                .exec(&alice, &id, &["ls", "-a", "/home/berth/d"])
+                .iter()
+                .any(|e| {
+                    e["data"]
+                        .as_str()
+                        .is_some_and(|d| d.contains(".berth-upload-"))
+                })
+        },
+    );
+    assert_eq!(
+        server2
+            .call(
+                "DELETE",
+                &format!("/v1/sandboxes/{id}"),
+                &server2.admin,
+                None
+            )
+            .0,
+        204
+    );
+}
