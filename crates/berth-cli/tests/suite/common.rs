@@ -198,7 +198,13 @@ pub fn running_container_of(pid: u32) -> String {
 /// Removes containers by id, ignoring ones already gone.
 pub fn remove_containers(ids: &[String]) {
     for id in ids {
+        // A sandbox's directory in the runtime directory goes with it (berth's own removal
+        // does that; a test that removes containers by hand must too).
+        let sandbox = berth_id_of(id);
         let _ = docker(&["rm", "-f", id]);
+        if !sandbox.is_empty() && !sandbox.contains('/') {
+            let _ = std::fs::remove_dir_all(runtime_dir().join("sandboxes").join(sandbox));
+        }
     }
 }
 
