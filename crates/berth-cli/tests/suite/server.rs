@@ -1462,6 +1462,15 @@ fn exit_code(server: &Server, key: &str, id: &str, argv: &[&str]) -> Option<i64>
         .flatten()
 }
 
+/// Whether an upload's temporary file (`.berth-upload-…`) is in `dir` of sandbox `id`.
+fn partial_upload_in(server: &Server, key: &str, id: &str, dir: &str) -> bool {
+    server.exec(key, id, &["ls", "-a", dir]).iter().any(|e| {
+        e["data"]
+            .as_str()
+            .is_some_and(|d| d.contains(".berth-upload-"))
+    })
+}
+
 /// A request body that sends some bytes, then never ends (the server is killed under it).
 struct Endless {
     sent: usize,
@@ -1517,14 +1526,7 @@ fn server_sigkilled_mid_create_exec_and_upload_leaves_nothing_unknown() {
         std::thread::spawn(move || request.send(Endless { sent: 0 }).map(|r| r.status()).ok())
     };
     wait_until("the upload is under way", Duration::from_secs(20), || {
-        server
-            .exec(&alice, &id, &["ls", "-a", "/home/berth"])
-            .iter()
-            .any(|e| {
-                e["data"]
-                    .as_str()
-                    .is_some_and(|d| d.contains(".berth-upload-"))
-            })
+        partial_upload_in(&server, &alice, &id, "/home/berth")
     });
     let create = {
         let request = server.req("POST", "/v1/sandboxes", &alice);
@@ -1560,16 +1562,7 @@ fn server_sigkilled_mid_create_exec_and_upload_leaves_nothing_unknown() {
     wait_until(
         "the partial upload is removed",
         Duration::from_secs(30),
-        || {
-            !server2
-                .exec(&alice, &id, &["ls", "-a", "/home/berth"])
-                .iter()
-                .any(|e| {
-                    e["data"]
-                        .as_str()
-                        .is_some_and(|d| d.contains(".berth-upload-"))
-                })
-        },
+        || !partial_upload_in(&server2, &alice, &id, "/home/berth"),
     );
     // Every container of this server is a sandbox it lists, or the reconcile collects it.
     wait_until(
@@ -1832,16 +1825,7 @@ fn server_sigkilled_mid_archive_upload_keeps_the_old_file_whole() {
     wait_until(
         "the archive's big file is under way",
         Duration::from_secs(20),
-        || {
-            server
-                .exec(&alice, &id, &["ls", "-a", "/home/berth/d"])
-                .iter()
-                .any(|e| {
-                    e["data"]
-                        .as_str()
-                        .is_some_and(|d| d.contains(".berth-upload-"))
-                })
-        },
+        || partial_upload_in(&server, &alice, &id, "/home/berth/d"),
     );
     server.kill();
     assert!(
@@ -1861,16 +1845,7 @@ fn server_sigkilled_mid_archive_upload_keeps_the_old_file_whole() {
     wait_until(
         "the partial file is removed",
         Duration::from_secs(30),
-        || {
-            !server2
-                .exec(&alice, &id, &["ls", "-a", "/home/berth/d"])
-                .iter()
-                .any(|e| {
-                    e["data"]
-                        .as_str()
-                        .is_some_and(|d| d.contains(".berth-upload-"))
-                })
-        },
+        || !partial_upload_in(&server2, &alice, &id, "/home/berth/d"),
     );
     assert_eq!(
         server2
