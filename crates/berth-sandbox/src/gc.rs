@@ -129,7 +129,7 @@ pub async fn collect<E: Engine>(
     let mut staying = std::collections::HashSet::new();
     // Containers first: a network cannot be removed while a container is attached.
     for c in containers {
-        if verdict(&c.labels, options.all).is_none() || options.dry_run {
+        if verdict(&c.labels, options.all).is_none() {
             staying.extend(c.labels.get(labels::ID).cloned());
         }
         if let Some(reason) = verdict(&c.labels, options.all) {
@@ -140,8 +140,8 @@ pub async fn collect<E: Engine>(
                 staying.extend(c.labels.get(labels::ID).cloned());
             }
             items.push(item);
-            // A sandbox's local record (and its run directory) goes with its container, so
-            // `berth ps` does not keep showing it.
+            // A sandbox's local record (and its directories, a one-shot run's CA directory
+            // too) goes with its container, so `berth ps` does not keep showing it.
             let sandbox = c.labels.get(labels::ID).filter(|_| {
                 removed
                     && matches!(
@@ -150,12 +150,6 @@ pub async fn collect<E: Engine>(
                     )
             });
             if let Some(id) = sandbox {
-                // Its directory in the runtime directory (a one-shot run's CA directory too).
-                use crate::store::Store;
-                let runtime = store.runtime_dir();
-                let run_dir =
-                    crate::host_dirs::run_dir(id, runtime.as_deref(), &store.sandbox_dir(id));
-                crate::host_dirs::remove_run_dir(&run_dir, id);
                 if crate::store::Store::forget(&store, id) {
                     items.push(GcItem {
                         kind: "record",

@@ -33,9 +33,14 @@ pub fn runtime_dir() -> Option<PathBuf> {
 /// under `fallback` (the sandbox's directory in the store).
 pub fn run_dir(id: &str, runtime: Option<&Path>, fallback: &Path) -> PathBuf {
     match runtime {
-        Some(base) => base.join("sandboxes").join(id).join("run"),
+        Some(base) => sandbox_dir(base, id).join("run"),
         None => fallback.join("run"),
     }
+}
+
+/// Sandbox `id`'s directory in the runtime directory `base`: its socket and CA directories.
+fn sandbox_dir(base: &Path, id: &str) -> PathBuf {
+    base.join("sandboxes").join(id)
 }
 
 /// Makes a socket directory (and what is above it) if missing, readable by the sandbox.
@@ -98,14 +103,13 @@ pub fn prepare(run_dir: &Path, copy: Option<&Path>, agent: &Path) -> Result<(), 
     Ok(())
 }
 
-/// Removes the directory holding sandbox `id`'s socket directory `run_dir` (named by the
-/// id, so a record can never point this at anything else).
-pub fn remove_run_dir(run_dir: &Path, id: &str) {
-    let Some(dir) = run_dir.parent() else {
-        return;
-    };
-    if !id.is_empty() && dir.file_name().is_some_and(|name| name == id) {
-        let _ = std::fs::remove_dir_all(dir);
+/// Removes sandbox `id`'s directory in `runtime`, if it has one. [`Store::forget`] calls it,
+/// so whatever forgets a sandbox removes what its container mounted too.
+///
+/// [`Store::forget`]: crate::store::Store::forget
+pub fn remove(runtime: Option<&Path>, id: &str) {
+    if let Some(base) = runtime.filter(|_| crate::store::valid_id(id)) {
+        let _ = std::fs::remove_dir_all(sandbox_dir(base, id));
     }
 }
 

@@ -382,10 +382,7 @@ async fn cleanup<E: Engine>(engine: &E, plan: &SandboxPlan, made: &Made, sweep: 
     });
     futures_util::future::join_all(removals).await;
     if plan.egress.is_some() {
-        // Its CA directory (`egress::ca_dir`) and the directory above it.
-        if let Some(dir) = crate::egress::ca_dir(&plan.id).parent() {
-            crate::host_dirs::remove_run_dir(&dir.join("run"), &plan.id);
-        }
+        // Its CA directory (`egress::ca_dir`) goes with its (record-less) host directories.
         crate::store::Store::forget(&crate::store::FileStore::local(), &plan.id);
     }
     let mut networks: Vec<String> = made.network.iter().cloned().collect();

@@ -204,10 +204,10 @@ pub async fn create<E: Engine>(
     numeric_user(&plan.container.user)?;
 
     let dir = store.sandbox_dir(&id);
-    // Not under `dir`: the container sees its mounts' host paths (see `host_dirs`).
+    // Not under `dir`: the container sees its mounts' host paths (see `host_dirs`). Made
+    // once the record is saved (`start_container`), so a killed create leaves none unnamed.
     let runtime = store.runtime_dir();
     let run_dir = crate::host_dirs::run_dir(&id, runtime.as_deref(), &dir);
-    crate::host_dirs::make_run_dir(&run_dir)?;
 
     let mut token = [0u8; 32];
     getrandom::fill(&mut token).map_err(|e| {
@@ -310,7 +310,7 @@ pub async fn create<E: Engine>(
         container_name: plan.container.name.clone(),
         image: spec.image.clone(),
         token,
-        run_dir: run_dir.clone(),
+        run_dir,
         user,
         workdir,
         created: host.created.clone(),
@@ -328,9 +328,7 @@ pub async fn create<E: Engine>(
     let made = make(engine, store, &plan, record, agent).await;
     if made.is_err() {
         remove_objects(engine, &id).await;
-        crate::host_dirs::remove_run_dir(&run_dir, &id);
         store.forget(&id);
-        let _ = std::fs::remove_dir_all(&dir);
     }
     made
 }
@@ -446,6 +444,7 @@ async fn start_container<E: Engine>(
     // still leaves a sandbox `ps` lists and `rm` removes (by its id label), never a container
     // nothing knows.
     store.save(record)?;
+    crate::host_dirs::make_run_dir(&record.run_dir)?;
     record.container_id = engine.container_create(container).await?;
     store.save(record)?;
     if let Some(archive) = agent {
@@ -757,7 +756,6 @@ pub async fn remove<E: Engine>(
         }
     }
     remove_objects(engine, &record.id).await;
-    crate::host_dirs::remove_run_dir(&record.run_dir, &record.id);
     store.forget(&record.id);
     Ok(())
 }

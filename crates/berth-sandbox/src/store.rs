@@ -26,7 +26,8 @@ pub trait Store: Send + Sync {
     fn save(&self, record: &SandboxRecord) -> Result<(), SandboxError>;
     /// Every record, oldest first.
     fn records(&self) -> Vec<SandboxRecord>;
-    /// Removes a record and the sandbox's host directory; true if there was a record.
+    /// Removes a record and the sandbox's host directories (also the one in
+    /// [`Store::runtime_dir`]); true if there was a record.
     fn forget(&self, id: &str) -> bool;
     /// The record with exactly this id (a store with an index answers without reading all).
     fn get(&self, id: &str) -> Option<SandboxRecord> {
@@ -141,6 +142,7 @@ impl Store for FileStore {
         if !valid_id(id) {
             return false;
         }
+        crate::host_dirs::remove(self.runtime.as_deref(), id);
         let dir = self.sandbox_dir(id);
         dir.is_dir() && std::fs::remove_dir_all(&dir).is_ok()
     }

@@ -481,6 +481,7 @@ impl Store for Db {
         if !berth_sandbox::store::valid_id(id) {
             return false;
         }
+        berth_sandbox::host_dirs::remove(self.runtime.as_deref(), id);
         let _ = std::fs::remove_dir_all(self.sandbox_dir(id));
         self.with(|c| {
             c.execute(

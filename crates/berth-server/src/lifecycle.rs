@@ -24,19 +24,18 @@ pub async fn run(state: AppState) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks = 0u64;
+    let server_id = state.db.server_id();
     loop {
         tick.tick().await;
         ticks += 1;
-        if ticks % ORPHAN_SWEEP_TICKS == 0 {
-            if let Ok(server_id) = state.db.server_id() {
-                let none = std::collections::BTreeSet::new();
-                match crate::reconcile::collect_orphans(&state, &server_id, &none).await {
-                    Ok(ids) if !ids.is_empty() => {
-                        tracing::info!("collected {} orphan(s): {ids:?}", ids.len())
-                    }
-                    Err(e) => tracing::warn!("lifecycle: looking for orphans: {e}"),
-                    Ok(_) => {}
+        if let (true, Ok(server_id)) = (ticks % ORPHAN_SWEEP_TICKS == 0, &server_id) {
+            let none = std::collections::BTreeSet::new();
+            match crate::reconcile::collect_orphans(&state, server_id, &none).await {
+                Ok(ids) if !ids.is_empty() => {
+                    tracing::info!("collected {} orphan(s): {ids:?}", ids.len())
                 }
+                Err(e) => tracing::warn!("lifecycle: looking for orphans: {e}"),
+                Ok(_) => {}
             }
         }
         let lives = match state.db.lifetimes() {

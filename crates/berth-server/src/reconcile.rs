@@ -114,11 +114,8 @@ pub async fn collect_orphans(
     }
     for id in orphans {
         // Its socket directory (no record names it: the create that made it was cut short).
-        use berth_sandbox::store::Store;
-        let dir = state.db.sandbox_dir(&id);
-        let runtime = state.db.runtime_dir();
-        let run_dir = berth_sandbox::host_dirs::run_dir(&id, runtime.as_deref(), &dir);
-        berth_sandbox::host_dirs::remove_run_dir(&run_dir, &id);
+        let runtime = berth_sandbox::store::Store::runtime_dir(state.db.as_ref());
+        berth_sandbox::host_dirs::remove(runtime.as_deref(), &id);
         let _ = state.db.audit(
             "server",
             "reconcile",

@@ -71,7 +71,7 @@ pub fn source_metadata(source: &Path) -> anyhow::Result<std::fs::Metadata> {
 
 async fn upload(source: &Path, reference: &str, dest: &str) -> anyhow::Result<()> {
     let meta = source_metadata(source)?;
-    let (service, record) = super::exec::open(reference)?;
+    let (service, record) = super::open(reference)?;
     let source_name = source
         .canonicalize()?
         .file_name()
@@ -225,7 +225,7 @@ pub fn download_target(dest: &Path) -> anyhow::Result<(PathBuf, Option<std::ffi:
 }
 
 async fn download(reference: &str, path: &str, dest: &Path) -> anyhow::Result<()> {
-    let (service, record) = super::exec::open(reference)?;
+    let (service, record) = super::open(reference)?;
     let mut stream = service.read_archive(&record, path).await?;
     let (base, rename) = download_target(dest)?;
     let (tx, rx) = mpsc::channel::<Bytes>(8);

@@ -10,22 +10,13 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::bail;
-use berth_engine::docker::DockerEngine;
-use berth_sandbox::sandbox::SandboxRecord;
 use berth_service::exec::{Attachment, Input};
-use berth_service::{Caller, ExecEvent, ExecRequest, Offsets, Service};
+use berth_service::{ExecEvent, ExecRequest, Offsets};
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal as on_signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::args::{ExecArgs, SignalArgs, TopArgs};
-
-/// The local service, its engine connected only if a call needs it, and the sandbox.
-pub fn open(reference: &str) -> anyhow::Result<(Service<DockerEngine>, SandboxRecord)> {
-    let service = super::local_service(DockerEngine::lazily()?)?;
-    let record = service.get(&Caller::local(), reference)?;
-    Ok((service, record))
-}
 
 /// The local terminal's `(rows, cols)`; 24 × 80 when it has none.
 fn terminal_size() -> (u32, u32) {
@@ -72,7 +63,7 @@ impl Drop for RawMode {
 }
 
 pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
-    let (service, record) = open(&args.sandbox)?;
+    let (service, record) = super::open(&args.sandbox)?;
     if let Some(tag) = &args.attach {
         let events = service.attach(&record, tag, Offsets::default()).await?;
         return render(events, None).await;
@@ -207,7 +198,7 @@ async fn render(
 
 /// `berth top`: the sandbox's background processes.
 pub async fn top(args: TopArgs) -> anyhow::Result<ExitCode> {
-    let (service, record) = open(&args.sandbox)?;
+    let (service, record) = super::open(&args.sandbox)?;
     let list = service.processes(&record).await?;
     if args.json {
         let rows: Vec<_> = list
@@ -241,7 +232,7 @@ pub async fn top(args: TopArgs) -> anyhow::Result<ExitCode> {
 
 /// `berth signal`: a signal to a background process's group.
 pub async fn signal(args: SignalArgs) -> anyhow::Result<ExitCode> {
-    let (service, record) = open(&args.sandbox)?;
+    let (service, record) = super::open(&args.sandbox)?;
     service.signal(&record, &args.tag, args.signal).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -44,7 +44,7 @@ pub async fn run(command: FsCommand) -> anyhow::Result<ExitCode> {
         FsCommand::Rm(a) => &a.sandbox,
         FsCommand::Mv(a) => &a.sandbox,
     };
-    let (service, record) = super::exec::open(reference)?;
+    let (service, record) = super::open(reference)?;
     match command {
         FsCommand::Ls(FsPathArgs {
             json: j, path: p, ..

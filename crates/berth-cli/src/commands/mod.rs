@@ -36,6 +36,19 @@ pub async fn ensure_image(engine: &DockerEngine, reference: &str) -> anyhow::Res
     }
 }
 
+/// The local service, its engine connected only if a call needs it (`berth exec`'s fast path
+/// makes no Docker call), and the caller's sandbox named `reference`.
+pub fn open(
+    reference: &str,
+) -> anyhow::Result<(
+    berth_service::Service<DockerEngine>,
+    berth_sandbox::sandbox::SandboxRecord,
+)> {
+    let service = local_service(DockerEngine::lazily()?)?;
+    let record = service.get(&berth_service::Caller::local(), reference)?;
+    Ok((service, record))
+}
+
 /// The sandbox operations over the local engine and the daemonless CLI's records; a secret
 /// without a value comes from this (the caller's own) environment.
 pub fn local_service(engine: DockerEngine) -> anyhow::Result<berth_service::Service<DockerEngine>> {

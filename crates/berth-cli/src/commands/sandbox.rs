@@ -88,7 +88,7 @@ pub async fn ps(args: PsArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn inspect(args: SandboxRef) -> anyhow::Result<ExitCode> {
-    let (service, record) = super::exec::open(&args.sandbox)?;
+    let (service, record) = super::open(&args.sandbox)?;
     let status = service.status(&record).await;
     let agent = match service.agent_hello(&record).await {
         Ok(hello) => serde_json::json!({
@@ -109,7 +109,7 @@ pub async fn inspect(args: SandboxRef) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
-    let (service, record) = super::exec::open(&args.sandbox)?;
+    let (service, record) = super::open(&args.sandbox)?;
     let mut stream = service.logs(&record, args.follow).await?;
     while let Some(item) = stream.next().await {
         match item? {
