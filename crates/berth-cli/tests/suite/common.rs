@@ -14,6 +14,13 @@ pub fn berth() -> Command {
     cmd
 }
 
+/// `berth cp FROM TO`, to run (`.output()`) or start (`.spawn()`).
+pub fn cp(from: &str, to: &str) -> Command {
+    let mut cmd = berth();
+    cmd.args(["cp", from, to]);
+    cmd
+}
+
 /// Builds berth/base once per test binary if the engine does not have it.
 pub fn ensure_base_image() {
     static BUILT: Mutex<bool> = Mutex::new(false);

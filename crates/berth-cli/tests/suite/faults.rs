@@ -92,29 +92,24 @@ fn a_sigkilled_cli_mid_exec_takes_its_process_with_it() {
     );
 }
 
+/// Uploads a file holding "the old content" (written as `name` in `dir`) to `dest`.
+fn put_old_file(sb: &Sandbox, dir: &Path, name: &str, dest: &str) {
+    let old = dir.join(name);
+    std::fs::write(&old, "the old content\n").unwrap();
+    let up = cp(old.to_str().unwrap(), &format!("{}:{dest}", sb.id))
+        .output()
+        .unwrap();
+    assert!(up.status.success(), "{}", stderr(&up));
+}
+
 #[test]
 fn a_sigkilled_cli_mid_copy_leaves_the_old_files_whole_both_ways() {
     let sb = Sandbox::create(&[]);
     let dir = tempfile::tempdir().unwrap();
     // Upload: the old file in the sandbox stays as it was.
-    let old = dir.path().join("old");
-    std::fs::write(&old, "the old content\n").unwrap();
-    let up = berth()
-        .args([
-            "cp",
-            old.to_str().unwrap(),
-            &format!("{}:/home/berth/data", sb.id),
-        ])
-        .output()
-        .unwrap();
-    assert!(up.status.success(), "{}", stderr(&up));
+    put_old_file(&sb, dir.path(), "old", "/home/berth/data");
     let big = big_file(dir.path(), "data", 512);
-    let child = berth()
-        .args([
-            "cp",
-            big.to_str().unwrap(),
-            &format!("{}:/home/berth/", sb.id),
-        ])
+    let child = cp(big.to_str().unwrap(), &format!("{}:/home/berth/", sb.id))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -133,15 +128,13 @@ fn a_sigkilled_cli_mid_copy_leaves_the_old_files_whole_both_ways() {
     let dest = dir.path().join("down");
     std::fs::create_dir(&dest).unwrap();
     std::fs::write(dest.join("big"), "old host file\n").unwrap();
-    let child = berth()
-        .args([
-            "cp",
-            &format!("{}:/home/berth/big", sb.id),
-            dest.to_str().unwrap(),
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = cp(
+        &format!("{}:/home/berth/big", sb.id),
+        dest.to_str().unwrap(),
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     eventually("the download started", || {
         std::fs::read_dir(&dest).unwrap().any(|e| {
             e.unwrap()
@@ -163,25 +156,10 @@ fn a_sigkilled_cli_mid_copy_leaves_the_old_files_whole_both_ways() {
 fn the_agent_killed_mid_upload_keeps_the_old_file_and_says_so() {
     let sb = Sandbox::create(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let old = dir.path().join("data");
-    std::fs::write(&old, "the old content\n").unwrap();
-    let up = berth()
-        .args([
-            "cp",
-            old.to_str().unwrap(),
-            &format!("{}:/home/berth/", sb.id),
-        ])
-        .output()
-        .unwrap();
-    assert!(up.status.success(), "{}", stderr(&up));
+    put_old_file(&sb, dir.path(), "data", "/home/berth/");
     let big_dir = tempfile::tempdir().unwrap();
     let big = big_file(big_dir.path(), "data", 512);
-    let child = berth()
-        .args([
-            "cp",
-            big.to_str().unwrap(),
-            &format!("{}:/home/berth/", sb.id),
-        ])
+    let child = cp(big.to_str().unwrap(), &format!("{}:/home/berth/", sb.id))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -222,12 +200,7 @@ fn a_full_workspace_is_a_clear_error_and_keeps_the_old_file() {
     let dir = tempfile::tempdir().unwrap();
     let big = big_file(dir.path(), "data", 20);
     let out = finish(
-        berth()
-            .args([
-                "cp",
-                big.to_str().unwrap(),
-                &format!("{}:/workspace/", sb.id),
-            ])
+        cp(big.to_str().unwrap(), &format!("{}:/workspace/", sb.id))
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
