@@ -46,9 +46,9 @@ pub enum AgentError {
 pub fn channel_broke(status: &tonic::Status) -> bool {
     use tonic::Code;
     // A connection torn mid-frame (the container killed under a stream) surfaces as `Internal`
-    // with the transport error as its source, not as `Unavailable`.
-    let transport = std::iter::successors(std::error::Error::source(status), |e| e.source())
-        .any(|e| e.is::<tonic::transport::Error>());
+    // with the transport's error (tonic's, or h2's reset) as its source, not as `Unavailable`.
+    // The agent's own answers arrive over the wire and carry no source.
+    let transport = std::error::Error::source(status).is_some();
     transport
         || matches!(
             status.code(),
@@ -229,4 +229,23 @@ pub async fn hello(client: &mut AgentClient) -> Result<HelloReply, AgentError> {
         .hello(berth_protocol::v1::HelloRequest {})
         .await?
         .into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_torn_under_a_call_is_a_broken_channel_an_answer_is_not() {
+        // The agent's own answer: it came over the wire, so it has no source.
+        assert!(!channel_broke(&tonic::Status::internal("disk full")));
+        // What tonic makes of a connection reset mid-stream: Internal, "transport error", with
+        // the transport's error as its source.
+        let mut torn = tonic::Status::internal("transport error");
+        torn.set_source(std::sync::Arc::new(std::io::Error::other(
+            "connection reset",
+        )));
+        assert!(channel_broke(&torn));
+        assert!(channel_broke(&tonic::Status::unavailable("gone")));
+    }
 }
