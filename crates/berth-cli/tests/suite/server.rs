@@ -1138,6 +1138,11 @@ fn server_openapi_holds_under_schemathesis() {
             "60",
             "--workers",
             "2",
+            // A stop answers once the sandbox's processes are gone: up to its grace period
+            // (10 s by default) when one ignores SIGTERM, which is schemathesis's own default
+            // request timeout.
+            "--request-timeout",
+            "30",
             // Followed logs stream until the sandbox stops (a read timeout, not a failure),
             // and schemathesis cannot make a tar body; both are covered above.
             "--exclude-path",
@@ -1462,6 +1467,20 @@ fn exit_code(server: &Server, key: &str, id: &str, argv: &[&str]) -> Option<i64>
         .flatten()
 }
 
+/// Whether every container made by the server `server_id` is a sandbox `server` lists.
+fn only_listed_sandboxes_left(server: &Server, admin: &str, server_id: &str) -> bool {
+    let (_, list) = server.call("GET", "/v1/sandboxes", admin, None);
+    let known: Vec<String> = list["sandboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    containers_with(&format!("berth.server={server_id}"))
+        .iter()
+        .all(|c| known.iter().any(|k| berth_id_of(c) == *k))
+}
+
 /// Whether an upload's temporary file (`.berth-upload-…`) is in `dir` of sandbox `id`.
 fn partial_upload_in(server: &Server, key: &str, id: &str, dir: &str) -> bool {
     server.exec(key, id, &["ls", "-a", dir]).iter().any(|e| {
@@ -1568,18 +1587,7 @@ fn server_sigkilled_mid_create_exec_and_upload_leaves_nothing_unknown() {
     wait_until(
         "only known sandboxes are left",
         Duration::from_secs(30),
-        || {
-            let (_, list) = server2.call("GET", "/v1/sandboxes", &server2.admin, None);
-            let known: Vec<String> = list["sandboxes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| s["id"].as_str().unwrap().to_string())
-                .collect();
-            containers_with(&format!("berth.server={}", server.server_id))
-                .iter()
-                .all(|c| known.iter().any(|k| berth_id_of(c) == *k))
-        },
+        || only_listed_sandboxes_left(&server2, &server2.admin, &server.server_id),
     );
     for sandbox in server2.call("GET", "/v1/sandboxes", &server2.admin, None).1["sandboxes"]
         .as_array()
@@ -1727,18 +1735,7 @@ fn server_sigkilled_at_any_moment_of_a_create_comes_back_and_reconciles() {
         wait_until(
             "only known sandboxes are left",
             Duration::from_secs(30),
-            || {
-                let (_, list) = next.call("GET", "/v1/sandboxes", &admin, None);
-                let known: Vec<String> = list["sandboxes"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|s| s["id"].as_str().unwrap().to_string())
-                    .collect();
-                containers_with(&format!("berth.server={server_id}"))
-                    .iter()
-                    .all(|c| known.iter().any(|k| berth_id_of(c) == *k))
-            },
+            || only_listed_sandboxes_left(&next, &admin, &server_id),
         );
         current = Some(next);
     }
