@@ -352,7 +352,12 @@ impl<E: Engine> Service<E> {
         record: &SandboxRecord,
         status: tonic::Status,
     ) -> ServiceError {
-        if !berth_sandbox::agent_client::channel_broke(&status) {
+        // `Internal` is also what a stream torn under a call can come back as, without a
+        // source to tell it from the agent's own errors: asking costs one connect, and an
+        // agent that answers leaves the status as it was.
+        let maybe_broke = berth_sandbox::agent_client::channel_broke(&status)
+            || status.code() == tonic::Code::Internal;
+        if !maybe_broke {
             return status.into();
         }
         self.disconnect(&record.id);
