@@ -614,7 +614,7 @@ pub async fn connect<E: Engine>(
 
 /// The container's state once the engine reports it stopped or gone, if it does within two
 /// seconds; `None` while it still runs.
-async fn stopped_soon<E: Engine>(engine: &E, record: &SandboxRecord) -> Option<String> {
+pub async fn stopped_soon<E: Engine>(engine: &E, record: &SandboxRecord) -> Option<String> {
     for _ in 0..20 {
         match engine.container_inspect(&record.container_id).await {
             Ok(state) if !state.running => return Some(describe_state(&state)),

@@ -363,9 +363,24 @@ impl<E: Engine> Service<E> {
         self.disconnect(&record.id);
         match sandbox::connect(self.engine.as_ref(), record).await {
             Err(e) => e.into(),
-            Ok(client) => {
-                self.clients().insert(record.id.clone(), client);
-                status.into()
+            Ok(mut client) => {
+                // A dying agent's socket still takes connections into its backlog: only an
+                // answer shows it is alive.
+                if berth_sandbox::agent_client::hello(&mut client)
+                    .await
+                    .is_ok()
+                {
+                    self.clients().insert(record.id.clone(), client);
+                    return status.into();
+                }
+                match sandbox::stopped_soon(self.engine.as_ref(), record).await {
+                    Some(state) => berth_sandbox::SandboxError::AgentDown {
+                        id: record.id.clone(),
+                        state,
+                    }
+                    .into(),
+                    None => status.into(),
+                }
             }
         }
     }
