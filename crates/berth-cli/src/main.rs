@@ -122,6 +122,12 @@ async fn remote_command(
         Command::Agent {
             command: args::AgentCommand::Run(args),
         } => remote::agent_run(remote, *args).await,
+        Command::Agent {
+            command: args::AgentCommand::Ls(args),
+        } => remote::agent_ls(remote, args).await,
+        Command::Agent {
+            command: args::AgentCommand::Rm(args),
+        } => remote::agent_rm(remote, args).await,
         Command::Serve(_) | Command::Server { .. } => anyhow::bail!(
             "`berth serve` and `berth server` act on this machine: unset BERTH_SERVER (or drop --server) to run them"
         ),

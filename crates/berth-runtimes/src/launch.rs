@@ -173,7 +173,8 @@ impl RunReport {
     }
 }
 
-fn fingerprint(settings: &AgentSettings, spec: &SandboxSpec) -> String {
+/// What a kept sandbox was made from: a run with other settings gets a new one.
+pub fn fingerprint(settings: &AgentSettings, spec: &SandboxSpec) -> String {
     let egress: Vec<String> = spec
         .egress
         .allowed_hosts()

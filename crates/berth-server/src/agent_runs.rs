@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use berth_events::{Cli, Record, Summary};
 use berth_runtimes::launch::StreamParser;
-use berth_runtimes::profile::{self, CliOptions, PromptDelivery};
+use berth_runtimes::profile::{self, CliOptions, PromptDelivery, SessionChoice};
 use berth_service::{ExecEvent, ExecRequest, Offsets};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -60,6 +60,13 @@ pub struct StartAgentRun {
     /// End the CLI's whole process tree after this many seconds (default 1800).
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// Continue this session of the sandbox's named agent (see `/v1/agents/{name}`); only a
+    /// sandbox created with `agent` has sessions to resume.
+    #[serde(default)]
+    pub resume: Option<String>,
+    /// With `resume`: branch into a new session instead of continuing.
+    #[serde(default)]
+    pub fork: bool,
 }
 
 /// A started run.
@@ -141,13 +148,51 @@ pub async fn start_run(
         max_turns: body.max_turns,
         permission_mode: body.permission_mode.clone(),
     };
-    let session = berth_runtimes::launch::choose_session(cli, None, None, None, false)
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let (record, _) = find_live(&state, &auth, &id)?;
+    // A named agent's sessions are its tenant's (an admin's run in it too).
+    let agent = crate::agents::agent_of(&record).map(|name| {
+        let tenant = record
+            .labels
+            .get(berth_spec::labels::TENANT)
+            .cloned()
+            .unwrap_or_default();
+        (tenant, name.to_string())
+    });
+    let known = match &agent {
+        Some((tenant, name)) => state.db.agent(tenant, name)?.and_then(|a| a.record),
+        None => None,
+    };
+    if let (Some(known), Some((_, name))) = (&known, &agent) {
+        if known.cli != cli {
+            return Err(ApiError::invalid(format!(
+                "agent {name:?} runs {}, not {cli}: use another agent name, or remove it (DELETE /v1/agents/{name})",
+                known.cli
+            )));
+        }
+    }
+    if agent.is_none() && body.resume.is_some() {
+        return Err(ApiError::invalid(
+            "resume needs a named agent's sandbox: create it with \"agent\": \"NAME\", whose home keeps the sessions",
+        ));
+    }
+    let session = berth_runtimes::launch::choose_session(
+        cli,
+        agent.as_ref().map(|(_, n)| n.as_str()),
+        known.as_ref(),
+        body.resume.as_deref(),
+        body.fork,
+    )
+    .map_err(|e| ApiError::invalid(e.to_string()))?;
     let argv = profile::one_shot(cli, &session, &options, &body.prompt, &PromptDelivery::Argv)
         .map_err(|e| ApiError::invalid(e.to_string()))?;
-    let (record, _) = find_live(&state, &auth, &id)?;
     let mut env = body.env.clone();
-    env.entry("HOME".into()).or_insert_with(|| "/tmp".into());
+    // A named agent's CLI keeps its sessions in the agent's home volume.
+    let home = if agent.is_some() {
+        berth_runtimes::settings::AGENT_HOME
+    } else {
+        "/tmp"
+    };
+    env.entry("HOME".into()).or_insert_with(|| home.into());
     let request = ExecRequest {
         argv,
         env,
@@ -162,6 +207,9 @@ pub async fn start_run(
         .service
         .start_process(&record, &process, &request)
         .await?;
+    if let (Some((tenant, name)), true) = (agent, started.created) {
+        record_session(&state, &record, &process, tenant, name, cli, &session);
+    }
     let status = if started.created {
         StatusCode::CREATED
     } else {
@@ -176,6 +224,66 @@ pub async fn start_run(
             created: started.created,
         }),
     ))
+}
+
+/// Records the session a named agent's run works in, whoever watches the run: the CLI
+/// reports its id in its first events (Codex and Gemini choose their own), so a task reads the
+/// run's output until it does.
+fn record_session(
+    state: &AppState,
+    record: &berth_sandbox::sandbox::SandboxRecord,
+    process: &str,
+    tenant: String,
+    name: String,
+    cli: Cli,
+    session: &SessionChoice,
+) {
+    let parent = match session {
+        SessionChoice::Fork(p) => Some(p.clone()),
+        _ => None,
+    };
+    // Claude's new session is known now: recorded at once, so a resume right after works
+    // even before the CLI printed anything.
+    if let SessionChoice::New(id) | SessionChoice::Resume(id) = session {
+        if !id.is_empty() {
+            let _ = state.db.add_agent_session(&tenant, &name, cli, id, None);
+        }
+    }
+    let (state, record, process) = (state.clone(), record.clone(), process.to_string());
+    tokio::spawn(async move {
+        let mut reported = None;
+        if let Ok(mut rx) = state
+            .service
+            .attach(&record, &process, Offsets::default())
+            .await
+        {
+            let mut parser = StreamParser::new(cli);
+            let mut summary = Summary::default();
+            while let Some(event) = rx.recv().await {
+                let records = match &event {
+                    ExecEvent::Stdout { .. } => parser.push(&event.bytes().unwrap_or_default()),
+                    ExecEvent::Exited { .. } => parser.finish(),
+                    ExecEvent::StartFailed { .. } | ExecEvent::Error { .. } => break,
+                    _ => Vec::new(),
+                };
+                for r in &records {
+                    summary.add(r);
+                }
+                if summary.session_id.is_some() || matches!(event, ExecEvent::Exited { .. }) {
+                    reported = summary.session_id;
+                    break;
+                }
+            }
+        }
+        // A CLI that reported no session still ran for this agent: its CLI is recorded.
+        let _ = state.db.add_agent_session(
+            &tenant,
+            &name,
+            cli,
+            reported.as_deref().unwrap_or_default(),
+            parent.as_deref(),
+        );
+    });
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -77,6 +77,7 @@ pub fn view(record: &SandboxRecord, life: Option<&Lifetime>, status: Option<Stri
             allow: e.allow.iter().map(ToString::to_string).collect(),
             secrets: e.secrets.iter().map(|s| s.name.clone()).collect(),
         }),
+        agent: crate::agents::agent_of(record).map(String::from),
     }
 }
 
@@ -233,11 +234,18 @@ pub async fn create_sandbox(
     check_timeout("timeout", body.timeout)?;
     check_timeout("idle_timeout", body.idle_timeout)?;
     let spec = spec_of(&body, state.workspace_root.as_ref())?;
+    let mut labels = body.labels.clone();
+    let mut volumes = Vec::new();
+    if let Some(agent) = &body.agent {
+        volumes.push(crate::agents::prepare_home(&state, &auth.name, agent)?);
+        labels.insert(berth_spec::labels::AGENT.to_string(), agent.clone());
+    }
     let request = CreateRequest {
         spec,
         name: body.name.clone(),
-        labels: body.labels.clone(),
+        labels,
         delivery: None,
+        volumes,
     };
     let record = state
         .service
@@ -270,6 +278,8 @@ pub struct ListQuery {
     pub label: Option<String>,
     /// Only sandboxes in this state: running, paused or stopped.
     pub state: Option<String>,
+    /// Only sandboxes of this named agent.
+    pub agent: Option<String>,
     /// At most this many (default 100, at most 1000).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
@@ -321,6 +331,7 @@ pub async fn list_sandboxes(
         .filter(|s| {
             label.is_none_or(|(k, v)| s.labels.get(k).is_some_and(|x| x == v))
                 && q.state.as_ref().is_none_or(|st| &s.state == st)
+                && q.agent.as_ref().is_none_or(|a| s.agent.as_ref() == Some(a))
         })
         .collect();
     if let Some(after) = &q.after {

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use berth_runtimes::store::AgentRecord;
 use berth_sandbox::sandbox::SandboxRecord;
 use berth_sandbox::store::Store;
 use berth_sandbox::SandboxError;
@@ -28,8 +29,9 @@ pub enum DbError {
 }
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    Migrations::new(vec![
+        M::up(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
          CREATE TABLE keys (
              name TEXT PRIMARY KEY,
              hash TEXT NOT NULL UNIQUE,
@@ -59,7 +61,19 @@ fn migrations() -> Migrations<'static> {
              status INTEGER NOT NULL,
              outcome TEXT NOT NULL
          );",
-    )])
+        ),
+        // Named agents: a tenant's agent owns a home volume (its CLI's sessions) that
+        // outlives its sandboxes, and the sessions berth saw it make.
+        M::up(
+            "CREATE TABLE agents (
+                 tenant TEXT NOT NULL,
+                 name TEXT NOT NULL,
+                 created TEXT NOT NULL,
+                 record TEXT,
+                 PRIMARY KEY (tenant, name)
+             );",
+        ),
+    ])
 }
 
 /// What the server does when a sandbox's time is up.
@@ -120,6 +134,15 @@ pub struct AuditEntry {
     pub sandbox: Option<String>,
     pub status: u16,
     pub outcome: String,
+}
+
+/// A tenant's named agent: its sessions once it ran (`record`), none before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAgent {
+    pub tenant: String,
+    pub name: String,
+    pub created: String,
+    pub record: Option<AgentRecord>,
 }
 
 /// An API key as listed (never its value or hash).
@@ -375,6 +398,96 @@ impl Db {
         })
     }
 
+    // --- named agents ---
+
+    /// Makes the tenant's agent `name` known (once); true when it is new.
+    pub fn add_agent(&self, tenant: &str, name: &str) -> Result<bool, DbError> {
+        self.with(|c| {
+            Ok(c.execute(
+                "INSERT OR IGNORE INTO agents (tenant, name, created) VALUES (?1, ?2, ?3)",
+                params![tenant, name, chrono::Utc::now().to_rfc3339()],
+            )? == 1)
+        })
+    }
+
+    fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServerAgent> {
+        let record: Option<String> = r.get(3)?;
+        Ok(ServerAgent {
+            tenant: r.get(0)?,
+            name: r.get(1)?,
+            created: r.get(2)?,
+            record: record.and_then(|text| serde_json::from_str(&text).ok()),
+        })
+    }
+
+    pub fn agent(&self, tenant: &str, name: &str) -> Result<Option<ServerAgent>, DbError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT tenant, name, created, record FROM agents WHERE tenant = ?1 AND name = ?2",
+                params![tenant, name],
+                Self::agent_row,
+            )
+            .optional()
+        })
+    }
+
+    /// The agents of `tenant` (every tenant's when `None`), by name.
+    pub fn agents(&self, tenant: Option<&str>) -> Result<Vec<ServerAgent>, DbError> {
+        self.with(|c| {
+            let mut s = c.prepare(
+                "SELECT tenant, name, created, record FROM agents
+                 WHERE ?1 IS NULL OR tenant = ?1 ORDER BY tenant, name",
+            )?;
+            let rows = s.query_map(params![tenant], Self::agent_row)?;
+            rows.collect()
+        })
+    }
+
+    /// Records a session of the agent (once), and which CLI it runs; one read-modify-write
+    /// under the connection's lock, so two runs' sessions never overwrite each other.
+    pub fn add_agent_session(
+        &self,
+        tenant: &str,
+        name: &str,
+        cli: berth_events::Cli,
+        session: &str,
+        forked_from: Option<&str>,
+    ) -> Result<(), DbError> {
+        self.with(|c| {
+            let text: Option<Option<String>> = c
+                .query_row(
+                    "SELECT record FROM agents WHERE tenant = ?1 AND name = ?2",
+                    params![tenant, name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let mut record = text
+                .flatten()
+                .and_then(|t| serde_json::from_str::<AgentRecord>(&t).ok())
+                .unwrap_or_else(|| AgentRecord::new(name, cli));
+            if !session.is_empty() {
+                record.add_session(session, forked_from);
+            }
+            let text = serde_json::to_string(&record)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            c.execute(
+                "INSERT INTO agents (tenant, name, created, record) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (tenant, name) DO UPDATE SET record = excluded.record",
+                params![tenant, name, chrono::Utc::now().to_rfc3339(), text],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn remove_agent(&self, tenant: &str, name: &str) -> Result<bool, DbError> {
+        self.with(|c| {
+            Ok(c.execute(
+                "DELETE FROM agents WHERE tenant = ?1 AND name = ?2",
+                params![tenant, name],
+            )? == 1)
+        })
+    }
+
     // --- audit ---
 
     pub fn audit(
@@ -543,5 +656,34 @@ mod tests {
         assert!(db.forget("abc"));
         assert!(db.records().is_empty());
         assert_eq!(db.lifetime("abc").unwrap().unwrap().state, "gone");
+    }
+
+    #[test]
+    fn agents_are_per_tenant_and_keep_their_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), true).unwrap();
+        assert!(db.add_agent("alice", "fixer").unwrap());
+        assert!(!db.add_agent("alice", "fixer").unwrap(), "made once");
+        assert!(
+            db.add_agent("bob", "fixer").unwrap(),
+            "names are per tenant"
+        );
+        assert_eq!(db.agent("alice", "fixer").unwrap().unwrap().record, None);
+        let cli = berth_events::Cli::Claude;
+        db.add_agent_session("alice", "fixer", cli, "s1", None)
+            .unwrap();
+        db.add_agent_session("alice", "fixer", cli, "s1", None)
+            .unwrap();
+        db.add_agent_session("alice", "fixer", cli, "s2", Some("s1"))
+            .unwrap();
+        let record = db.agent("alice", "fixer").unwrap().unwrap().record.unwrap();
+        assert_eq!(record.sessions.len(), 2, "each session once");
+        assert_eq!(record.sessions[1].forked_from.as_deref(), Some("s1"));
+        assert_eq!(db.agent("bob", "fixer").unwrap().unwrap().record, None);
+        assert_eq!(db.agents(Some("alice")).unwrap().len(), 1);
+        assert_eq!(db.agents(None).unwrap().len(), 2);
+        assert!(db.remove_agent("alice", "fixer").unwrap());
+        assert!(db.agent("alice", "fixer").unwrap().is_none());
+        assert!(db.agent("bob", "fixer").unwrap().is_some());
     }
 }

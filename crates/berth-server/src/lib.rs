@@ -10,6 +10,7 @@
 //! test binds port 0) and decides when it ends.
 
 pub mod agent_runs;
+pub mod agents;
 pub mod api;
 pub mod auth;
 pub mod db;
@@ -169,6 +170,8 @@ fn authed_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(agent_runs::start_run))
         .routes(routes!(agent_runs::events))
         .routes(routes!(agent_runs::cancel))
+        .routes(routes!(agents::list_agents))
+        .routes(routes!(agents::get_agent, agents::delete_agent))
         .routes(routes!(pty::pty))
 }
 

@@ -70,6 +70,11 @@ pub struct CreateSandbox {
     /// What ending it means: `kill` (default), `stop` or `pause`.
     #[serde(default)]
     pub on_timeout: Option<OnTimeout>,
+    /// A named agent of yours (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`) this sandbox serves: its home
+    /// volume (the CLI's sessions, kept across sandboxes) is mounted at the CLI's home, and
+    /// its agent runs may resume the agent's sessions. Made on first use; see `/v1/agents`.
+    #[serde(default)]
+    pub agent: Option<String>,
 }
 
 /// The egress policy as anyone may see it: hosts and secret names, never values.
@@ -102,6 +107,9 @@ pub struct Sandbox {
     pub on_timeout: OnTimeout,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<EgressView>,
+    /// The named agent it serves, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// A page of sandboxes.

@@ -5,7 +5,8 @@
 //!   state is what the engine says, its timers go on from the database;
 //! - one whose container vanished is marked `gone` with that reason;
 //! - an object carrying this server's label that no live record names (made while the
-//!   server died mid-create, say) is removed.
+//!   server died mid-create, say) is removed, and so is an agent's home volume whose agent
+//!   the database no longer knows.
 //!
 //! Only objects labelled with this server's id are touched: the daemonless CLI's sandboxes
 //! (and another server's) are never seen here.
@@ -70,6 +71,8 @@ pub async fn run(
         }
     }
     done.collected = collect_orphans(state, server_id, &live).await?;
+    done.collected
+        .extend(crate::agents::collect_homes(state, server_id).await?);
     Ok(done)
 }
 

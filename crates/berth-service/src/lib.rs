@@ -23,7 +23,9 @@ use std::time::Duration;
 use berth_engine::BuildEvent;
 use berth_engine::{Engine, ImageInfo, OutputStream};
 use berth_sandbox::agent_client::AgentClient;
-use berth_sandbox::sandbox::{self, AgentDelivery, CreateOptions, SandboxRecord, SandboxStatus};
+use berth_sandbox::sandbox::{
+    self, AgentDelivery, CreateOptions, SandboxRecord, SandboxStatus, VolumeMount,
+};
 use berth_sandbox::store::{self, Store};
 use berth_spec::SandboxSpec;
 
@@ -82,6 +84,9 @@ pub struct CreateRequest {
     /// How the agent gets into the container; `None`: mounted, or copied when the engine is
     /// remote or the root file system is read-only.
     pub delivery: Option<AgentDelivery>,
+    /// Named volumes to mount (made when missing), e.g. a named agent's home; they carry the
+    /// service's marks and the caller's tenant like the sandbox does.
+    pub volumes: Vec<VolumeMount>,
 }
 
 /// The sandbox operations over one engine and one store.
@@ -180,11 +185,21 @@ impl<E: Engine> Service<E> {
             None if self.engine_socket.is_none() => AgentDelivery::Archive,
             None => AgentDelivery::Mount,
         };
+        let mut volumes = request.volumes;
+        for v in &mut volumes {
+            v.volume.labels.extend(self.marks.clone());
+            if let Some(tenant) = &caller.tenant {
+                v.volume
+                    .labels
+                    .insert(TENANT_LABEL.to_string(), tenant.clone());
+            }
+        }
         let options = CreateOptions {
             agent: self.agent.clone(),
             name: request.name,
             delivery,
             labels,
+            volumes,
             ..Default::default()
         };
         sandbox::create(

@@ -548,20 +548,40 @@ fn download(remote: &Remote, sandbox: &str, path: &str, dest: &Path) -> anyhow::
     Ok(())
 }
 
-/// `berth agent run` through a server: a sandbox made for the run (the CLI's API host and
+/// The user labels a kept agent sandbox carries on a server: what it was made from (a run
+/// with other settings gets a new one) and that it is kept.
+const SPEC_LABEL: &str = "berth-cli.agent-spec";
+const KEEP_LABEL: &str = "berth-cli.agent-keep";
+
+/// `berth agent run` through a server: a sandbox for the run (the CLI's API host and
 /// `--allow-host`s reachable through its gateway, `--secret` values handed over write-only),
-/// the run streamed as the same events and summary as locally, the sandbox removed after.
+/// the run streamed as the same events and summary as locally. Without `--keep` the sandbox
+/// is removed after; with `--name` it mounts the agent's home on the server, so `--resume`
+/// continues a session of the agent (the server checks that it is one); with `--keep` the
+/// agent's kept sandbox is reused (started or resumed when it was stopped or paused).
 pub async fn agent_run(
     remote: Remote,
     args: crate::args::AgentRunArgs,
 ) -> anyhow::Result<ExitCode> {
-    if args.keep || args.resume.is_some() || args.agent.name.is_some() {
-        bail!("--name, --keep and --resume are not available through a server yet: run without them, or against the local engine");
-    }
     if !args.agent.credentials.is_empty() {
         bail!("--credentials mounts a host file, which a server never does: give the key with --secret instead");
     }
+    let name = args.agent.name.clone();
+    if let Some(n) = &name {
+        berth_runtimes::store::validate_name(n)?;
+    }
+    if args.keep && name.is_none() {
+        bail!("--keep needs --name: a kept sandbox belongs to a named agent (e.g. --name reviewer --keep)");
+    }
+    if args.resume.is_some() && name.is_none() {
+        bail!("--resume needs --name: sessions live in a named agent's home (e.g. --name reviewer --resume ID)");
+    }
+    if args.fork && args.resume.is_none() {
+        bail!("--fork needs --resume SESSION (e.g. --resume 1d1e46f9-… --fork)");
+    }
     let settings = super::agent::settings(&args.agent)?;
+    let keep = args.keep || settings.keep == Some(true);
+    let max_kept = args.max_containers.or(settings.max_containers).unwrap_or(1);
     let cli = settings.cli();
     let (prompt, _) = super::agent::prompt(&args)?;
     let policy = settings.egress();
@@ -597,7 +617,8 @@ pub async fn agent_run(
         Some(berth_spec::NetworkMode::Isolated) => "isolated",
         _ => "none",
     };
-    let sandbox = json!({
+    let print = berth_runtimes::launch::fingerprint(&settings, &settings.sandbox_spec()?);
+    let mut sandbox = json!({
         "image": settings.image(),
         "memory": settings.memory,
         "cpus": settings.cpus,
@@ -607,11 +628,21 @@ pub async fn agent_run(
         "secrets": secrets,
         "workspace": workspace,
         "read_only": settings.read_only.unwrap_or(false),
+        "agent": name,
         // The server ends it if this client is never heard from again.
         "timeout": timeout + 300,
     });
+    if keep {
+        // Kept for the agent's next run: stopped after an hour without activity, started
+        // again by that run.
+        sandbox["timeout"] = json!(0);
+        sandbox["idle_timeout"] = json!(3600);
+        sandbox["on_timeout"] = json!("stop");
+        sandbox["labels"] = json!({SPEC_LABEL: print, KEEP_LABEL: "true"});
+    }
+    let run_id = format!("run-{}", uuid::Uuid::new_v4().simple());
     let run = json!({
-        "id": "run",
+        "id": run_id,
         "cli": cli.to_string(),
         "prompt": prompt,
         "model": settings.model,
@@ -619,14 +650,30 @@ pub async fn agent_run(
         "permission_mode": settings.permission_mode,
         "env": env,
         "timeout_secs": timeout,
+        "resume": args.resume,
+        "fork": args.fork,
     });
     let json_out = args.json;
     let fail_on_denial = args.fail_on_denial;
     blocking(move || {
-        let made = remote.json("POST", "/v1/sandboxes", Some(sandbox))?;
-        let id = made["id"].as_str().unwrap_or_default().to_string();
+        let kept = match (&name, keep) {
+            (Some(n), true) => kept_sandbox(&remote, n, &print)?,
+            _ => None,
+        };
+        let reused = kept.is_some();
+        let id = match kept {
+            Some(id) => id,
+            None => {
+                let made = remote.json("POST", "/v1/sandboxes", Some(sandbox))?;
+                made["id"].as_str().unwrap_or_default().to_string()
+            }
+        };
         if !json_out {
-            eprintln!("berth: in sandbox {id} (on {})", remote.base);
+            let how = if reused { "reusing" } else { "in" };
+            eprintln!("berth: {how} sandbox {id} (on {})", remote.base);
+        }
+        if let (Some(n), true) = (&name, keep) {
+            prune_kept(&remote, n, max_kept, &id);
         }
         let started = std::time::Instant::now();
         let result = (|| -> anyhow::Result<berth_runtimes::launch::RunReport> {
@@ -634,7 +681,7 @@ pub async fn agent_run(
             remote.json("POST", &format!("{base}/agent-runs"), Some(run))?;
             let events = remote.call(
                 "GET",
-                &format!("{base}/agent-runs/run/events?cli={cli}"),
+                &format!("{base}/agent-runs/{run_id}/events?cli={cli}"),
                 None,
             )?;
             let mut report = berth_runtimes::launch::RunReport::new(cli, &id);
@@ -666,12 +713,123 @@ pub async fn agent_run(
             }
             bail!("the server's stream ended before the run did")
         })();
-        // Made for this run, removed after it, whatever happened.
-        let _ = remote.json("DELETE", &sandbox_path(&id), None);
+        if !keep {
+            // Made for this run, removed after it, whatever happened.
+            let _ = remote.json("DELETE", &sandbox_path(&id), None);
+        }
         let mut report = result?;
         report.duration_ms = started.elapsed().as_millis() as u64;
         report.fail_on_denial = fail_on_denial;
+        report.agent = name;
+        report.kept = keep;
+        if let (Some(asked), Some(got)) = (&args.resume, &report.session_id) {
+            if !args.fork && asked != got {
+                report.problems.push(format!(
+                    "{cli} did not resume session {asked}: it started {got} instead"
+                ));
+            }
+        }
         Ok(super::agent::finish(&report, json_out))
+    })
+    .await
+}
+
+/// The agent's kept sandbox made from the same settings, made ready for a run (started when
+/// stopped, resumed when paused); the newest one wins.
+fn kept_sandbox(remote: &Remote, name: &str, print: &str) -> anyhow::Result<Option<String>> {
+    let list = remote.json(
+        "GET",
+        &format!("/v1/sandboxes?agent={}&limit=1000", encode(name)),
+        None,
+    )?;
+    let Some(sandbox) = list["sandboxes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .rev()
+        .find(|s| s["labels"][SPEC_LABEL] == print && s["labels"][KEEP_LABEL] == "true")
+    else {
+        return Ok(None);
+    };
+    let id = sandbox["id"].as_str().unwrap_or_default().to_string();
+    match sandbox["state"].as_str() {
+        Some("stopped") => {
+            remote.json("POST", &format!("{}/start", sandbox_path(&id)), None)?;
+        }
+        Some("paused") => {
+            remote.json("POST", &format!("{}/resume", sandbox_path(&id)), None)?;
+        }
+        _ => {}
+    }
+    Ok(Some(id))
+}
+
+/// Removes the agent's oldest kept sandboxes beyond `max` (never `current`).
+fn prune_kept(remote: &Remote, name: &str, max: usize, current: &str) {
+    let Ok(list) = remote.json(
+        "GET",
+        &format!("/v1/sandboxes?agent={}&limit=1000", encode(name)),
+        None,
+    ) else {
+        return;
+    };
+    let kept: Vec<&str> = list["sandboxes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["labels"][KEEP_LABEL] == "true")
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    let excess = kept.len().saturating_sub(max.max(1));
+    for old in kept.into_iter().filter(|id| *id != current).take(excess) {
+        let _ = remote.json("DELETE", &sandbox_path(old), None);
+    }
+}
+
+/// `berth agent ls` through a server: the caller's named agents there.
+pub async fn agent_ls(remote: Remote, args: crate::args::AgentLsArgs) -> anyhow::Result<ExitCode> {
+    let agents = blocking(move || remote.json("GET", "/v1/agents", None)).await?;
+    let rows = agents.as_array().cloned().unwrap_or_default();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!(
+            "{:<20} {:<8} {:<9} {:<38} SANDBOXES",
+            "NAME", "CLI", "SESSIONS", "LAST SESSION"
+        );
+        for a in &rows {
+            let sandboxes: Vec<&str> = a["sandboxes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            println!(
+                "{:<20} {:<8} {:<9} {:<38} {}",
+                a["name"].as_str().unwrap_or("-"),
+                a["cli"].as_str().unwrap_or("-"),
+                a["sessions"].as_array().map_or(0, Vec::len),
+                a["last_session"].as_str().unwrap_or("-"),
+                sandboxes.join(",")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `berth agent rm` through a server: the agents' sandboxes, homes and sessions there.
+pub async fn agent_rm(remote: Remote, args: crate::args::AgentRmArgs) -> anyhow::Result<ExitCode> {
+    blocking(move || {
+        for name in &args.names {
+            let path = format!("/v1/agents/{}", encode(name));
+            let agent = remote.json("GET", &path, None)?;
+            let n = agent["sandboxes"].as_array().map_or(0, Vec::len);
+            remote.json("DELETE", &path, None)?;
+            eprintln!(
+                "berth: removed agent {name:?} ({n} sandbox(es), its home volume and sessions)"
+            );
+        }
+        Ok(ExitCode::SUCCESS)
     })
     .await
 }

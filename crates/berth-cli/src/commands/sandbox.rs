@@ -41,6 +41,7 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
         name: args.name.clone(),
         labels: Default::default(),
         delivery,
+        volumes: Vec::new(),
     };
     let record = super::local_service(engine)?
         .create(&berth_service::Caller::local(), request, &|_| {})

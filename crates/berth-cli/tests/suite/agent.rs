@@ -79,8 +79,17 @@ impl Drop for Agent {
 
 /// `berth agent run --json --image IMAGE ARGS`, returning (events, summary, output).
 fn agent_json(args: &[&str]) -> (Vec<Value>, Value, Output) {
+    agent_json_with(berth(), args)
+}
+
+/// `berth agent run --json` with the fake CLI's image, through `cmd` (a local or a remote
+/// berth): its events, its summary line and the whole output.
+pub(super) fn agent_json_with(
+    mut cmd: std::process::Command,
+    args: &[&str],
+) -> (Vec<Value>, Value, Output) {
     ensure_fake_image();
-    let out = berth()
+    let out = cmd
         .args(["agent", "run", "--json", "--image", IMAGE])
         .args(args)
         .output()
@@ -99,7 +108,7 @@ fn agent_json(args: &[&str]) -> (Vec<Value>, Value, Output) {
     (lines, summary, out)
 }
 
-fn texts(events: &[Value]) -> String {
+pub(super) fn texts(events: &[Value]) -> String {
     events
         .iter()
         .filter(|e| e["type"] == "assistant_text")

@@ -164,6 +164,9 @@ impl Server {
         for n in networks_with(&format!("berth.server={}", self.server_id)) {
             let _ = docker(&["network", "rm", &n]);
         }
+        for v in volumes_with(&format!("berth.server={}", self.server_id)) {
+            let _ = docker(&["volume", "rm", "-f", &v]);
+        }
     }
 }
 
@@ -1071,10 +1074,15 @@ fn cli_remote_mode_goes_through_the_server() {
         summary["permission_denied"].as_u64().unwrap() >= 1,
         "{summary}"
     );
-    let out = remote(&["agent", "run", "--name", "x", "--prompt", "p"])
+    let out = remote(&["agent", "run", "--keep", "--prompt", "p"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("--keep needs --name"),
+        "{}",
+        stderr(&out)
+    );
     let out = remote(&["run", "--", "true"]).output().unwrap();
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("not available through a server"));
@@ -1087,6 +1095,205 @@ fn cli_remote_mode_goes_through_the_server() {
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("BERTH_API_KEY"));
     assert!(containers_with(&format!("berth.server={}", server.server_id)).is_empty());
+}
+
+fn volumes_with(label: &str) -> Vec<String> {
+    stdout(&docker(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label={label}"),
+    ]))
+    .lines()
+    .map(String::from)
+    .collect()
+}
+
+/// Named agents through a server, as `berth agent run --name` is locally: the agent's home
+/// outlives its sandboxes, so a later run resumes (or forks) its session; `--keep` reuses its
+/// sandbox; its sessions are its tenant's (another tenant's agent of the same name is another
+/// agent); `berth agent rm` removes its sandboxes and home; a restart collects a home whose
+/// agent the server does not know.
+#[test]
+fn cli_remote_named_agents_resume_keep_and_belong_to_their_tenant() {
+    let mut server = Server::init();
+    let alice = key(&server.state, "alice", false);
+    let bob = key(&server.state, "bob", false);
+    let (url, server_id) = (server.url.clone(), server.server_id.clone());
+    let remote = |key: &str| {
+        let mut cmd = berth();
+        cmd.env("BERTH_SERVER", &url)
+            .env("BERTH_API_KEY", key)
+            .env(
+                "BERTH_STATE_DIR",
+                "/nonexistent/remote-mode-uses-no-local-state",
+            );
+        cmd
+    };
+    let run = |key: &str, args: &[&str]| super::agent::agent_json_with(remote(key), args);
+    let homes = |tenant: &str| {
+        volumes_with(&format!("berth.server={server_id}"))
+            .into_iter()
+            .filter(|v| {
+                stdout(&docker(&[
+                    "volume",
+                    "inspect",
+                    "-f",
+                    "{{index .Labels \"berth.tenant\"}}",
+                    v,
+                ]))
+                .trim()
+                    == tenant
+            })
+            .collect::<Vec<_>>()
+    };
+
+    // Named, not kept: the sandbox goes after the run, the agent's home stays.
+    let (_, first, out) = run(&alice, &["--name", "fixer", "--prompt", "one"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        (first["agent"].as_str(), first["kept"].as_bool()),
+        (Some("fixer"), Some(false))
+    );
+    let s1 = first["session_id"].as_str().unwrap().to_string();
+    let gone = first["sandbox_id"].as_str().unwrap();
+    assert!(containers_with(&format!("berth.id={gone}")).is_empty());
+    assert_eq!(homes("alice").len(), 1, "the agent's home stays");
+
+    // A new sandbox, kept, resumes the session from the home.
+    let (events, second, out) = run(
+        &alice,
+        &[
+            "--name", "fixer", "--keep", "--resume", &s1, "--prompt", "two",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(second["session_id"], s1.as_str());
+    assert_eq!(second["kept"], true);
+    assert!(super::agent::texts(&events).contains("history: 1 earlier turns"));
+    let kept = second["sandbox_id"].as_str().unwrap().to_string();
+
+    // The kept sandbox is reused, also after it was stopped; a fork branches off.
+    let (s, _) = server.call("POST", &format!("/v1/sandboxes/{kept}/stop"), &alice, None);
+    assert_eq!(s, 200);
+    let (events, third, out) = run(
+        &alice,
+        &[
+            "--name", "fixer", "--keep", "--resume", &s1, "--fork", "--prompt", "three",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        third["sandbox_id"],
+        kept.as_str(),
+        "the kept sandbox is reused"
+    );
+    let s2 = third["session_id"].as_str().unwrap().to_string();
+    assert_ne!(s2, s1);
+    assert!(super::agent::texts(&events).contains("history: 2 earlier turns"));
+
+    // The server recorded both sessions, and where the fork came from.
+    let ls = || -> Value {
+        let out = remote(&alice)
+            .args(["agent", "ls", "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    wait_until(
+        "the fork's session is recorded",
+        Duration::from_secs(10),
+        || ls()[0]["sessions"].as_array().is_some_and(|s| s.len() == 2),
+    );
+    let agents = ls();
+    assert_eq!(agents.as_array().unwrap().len(), 1, "{agents}");
+    assert_eq!(agents[0]["name"], "fixer");
+    assert_eq!(agents[0]["cli"], "claude");
+    assert_eq!(agents[0]["sessions"][1]["id"], s2.as_str());
+    assert_eq!(agents[0]["sessions"][1]["forked_from"], s1.as_str());
+    assert_eq!(agents[0]["sandboxes"], json!([kept]));
+
+    // Bob's "fixer" is another agent: alice's session is not his to resume, nor her sandbox
+    // his to reuse.
+    let out = remote(&bob)
+        .args([
+            "agent",
+            "run",
+            "--image",
+            super::agent::IMAGE,
+            "--name",
+            "fixer",
+            "--resume",
+            &s1,
+        ])
+        .args(["--prompt", "steal"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("does not belong to agent"),
+        "{}",
+        stderr(&out)
+    );
+    let (_, theirs, out) = run(&bob, &["--name", "fixer", "--keep", "--prompt", "mine"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_ne!(theirs["sandbox_id"], kept.as_str());
+    assert_eq!(homes("bob").len(), 1, "bob's agent has its own home");
+
+    // Removing alice's agent removes her kept sandbox and her home, not bob's.
+    let out = remote(&alice)
+        .args(["agent", "rm", "fixer"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("1 sandbox(es)"), "{}", stderr(&out));
+    assert!(containers_with(&format!("berth.id={kept}")).is_empty());
+    assert!(homes("alice").is_empty());
+    assert_eq!(homes("bob").len(), 1);
+    let (s, _) = server.call("GET", "/v1/agents/fixer", &alice, None);
+    assert_eq!(s, 404);
+
+    // A home whose agent the server does not know (its row gone with a crash) is collected
+    // when the server starts.
+    let ghost = docker(&[
+        "volume",
+        "create",
+        "--label",
+        "berth.managed=true",
+        "--label",
+        &format!("berth.server={}", server.server_id),
+        "--label",
+        "berth.kind=volume",
+        "--label",
+        "berth.tenant=alice",
+        "--label",
+        "berth.agent=ghost",
+        "berth-home-ghost-test",
+    ]);
+    assert!(ghost.status.success(), "{}", stderr(&ghost));
+    server.kill();
+    let server2 = Server::start(&server.state, server.admin.clone(), Vec::new());
+    wait_until(
+        "the unknown home is collected",
+        Duration::from_secs(10),
+        || {
+            !volumes_with(&format!("berth.server={}", server2.server_id))
+                .iter()
+                .any(|v| v == "berth-home-ghost-test")
+        },
+    );
+    assert_eq!(homes("bob").len(), 1, "a known agent's home stays");
+    let out = berth()
+        .env("BERTH_SERVER", &server2.url)
+        .env("BERTH_API_KEY", &bob)
+        .args(["agent", "rm", "fixer"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(volumes_with(&format!("berth.server={}", server2.server_id)).is_empty());
+    assert!(containers_with(&format!("berth.server={}", server2.server_id)).is_empty());
 }
 
 /// schemathesis, pinned, in its own virtualenv under target/test-cache; `None` when PyPI is
