@@ -437,8 +437,15 @@ fn duration_arg(value: &str) -> Result<Duration, String> {
 }
 
 /// Parses `--secret` values; an error never shows the value.
+/// `--secret` values as specs, a value not given taken from the caller's environment (the
+/// edge: no library reads it).
 pub fn secret_specs(values: &[String]) -> Result<Vec<SecretSpec>, SpecError> {
-    values.iter().map(|v| SecretSpec::parse(v)).collect()
+    let mut specs = values
+        .iter()
+        .map(|v| SecretSpec::parse(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    crate::commands::resolve_secrets(&mut specs);
+    Ok(specs)
 }
 
 fn spec_arg<T>(
@@ -572,7 +579,11 @@ impl SandboxFlags {
         spec.image = self.image.clone();
         spec.workspace = self.workspace.clone();
         spec.volumes = self.volumes.clone();
+        for mount in spec.workspace.iter_mut().chain(spec.volumes.iter_mut()) {
+            crate::commands::absolute_host_path(mount);
+        }
         spec.env = self.env.clone();
+        crate::commands::resolve_env(&mut spec.env);
         spec.workdir = self.workdir.clone();
         spec.user = self.user.clone();
         spec.limits = Limits::parse(&self.memory, &self.cpus, self.pids_limit, &self.tmp_size)?;

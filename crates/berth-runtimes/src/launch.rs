@@ -230,6 +230,14 @@ pub async fn acquire<E: Engine>(
 ) -> Result<Acquired, RuntimeError> {
     let spec = settings.sandbox_spec()?;
     let print = fingerprint(settings, &spec);
+    // This run's secret values (the front end resolved them; they may have changed since).
+    let given = |name: &str| {
+        spec.egress
+            .secrets
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.value.clone())
+    };
     if let (Some(name), true) = (name, keep) {
         for record in agent_sandboxes(name).into_iter().rev() {
             if record.labels.get(SPEC_LABEL) != Some(&print) {
@@ -240,10 +248,9 @@ pub async fn acquire<E: Engine>(
                     if state.running {
                         sandbox::wait_ready(engine, &record).await?;
                     } else {
-                        sandbox::start(engine, &record, &host.agent_binary, true).await?;
+                        sandbox::start(engine, &record, &host.agent_binary, &given).await?;
                     }
-                    // This run's secret values (they may have changed since).
-                    sandbox::hand_secrets(engine, &record, &spec.egress, true).await?;
+                    sandbox::hand_secrets(engine, &record, &given).await?;
                     return Ok(Acquired {
                         record,
                         ephemeral: false,
@@ -378,9 +385,11 @@ pub fn cli_env(settings: &AgentSettings) -> (BTreeMap<String, String>, Vec<Strin
     // With the gateway the sandbox holds placeholders (in its configuration) and the values
     // stay here; with `--network bridge` there is no gateway, so the CLI gets the values
     // (berth warns).
+    // Values are the front end's to resolve (the CLI: from its user's environment); one it
+    // could not is reported missing.
     if !settings.uses_gateway() {
         for secret in &settings.secrets {
-            match berth_sandbox::egress::secret_value(&secret.name, secret.value.as_ref(), true) {
+            match &secret.value {
                 Some(v) => {
                     env.insert(secret.name.clone(), v.expose().to_string());
                 }
@@ -397,12 +406,7 @@ pub fn cli_env(settings: &AgentSettings) -> (BTreeMap<String, String>, Vec<Strin
             Some(v) => {
                 env.insert(var.name.clone(), v.clone());
             }
-            None => match std::env::var(&var.name) {
-                Ok(v) => {
-                    env.insert(var.name.clone(), v);
-                }
-                Err(_) => missing.push(var.name.clone()),
-            },
+            None => missing.push(var.name.clone()),
         }
     }
     (env, missing)

@@ -107,22 +107,15 @@ impl EgressPlan {
     }
 }
 
-/// A secret's value: the one given (`NAME=VALUE`), else — only when `from_environment`, which
-/// the daemonless CLI asks for and a server never does — a non-empty `$NAME` of this process.
-pub fn secret_value(
-    name: &str,
-    given: Option<&SecretValue>,
-    from_environment: bool,
-) -> Option<SecretValue> {
-    given.cloned().or_else(|| {
-        if !from_environment {
-            return None;
-        }
-        std::env::var(name)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .map(SecretValue::new)
-    })
+/// Where the value of a secret known only by its name comes from: the front end's answer,
+/// never this library's. A gateway that restarted lost its secrets with its memory, and the
+/// record keeps only names; the daemonless CLI answers from its user's environment, a server
+/// (whose own environment is not its callers') with nothing.
+pub type SecretLookup<'a> = dyn Fn(&str) -> Option<SecretValue> + Send + Sync + 'a;
+
+/// A lookup that knows no value (a server's).
+pub fn no_secrets(_: &str) -> Option<SecretValue> {
+    None
 }
 
 /// A fresh placeholder for secret `name`: unique per sandbox, and shaped like a token so
@@ -160,7 +153,8 @@ pub fn plan(
                 s.name, s.name
             )));
         }
-        let Some(value) = secret_value(&s.name, s.value.as_ref(), true) else {
+        // The front end resolved what it could (the CLI: from its user's environment).
+        let Some(value) = s.value.clone() else {
             return Err(SandboxError::Input(format!(
                 "--secret {}: {} is not set in your environment; export it, or give the value (--secret {}=VALUE@HOST)",
                 s.name, s.name, s.name
@@ -514,7 +508,6 @@ mod tests {
 
     fn host() -> HostFacts {
         HostFacts {
-            cwd: std::env::temp_dir(),
             engine_socket: None,
             owner: "h:1:2".into(),
             created: "t".into(),

@@ -17,11 +17,11 @@ use berth_spec::{
 
 use crate::error::SandboxError;
 
-/// What the plan needs to know about the host.
+/// What the plan needs to know about the host. Not the caller's cwd or home: host paths
+/// reach a plan absolute, resolved by the front end (the CLI against its user's cwd and
+/// `~`; the server under its workspace root).
 #[derive(Debug, Clone)]
 pub struct HostFacts {
-    /// Directory relative host paths are resolved against.
-    pub cwd: PathBuf,
     /// The engine's unix socket, if the engine is reached through one.
     pub engine_socket: Option<PathBuf>,
     /// `host:pid:start` of the owning process.
@@ -33,10 +33,7 @@ pub struct HostFacts {
 impl HostFacts {
     /// Facts about the current process and host.
     pub fn detect(engine_socket: Option<PathBuf>) -> Result<Self, SandboxError> {
-        let cwd = std::env::current_dir()
-            .map_err(|e| SandboxError::io("reading the current directory", e))?;
         Ok(Self {
-            cwd,
             engine_socket,
             owner: crate::owner::current_owner(),
             created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -123,22 +120,20 @@ pub fn internal_network(name: String, id: &str, host: &HostFacts, owned: bool) -
     }
 }
 
-/// Resolves a host path (`~`, relative) and checks it exists and is not the engine socket.
+/// Resolves an absolute host path (symbolic links followed) and checks it exists and is not
+/// the engine socket. A relative path or `~` is the front end's to resolve; here it is refused.
 pub fn resolve_mount(
     what: &'static str,
     mount: &MountSpec,
     host: &HostFacts,
 ) -> Result<ResolvedMount, SandboxError> {
     let given = &mount.host;
-    let expanded = match given.strip_prefix('~') {
-        Some(rest) => {
-            let home = std::env::var("HOME").unwrap_or_else(|_| "/".to_string());
-            PathBuf::from(format!("{home}{rest}"))
-        }
-        None => PathBuf::from(given),
-    };
-    let joined = host.cwd.join(&expanded);
-    let source = std::fs::canonicalize(&joined).map_err(|_| SandboxError::MissingPath {
+    if !Path::new(given).is_absolute() {
+        return Err(SandboxError::Input(format!(
+            "{what} {given:?} is not an absolute path: give the whole path, e.g. /srv/repo"
+        )));
+    }
+    let source = std::fs::canonicalize(given).map_err(|_| SandboxError::MissingPath {
         what,
         example: if what.starts_with("volume") {
             "--volume ./data:/data"
@@ -146,7 +141,7 @@ pub fn resolve_mount(
             "--workspace ."
         },
         given: given.clone(),
-        resolved: joined.clone(),
+        resolved: PathBuf::from(given),
     })?;
     if let Some(socket) = &host.engine_socket {
         refuse_engine_socket(given, &source, socket)?;
@@ -245,12 +240,10 @@ pub fn plan_sandbox(
 
     let mut env = vec![format!("HOME={TMP_DIR}")];
     for var in &spec.env {
-        let value = match &var.value {
-            Some(v) => v.clone(),
-            None => match std::env::var(&var.name) {
-                Ok(v) => v,
-                Err(_) => continue,
-            },
+        // `--env NAME` is resolved by the front end (the CLI, from its user's environment);
+        // a name it found no value for is not passed.
+        let Some(value) = var.value.clone() else {
+            continue;
         };
         env.retain(|e| e.split('=').next() != Some(var.name.as_str()));
         env.push(format!("{}={value}", var.name));
@@ -331,9 +324,8 @@ mod tests {
     use berth_spec::{parse_env, MountSpec};
     use std::os::unix::fs::PermissionsExt;
 
-    fn host(dir: &Path, socket: Option<PathBuf>) -> HostFacts {
+    fn host(_dir: &Path, socket: Option<PathBuf>) -> HostFacts {
         HostFacts {
-            cwd: dir.to_path_buf(),
             engine_socket: socket,
             owner: "h:1:2".into(),
             created: "2026-01-01T00:00:00.000Z".into(),
@@ -382,7 +374,7 @@ mod tests {
         let ws = dir.path().join("ws");
         std::fs::create_dir(&ws).unwrap();
         let mut spec = SandboxSpec::new(vec!["true".into()]);
-        spec.workspace = Some(MountSpec::parse_workspace("ws").unwrap());
+        spec.workspace = Some(MountSpec::parse_workspace(ws.to_str().unwrap()).unwrap());
         let meta = std::fs::metadata(&ws).unwrap();
         let plan = plan_sandbox(&spec, "abc", "run", &host(dir.path(), None)).unwrap();
         assert_eq!(plan.container.workdir.as_deref(), Some("/workspace"));
@@ -415,19 +407,28 @@ mod tests {
         let h = host(dir.path(), Some(socket.clone()));
         let mut spec = SandboxSpec::new(vec!["true".into()]);
 
-        spec.workspace = Some(MountSpec::parse_workspace("./nope").unwrap());
+        let d = dir.path().display();
+        let nope = format!("{d}/nope");
+        spec.workspace = Some(MountSpec::parse_workspace(&nope).unwrap());
         let e = plan_sandbox(&spec, "a", "run", &h).unwrap_err();
         assert!(matches!(e, SandboxError::MissingPath { .. }), "{e}");
-        assert!(e.to_string().contains("\"./nope\" does not exist"), "{e}");
+        assert!(
+            e.to_string().contains(&format!("{nope:?} does not exist")),
+            "{e}"
+        );
+        // Relative paths and `~` are the front end's to resolve.
+        spec.workspace = Some(MountSpec::parse_workspace("./nope").unwrap());
+        let e = plan_sandbox(&spec, "a", "run", &h).unwrap_err();
+        assert!(e.to_string().contains("not an absolute path"), "{e}");
 
         spec.workspace = None;
         for bad in [
-            "./run/docker.sock:/var/run/docker.sock",
-            "./run:/hostrun",
-            "/:/host:ro",
+            format!("{d}/run/docker.sock:/var/run/docker.sock"),
+            format!("{d}/run:/hostrun"),
+            "/:/host:ro".to_string(),
         ] {
             let mut s = spec.clone();
-            s.volumes = vec![MountSpec::parse_volume(bad).unwrap()];
+            s.volumes = vec![MountSpec::parse_volume(&bad).unwrap()];
             let e = plan_sandbox(&s, "a", "run", &h).unwrap_err();
             assert!(
                 matches!(e, SandboxError::DockerSocketMount { .. }),
@@ -435,7 +436,7 @@ mod tests {
             );
         }
         let mut s = spec.clone();
-        s.volumes = vec![MountSpec::parse_volume("./run:/r:ro").unwrap()];
+        s.volumes = vec![MountSpec::parse_volume(&format!("{d}/run:/r:ro")).unwrap()];
         std::fs::remove_file(&socket).unwrap();
         // With the socket elsewhere and no docker.sock inside, the directory is fine.
         let h2 = host(dir.path(), Some(PathBuf::from("/nonexistent/docker.sock")));

@@ -451,7 +451,6 @@ mod tests {
         let mut spec = SandboxSpec::new(vec!["echo".into(), "hi".into()]);
         spec.network = network;
         let host = HostFacts {
-            cwd: std::env::temp_dir(),
             engine_socket: None,
             owner: "h:1:1".into(),
             created: "t".into(),

@@ -647,16 +647,15 @@ pub async fn stop<E: Engine>(
 
 /// Starts a stopped sandbox (its egress gateway first) and waits for its agent.
 ///
-/// A gateway that restarts has lost its secrets (they were only in its memory): with
-/// `from_environment` (the daemonless CLI) they are handed over again from this process's
-/// environment; a server passes false, so it never hands a sandbox its own environment. A
-/// secret with no value is left out, with a warning, so its placeholder reaches the host
-/// unchanged.
+/// A gateway that restarts has lost its secrets (they were only in its memory): `secrets`
+/// answers their values again (the daemonless CLI's from its user's environment; a server's
+/// knows none, so it never hands a sandbox its own environment). A secret with no value is
+/// left out, with a warning, so its placeholder reaches the host unchanged.
 pub async fn start<E: Engine>(
     engine: &E,
     record: &SandboxRecord,
     agent: &Path,
-    from_environment: bool,
+    secrets: &crate::egress::SecretLookup<'_>,
 ) -> Result<(), SandboxError> {
     crate::host_dirs::prepare(&record.run_dir, record.agent_copy.as_deref(), agent)?;
     if let Some(egress) = &record.egress {
@@ -664,13 +663,7 @@ pub async fn start<E: Engine>(
         if !state.running {
             engine.container_start(&egress.gateway_name).await?;
         }
-        hand_secrets(
-            engine,
-            record,
-            &berth_spec::EgressPolicy::default(),
-            from_environment,
-        )
-        .await?;
+        hand_secrets(engine, record, secrets).await?;
     }
     engine.container_start(&record.container_id).await?;
     wait_ready(engine, record).await?;
@@ -681,26 +674,21 @@ pub async fn start<E: Engine>(
     Ok(())
 }
 
-/// Hands a sandbox's gateway its policy and its secrets' values: from `given` where it has
-/// them, else from this process's environment. A secret with no value here is left out,
-/// with a warning, so its placeholder reaches the host unchanged.
+/// Hands a sandbox's gateway its policy and its secrets' values, as `secrets` answers them.
+/// A secret with no value is left out, with a warning, so its placeholder reaches the host
+/// unchanged.
 pub async fn hand_secrets<E: Engine>(
     engine: &E,
     record: &SandboxRecord,
-    given: &berth_spec::EgressPolicy,
-    from_environment: bool,
+    secrets: &crate::egress::SecretLookup<'_>,
 ) -> Result<(), SandboxError> {
     let Some(egress) = &record.egress else {
         return Ok(());
     };
+    let lookup = secrets;
     let mut secrets = Vec::new();
     for s in &egress.secrets {
-        let given_value = given
-            .secrets
-            .iter()
-            .find(|g| g.name == s.name)
-            .and_then(|g| g.value.as_ref());
-        match crate::egress::secret_value(&s.name, given_value, from_environment) {
+        match lookup(&s.name) {
             Some(value) => secrets.push(berth_spec::egress::GatewaySecret {
                 name: s.name.clone(),
                 placeholder: s.placeholder.clone(),

@@ -23,6 +23,7 @@ use std::time::Duration;
 use berth_engine::BuildEvent;
 use berth_engine::{Engine, ImageInfo, OutputStream};
 use berth_sandbox::agent_client::AgentClient;
+use berth_sandbox::egress::SecretLookup;
 use berth_sandbox::sandbox::{
     self, AgentDelivery, CreateOptions, SandboxRecord, SandboxStatus, VolumeMount,
 };
@@ -97,9 +98,10 @@ pub struct Service<E: Engine> {
     engine_socket: Option<PathBuf>,
     /// Labels every sandbox this service makes carries (a server marks its own).
     marks: BTreeMap<String, String>,
-    /// Whether a secret without a value may come from this process's environment (the
-    /// daemonless CLI: the caller's own); a server's never does.
-    secrets_from_environment: bool,
+    /// Where a secret known only by name gets its value (a restarted gateway's): the front
+    /// end's answer (the daemonless CLI's user's environment); a server has none, so it never
+    /// hands a sandbox its own environment.
+    secret_lookup: Option<Arc<SecretLookup<'static>>>,
     /// One open connection per sandbox's agent ([`Service::agent`]).
     clients: std::sync::Mutex<HashMap<String, AgentClient>>,
 }
@@ -119,14 +121,14 @@ impl<E: Engine> Service<E> {
             agent,
             engine_socket,
             marks: BTreeMap::new(),
-            secrets_from_environment: false,
+            secret_lookup: None,
             clients: Default::default(),
         }
     }
 
-    /// Lets a secret without a value come from this process's environment (the CLI's).
-    pub fn with_secrets_from_environment(mut self) -> Self {
-        self.secrets_from_environment = true;
+    /// Lets a secret without a value get one from `lookup` (the CLI: its user's environment).
+    pub fn with_secret_lookup(mut self, lookup: Arc<SecretLookup<'static>>) -> Self {
+        self.secret_lookup = Some(lookup);
         self
     }
 
@@ -160,18 +162,22 @@ impl<E: Engine> Service<E> {
             berth_spec::names::check("sandbox name", name, "web-1")
                 .map_err(ServiceError::invalid)?;
         }
-        if !self.secrets_from_environment {
-            if let Some(s) = request
-                .spec
-                .egress
-                .secrets
-                .iter()
-                .find(|s| s.value.is_none())
-            {
-                return Err(ServiceError::invalid(format!(
-                    "secret {} has no value: give it (this service never takes one from its own environment)",
-                    s.name
-                )));
+        let mut request = request;
+        for s in request
+            .spec
+            .egress
+            .secrets
+            .iter_mut()
+            .filter(|s| s.value.is_none())
+        {
+            match &self.secret_lookup {
+                Some(lookup) => s.value = lookup(&s.name),
+                None => {
+                    return Err(ServiceError::invalid(format!(
+                        "secret {} has no value: give it (this service never takes one from its own environment)",
+                        s.name
+                    )))
+                }
             }
         }
         let image = self.ensure_image(&request.spec.image, progress).await?;
@@ -271,7 +277,9 @@ impl<E: Engine> Service<E> {
             self.engine.as_ref(),
             record,
             &self.agent,
-            self.secrets_from_environment,
+            self.secret_lookup
+                .as_deref()
+                .unwrap_or(&berth_sandbox::egress::no_secrets),
         )
         .await?)
     }

@@ -73,7 +73,17 @@ pub(crate) fn settings(flags: &AgentFlags) -> anyhow::Result<AgentSettings> {
         allow_hosts: flags.allow_hosts.clone(),
         permission_mode: flags.permission_mode.clone(),
     };
-    let settings = given.over(&base);
+    let mut settings = given.over(&base);
+    // The caller's environment is read here, at the edge, for `NAME`s without a value.
+    super::resolve_env(&mut settings.env);
+    super::resolve_secrets(&mut settings.secrets);
+    for mount in settings
+        .workspace
+        .iter_mut()
+        .chain(settings.credentials.iter_mut())
+    {
+        super::absolute_host_path(mount);
+    }
     // Every value is checked before anything is looked up or made.
     settings.sandbox_spec()?;
     berth_runtimes::profile::permission_args(settings.cli(), settings.permission_mode.as_deref())?;

@@ -59,5 +59,53 @@ pub fn local_service(engine: DockerEngine) -> anyhow::Result<berth_service::Serv
         berth_sandbox::sandbox::agent_binary()?,
         socket,
     )
-    .with_secrets_from_environment())
+    .with_secret_lookup(std::sync::Arc::new(env_secret)))
+}
+
+/// A secret's value from the caller's environment (empty counts as unset): the edge where
+/// `--secret NAME` without a value, and a restarted gateway's secrets, are resolved.
+pub fn env_secret(name: &str) -> Option<berth_spec::SecretValue> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(berth_spec::SecretValue::new)
+}
+
+/// `--env NAME` (and `env` in berth.toml) resolved from the caller's environment; a name that
+/// is unset here stays without a value, so it is not passed (and an agent run says so).
+pub fn resolve_env(vars: &mut [berth_spec::EnvVar]) {
+    for var in vars.iter_mut().filter(|v| v.value.is_none()) {
+        var.value = std::env::var(&var.name).ok();
+    }
+}
+
+/// A host path as the libraries take it, absolute: `~` is the caller's home and a relative
+/// path is taken from the caller's cwd. Not canonicalized: the plan does that, and says so
+/// when the path does not exist.
+pub fn absolute_host_path(mount: &mut berth_spec::MountSpec) {
+    let given = mount.host.as_str();
+    let home = || std::env::var("HOME").unwrap_or_else(|_| "/".to_string());
+    let expanded = match given.strip_prefix('~') {
+        Some("") => std::path::PathBuf::from(home()),
+        Some(rest) if rest.starts_with('/') => {
+            std::path::PathBuf::from(format!("{}{rest}", home()))
+        }
+        _ => std::path::PathBuf::from(given),
+    };
+    let absolute = if expanded.is_absolute() {
+        expanded
+    } else {
+        match std::env::current_dir() {
+            Ok(cwd) => cwd.join(expanded),
+            Err(_) => return,
+        }
+    };
+    mount.host = absolute.display().to_string();
+}
+
+/// `--secret NAME` values resolved from the caller's environment where not given.
+pub fn resolve_secrets(secrets: &mut [berth_spec::SecretSpec]) {
+    for s in secrets.iter_mut().filter(|s| s.value.is_none()) {
+        s.value = env_secret(&s.name);
+    }
 }

@@ -1123,12 +1123,10 @@ fn cli_remote_named_agents_resume_keep_and_belong_to_their_tenant() {
     let (url, server_id) = (server.url.clone(), server.server_id.clone());
     let remote = |key: &str| {
         let mut cmd = berth();
-        cmd.env("BERTH_SERVER", &url)
-            .env("BERTH_API_KEY", key)
-            .env(
-                "BERTH_STATE_DIR",
-                "/nonexistent/remote-mode-uses-no-local-state",
-            );
+        cmd.env("BERTH_SERVER", &url).env("BERTH_API_KEY", key).env(
+            "BERTH_STATE_DIR",
+            "/nonexistent/remote-mode-uses-no-local-state",
+        );
         cmd
     };
     let run = |key: &str, args: &[&str]| super::agent::agent_json_with(remote(key), args);
