@@ -38,7 +38,8 @@ impl Sandbox {
             );
         }
         let id = String::from_utf8(out.stdout)?.trim().to_string();
-        let record = berth_sandbox::sandbox::find(&berth_sandbox::store::FileStore::local(), &id)?;
+        let record =
+            berth_sandbox::sandbox::find(&berth_sandbox::store::FileStore::from_env(), &id)?;
         Ok(Self {
             berth: berth.to_string(),
             id,

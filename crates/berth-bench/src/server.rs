@@ -139,7 +139,7 @@ pub async fn exec(berth: &str, iterations: usize, warmup: usize) -> anyhow::Resu
     let server = Server::start(berth)?;
     let id = server.create()?;
     // The same sandbox's record, from the server's database: the direct paths use it.
-    let db = berth_server::db::Db::open(server.state.path(), false)?;
+    let db = berth_server::db::Db::open(server.state.path(), None, false)?;
     let record = db
         .records()
         .into_iter()

@@ -18,6 +18,7 @@ use berth_events::{Cli, Parser, Record, Summary};
 use berth_protocol::v1::{exec_input, exec_output, ExecInput, ExecStart};
 use berth_sandbox::agent_client::AgentClient;
 use berth_sandbox::sandbox::{self, AgentDelivery, CreateOptions, SandboxRecord, VolumeMount};
+use berth_sandbox::store::FileStore;
 use berth_spec::{labels, SandboxSpec};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -26,7 +27,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::profile::{self, PromptDelivery, SessionChoice};
 use crate::settings::{AgentSettings, AGENT_HOME, DEFAULT_AGENT_TIMEOUT};
-use crate::store::{self, AgentRecord};
+use crate::store::{self, AgentRecord, AgentStore};
 use crate::RuntimeError;
 
 /// Label with a digest of what a kept sandbox was made from; a sandbox is reused only for the
@@ -35,12 +36,16 @@ pub const SPEC_LABEL: &str = "berth.agent.spec";
 /// Label with the agent CLI a sandbox serves.
 pub const CLI_LABEL: &str = "berth.agent.cli";
 
-/// How this machine makes sandboxes (from the CLI layer).
+/// How this machine makes sandboxes and where it keeps them (resolved by the front end).
 #[derive(Debug, Clone)]
 pub struct Host {
     pub agent_binary: PathBuf,
     pub engine_socket: Option<PathBuf>,
     pub delivery: AgentDelivery,
+    /// The sandbox records.
+    pub store: FileStore,
+    /// The named agents' records.
+    pub agents: AgentStore,
 }
 
 /// One run, fully resolved.
@@ -202,8 +207,8 @@ pub fn home_volume(name: &str) -> String {
 }
 
 /// Sandboxes berth made for an agent name, oldest first.
-pub fn agent_sandboxes(name: &str) -> Vec<SandboxRecord> {
-    berth_sandbox::store::Store::records(&berth_sandbox::store::FileStore::local())
+pub fn agent_sandboxes(store: &FileStore, name: &str) -> Vec<SandboxRecord> {
+    berth_sandbox::store::Store::records(store)
         .into_iter()
         .filter(|r| r.labels.get(labels::AGENT).map(String::as_str) == Some(name))
         .collect()
@@ -239,7 +244,7 @@ pub async fn acquire<E: Engine>(
             .and_then(|s| s.value.clone())
     };
     if let (Some(name), true) = (name, keep) {
-        for record in agent_sandboxes(name).into_iter().rev() {
+        for record in agent_sandboxes(&host.store, name).into_iter().rev() {
             if record.labels.get(SPEC_LABEL) != Some(&print) {
                 continue;
             }
@@ -259,13 +264,7 @@ pub async fn acquire<E: Engine>(
                     });
                 }
                 Err(e) if e.is_not_found() => {
-                    let _ = sandbox::remove(
-                        engine,
-                        &berth_sandbox::store::FileStore::local(),
-                        &record,
-                        true,
-                    )
-                    .await;
+                    let _ = sandbox::remove(engine, &host.store, &record, true).await;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -316,7 +315,7 @@ pub async fn acquire<E: Engine>(
     };
     let made = sandbox::create(
         engine,
-        &berth_sandbox::store::FileStore::local(),
+        &host.store,
         &spec,
         image,
         host.engine_socket.clone(),
@@ -335,6 +334,7 @@ pub async fn acquire<E: Engine>(
     if let (Some(name), true) = (name, keep) {
         prune(
             engine,
+            &host.store,
             name,
             settings.max_containers.unwrap_or(1),
             &record.id,
@@ -350,27 +350,21 @@ pub async fn acquire<E: Engine>(
 }
 
 /// Removes an agent's oldest kept sandboxes beyond `max` (never `current`).
-async fn prune<E: Engine>(engine: &E, name: &str, max: usize, current: &str) {
-    let all: Vec<SandboxRecord> = agent_sandboxes(name)
+async fn prune<E: Engine>(engine: &E, store: &FileStore, name: &str, max: usize, current: &str) {
+    let all: Vec<SandboxRecord> = agent_sandboxes(store, name)
         .into_iter()
         .filter(|r| r.labels.get(labels::KEEP).is_some_and(|v| v == "true"))
         .collect();
     let excess = all.len().saturating_sub(max.max(1));
     for old in all.iter().filter(|r| r.id != current).take(excess) {
-        let _ = sandbox::remove(engine, &berth_sandbox::store::FileStore::local(), old, true).await;
+        let _ = sandbox::remove(engine, store, old, true).await;
     }
 }
 
 /// Removes an ephemeral sandbox and its home volume.
-pub async fn release<E: Engine>(engine: &E, acquired: &Acquired) {
+pub async fn release<E: Engine>(engine: &E, host: &Host, acquired: &Acquired) {
     if acquired.ephemeral {
-        let _ = sandbox::remove(
-            engine,
-            &berth_sandbox::store::FileStore::local(),
-            &acquired.record,
-            true,
-        )
-        .await;
+        let _ = sandbox::remove(engine, &host.store, &acquired.record, true).await;
         if let Some(volume) = &acquired.volume {
             let _ = engine.volume_remove(volume).await;
         }
@@ -495,7 +489,7 @@ pub async fn run<E: Engine>(
         ));
     }
     let mut agent_record = match name {
-        Some(n) => store::load(n)?,
+        Some(n) => host.agents.load(n)?,
         None => None,
     };
     if let Some(r) = &agent_record {
@@ -532,7 +526,7 @@ pub async fn run<E: Engine>(
         interrupt,
     )
     .await;
-    release(engine, &acquired).await;
+    release(engine, host, &acquired).await;
     let mut report = result?;
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     report.agent = request.name.clone();
@@ -562,7 +556,7 @@ pub async fn run<E: Engine>(
             _ => None,
         };
         record.add_session(&id, parent);
-        store::save(record)?;
+        host.agents.save(record)?;
     }
     Ok(report)
 }

@@ -18,8 +18,9 @@ use tokio_stream::StreamExt;
 use crate::launch::{self, Host, Progress, RunReport, RunRequest, StreamParser};
 use crate::profile::{self, PromptDelivery, SessionChoice};
 use crate::settings::AgentSettings;
-use crate::store::{self, AgentRecord, Interactive};
+use crate::store::{self, AgentRecord, AgentStore, Interactive};
 use crate::RuntimeError;
+use berth_sandbox::store::FileStore;
 
 /// Tag of the interactive CLI process inside the agent's sandbox.
 pub const SESSION_TAG: &str = "agent-session";
@@ -35,9 +36,12 @@ pub async fn start<E: Engine>(
 ) -> Result<(String, String), RuntimeError> {
     store::validate_name(name)?;
     let cli = settings.cli();
-    let mut record = store::load(name)?.unwrap_or_else(|| AgentRecord::new(name, cli));
+    let mut record = host
+        .agents
+        .load(name)?
+        .unwrap_or_else(|| AgentRecord::new(name, cli));
     if let Some(i) = &record.interactive {
-        if running(engine, i).await {
+        if running(engine, &host.store, i).await {
             return Err(RuntimeError::Input(format!(
                 "agent {name:?} already has a running session ({}); `berth agent session stop {name}` ends it",
                 i.session_id
@@ -85,13 +89,13 @@ pub async fn start<E: Engine>(
         tag: SESSION_TAG.to_string(),
         session_id: session_id.clone(),
     });
-    store::save(&record)?;
+    host.agents.save(&record)?;
     Ok((session_id, acquired.record.id))
 }
 
 /// Whether the interactive process is still running.
-async fn running<E: Engine>(engine: &E, i: &Interactive) -> bool {
-    let Ok(record) = sandbox::find(&berth_sandbox::store::FileStore::local(), &i.sandbox_id) else {
+async fn running<E: Engine>(engine: &E, store: &FileStore, i: &Interactive) -> bool {
+    let Ok(record) = sandbox::find(store, &i.sandbox_id) else {
         return false;
     };
     let Ok(mut client) = sandbox::connect(engine, &record).await else {
@@ -138,7 +142,7 @@ pub async fn send<E: Engine>(
         message,
         timeout,
     } = request;
-    let record = store::load(name)?.ok_or_else(|| {
+    let record = host.agents.load(name)?.ok_or_else(|| {
         RuntimeError::Input(format!(
             "no agent named {name:?}: start one with `berth agent session start --name {name} --workspace .`"
         ))
@@ -148,7 +152,17 @@ pub async fn send<E: Engine>(
             "agent {name:?} has no session: start one with `berth agent session start --name {name}`"
         )));
     };
-    match live_turn(engine, &record, &interactive, message, timeout, progress).await? {
+    match live_turn(
+        engine,
+        &host.store,
+        &record,
+        &interactive,
+        message,
+        timeout,
+        progress,
+    )
+    .await?
+    {
         Ok(report) => Ok(SendOutcome::Turn(report)),
         Err(why) => {
             let mut settings = settings.clone();
@@ -174,9 +188,9 @@ pub async fn send<E: Engine>(
             )
             .await?;
             // The session process is gone for good: forget it.
-            if let Some(mut r) = store::load(name)? {
+            if let Some(mut r) = host.agents.load(name)? {
                 r.interactive = None;
-                store::save(&r)?;
+                host.agents.save(&r)?;
             }
             Ok(SendOutcome::FellBack { why, report })
         }
@@ -186,16 +200,14 @@ pub async fn send<E: Engine>(
 /// One turn on the live process. `Ok(Err(why))` when there is no live process to talk to.
 async fn live_turn<E: Engine>(
     engine: &E,
+    store: &FileStore,
     record: &AgentRecord,
     interactive: &Interactive,
     message: &str,
     timeout: Duration,
     progress: &mut (dyn FnMut(Progress<'_>) + Send),
 ) -> Result<Result<RunReport, String>, RuntimeError> {
-    let Ok(sb) = sandbox::find(
-        &berth_sandbox::store::FileStore::local(),
-        &interactive.sandbox_id,
-    ) else {
+    let Ok(sb) = sandbox::find(store, &interactive.sandbox_id) else {
         return Ok(Err(format!(
             "the session's sandbox {} is gone",
             interactive.sandbox_id
@@ -297,14 +309,19 @@ async fn live_turn<E: Engine>(
 }
 
 /// Ends the agent's interactive process (stdin closed, then SIGTERM) and forgets it.
-pub async fn stop<E: Engine>(engine: &E, name: &str) -> Result<bool, RuntimeError> {
-    let Some(mut record) = store::load(name)? else {
+pub async fn stop<E: Engine>(
+    engine: &E,
+    store: &FileStore,
+    agents: &AgentStore,
+    name: &str,
+) -> Result<bool, RuntimeError> {
+    let Some(mut record) = agents.load(name)? else {
         return Ok(false);
     };
     let Some(i) = record.interactive.take() else {
         return Ok(false);
     };
-    if let Ok(sb) = sandbox::find(&berth_sandbox::store::FileStore::local(), &i.sandbox_id) {
+    if let Ok(sb) = sandbox::find(store, &i.sandbox_id) {
         if let Ok(mut client) = sandbox::connect(engine, &sb).await {
             let _ = client
                 .write_stdin(WriteStdinRequest {
@@ -323,19 +340,24 @@ pub async fn stop<E: Engine>(engine: &E, name: &str) -> Result<bool, RuntimeErro
                 .await;
         }
     }
-    store::save(&record)?;
+    agents.save(&record)?;
     Ok(true)
 }
 
 /// Removes everything of a named agent: its sandboxes, its home volume and its record.
-pub async fn remove_agent<E: Engine>(engine: &E, name: &str) -> Result<usize, RuntimeError> {
-    store::validate_name(name)?;
-    let sandboxes = launch::agent_sandboxes(name);
+pub async fn remove_agent<E: Engine>(
+    engine: &E,
+    store: &FileStore,
+    agents: &AgentStore,
+    name: &str,
+) -> Result<usize, RuntimeError> {
+    crate::store::validate_name(name)?;
+    let sandboxes = launch::agent_sandboxes(store, name);
     let n = sandboxes.len();
     for sb in sandboxes {
-        sandbox::remove(engine, &berth_sandbox::store::FileStore::local(), &sb, true).await?;
+        sandbox::remove(engine, store, &sb, true).await?;
     }
     engine.volume_remove(&launch::home_volume(name)).await?;
-    store::remove(name)?;
+    agents.remove(name)?;
     Ok(n)
 }

@@ -72,72 +72,84 @@ impl AgentRecord {
     }
 }
 
-fn agents_dir() -> PathBuf {
-    berth_sandbox::sandbox::state_dir().join("agents")
-}
-
 /// Agent names become file and volume names: keep them to a safe alphabet.
 pub fn validate_name(name: &str) -> Result<(), RuntimeError> {
     berth_spec::names::check("agent name", name, "--name reviewer").map_err(RuntimeError::Input)
 }
 
-/// Loads an agent's record, if berth has one.
-pub fn load(name: &str) -> Result<Option<AgentRecord>, RuntimeError> {
-    let path = agents_dir().join(format!("{name}.json"));
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| RuntimeError::State(format!("{}: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(RuntimeError::State(format!("{}: {e}", path.display()))),
-    }
+/// The agent records in one directory (the front end says which: the CLI's is
+/// `<state dir>/agents`).
+#[derive(Debug, Clone)]
+pub struct AgentStore {
+    dir: PathBuf,
 }
 
-/// All agent records.
-pub fn list() -> Vec<AgentRecord> {
-    let Ok(entries) = std::fs::read_dir(agents_dir()) else {
-        return Vec::new();
-    };
-    let mut out: Vec<AgentRecord> = entries
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path()).ok())
-        .filter_map(|b| serde_json::from_slice(&b).ok())
-        .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
-}
-
-/// Saves an agent's record atomically (write, then rename).
-pub fn save(record: &AgentRecord) -> Result<(), RuntimeError> {
-    use std::io::Write;
-    let dir = agents_dir();
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| RuntimeError::State(format!("{}: {e}", dir.display())))?;
-    let path = dir.join(format!("{}.json", record.name));
-    let tmp = dir.join(format!(".{}.json.{}", record.name, std::process::id()));
-    let json = serde_json::to_vec_pretty(record)
-        .map_err(|e| RuntimeError::State(format!("encoding {}: {e}", path.display())))?;
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&json)?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(|e| RuntimeError::State(format!("{}: {e}", path.display())))
-}
-
-/// Forgets an agent.
-pub fn remove(name: &str) -> Result<(), RuntimeError> {
-    let path = agents_dir().join(format!("{name}.json"));
-    match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(RuntimeError::State(format!("{}: {e}", path.display())))
+impl AgentStore {
+    /// The records in `<state>/agents`.
+    pub fn in_state(state: &std::path::Path) -> Self {
+        Self {
+            dir: state.join("agents"),
         }
-        _ => Ok(()),
+    }
+
+    /// Loads an agent's record, if berth has one.
+    pub fn load(&self, name: &str) -> Result<Option<AgentRecord>, RuntimeError> {
+        let path = self.dir.join(format!("{name}.json"));
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| RuntimeError::State(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(RuntimeError::State(format!("{}: {e}", path.display()))),
+        }
+    }
+
+    /// All agent records.
+    pub fn list(&self) -> Vec<AgentRecord> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<AgentRecord> = entries
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Saves an agent's record atomically (write, then rename).
+    pub fn save(&self, record: &AgentRecord) -> Result<(), RuntimeError> {
+        use std::io::Write;
+        let dir = &self.dir;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| RuntimeError::State(format!("{}: {e}", dir.display())))?;
+        let path = dir.join(format!("{}.json", record.name));
+        let tmp = dir.join(format!(".{}.json.{}", record.name, std::process::id()));
+        let json = serde_json::to_vec_pretty(record)
+            .map_err(|e| RuntimeError::State(format!("encoding {}: {e}", path.display())))?;
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&json)?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().map_err(|e| RuntimeError::State(format!("{}: {e}", path.display())))
+    }
+
+    /// Forgets an agent.
+    pub fn remove(&self, name: &str) -> Result<(), RuntimeError> {
+        let path = self.dir.join(format!("{name}.json"));
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(RuntimeError::State(format!("{}: {e}", path.display())))
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use berth_engine::{BindMount, ContainerPlan, Engine, NetworkPlan, Output};
 use berth_spec::egress::{GatewayConfig, GatewayReply, GatewaySecret, GatewayStats, PROXY_PORT};
@@ -270,21 +270,11 @@ pub fn plan(
     ))
 }
 
-/// The host directory holding the CA files mounted at [`CA_DIR`]: beside the sandbox's socket
-/// directory in the runtime directory (so the mount table names nothing of the host's; see
-/// [`crate::host_dirs`]), else in its state directory; removed with it.
-pub fn ca_dir(id: &str) -> PathBuf {
-    crate::host_dirs::runtime_dir()
-        .unwrap_or_else(crate::sandbox::state_dir)
-        .join("sandboxes")
-        .join(id)
-        .join("egress")
-}
-
 /// Mounts the CA directory into the sandbox (the files are written by [`start`]).
-pub fn mount_ca(id: &str, sandbox: &mut ContainerPlan) -> Result<(), SandboxError> {
-    let dir = ca_dir(id);
-    std::fs::create_dir_all(&dir)
+/// `dir` is the sandbox's CA directory ([`crate::host_dirs::ca_dir`]): beside its socket
+/// directory, so the mount table names nothing of the host's.
+pub fn mount_ca(dir: &Path, sandbox: &mut ContainerPlan) -> Result<(), SandboxError> {
+    std::fs::create_dir_all(dir)
         .map_err(|e| SandboxError::io(format!("creating {}", dir.display()), e))?;
     sandbox.binds.push(BindMount {
         source: dir.display().to_string(),
@@ -315,6 +305,7 @@ pub async fn start<E: Engine>(
     id: &str,
     egress: &EgressPlan,
     image: &str,
+    ca_dir: &Path,
 ) -> Result<Gateway, SandboxError> {
     let mut plan = egress.gateway.clone();
     plan.image = image.to_string();
@@ -328,12 +319,13 @@ pub async fn start<E: Engine>(
         &egress.network,
         &egress.allow,
         &egress.secrets,
+        ca_dir,
     )
     .await
 }
 
 /// Hands the gateway its policy and secrets (again, after a restart or for a reused
-/// sandbox) and writes the CA files the sandbox trusts.
+/// sandbox) and writes the CA files the sandbox trusts into `ca_dir`.
 pub async fn configure<E: Engine>(
     engine: &E,
     id: &str,
@@ -341,6 +333,7 @@ pub async fn configure<E: Engine>(
     network: &str,
     allow: &[HostPattern],
     secrets: &[GatewaySecret],
+    ca_dir: &Path,
 ) -> Result<Gateway, SandboxError> {
     let state = engine.container_inspect(container_id).await?;
     let address = state.ip_addresses.get(network).cloned().ok_or_else(|| {
@@ -374,7 +367,7 @@ pub async fn configure<E: Engine>(
             "the egress gateway of sandbox {id} refused its configuration: {e}"
         )));
     }
-    write_ca(id, &reply.ca_pem)?;
+    write_ca(ca_dir, &reply.ca_pem)?;
     Ok(Gateway {
         container_id: container_id.to_string(),
         address,
@@ -424,9 +417,8 @@ async fn gateway_call<E: Engine>(
     Ok(out)
 }
 
-fn write_ca(id: &str, ca_pem: &str) -> Result<(), SandboxError> {
-    let dir = ca_dir(id);
-    std::fs::create_dir_all(&dir)
+fn write_ca(dir: &Path, ca_pem: &str) -> Result<(), SandboxError> {
+    std::fs::create_dir_all(dir)
         .map_err(|e| SandboxError::io(format!("creating {}", dir.display()), e))?;
     let mut bundle = std::fs::read_to_string(HOST_BUNDLE).unwrap_or_default();
     if !bundle.is_empty() && !bundle.ends_with('\n') {

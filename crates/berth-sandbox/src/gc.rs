@@ -115,6 +115,7 @@ async fn remove_container<E: Engine>(
 /// volumes.
 pub async fn collect<E: Engine>(
     engine: &E,
+    store: &crate::store::FileStore,
     options: GcOptions,
 ) -> Result<Vec<GcItem>, SandboxError> {
     let filter = [labels::managed_filter()];
@@ -124,7 +125,6 @@ pub async fn collect<E: Engine>(
         engine.volume_list(&filter)
     )?;
     let mut items = Vec::new();
-    let store = crate::store::FileStore::local();
     // The sandboxes whose containers stay: their directories stay too.
     let mut staying = std::collections::HashSet::new();
     // Containers first: a network cannot be removed while a container is attached.
@@ -150,7 +150,7 @@ pub async fn collect<E: Engine>(
                     )
             });
             if let Some(id) = sandbox {
-                if crate::store::Store::forget(&store, id) {
+                if crate::store::Store::forget(store, id) {
                     items.push(GcItem {
                         kind: "record",
                         id: id.clone(),
@@ -164,7 +164,7 @@ pub async fn collect<E: Engine>(
         }
     }
     if !options.dry_run {
-        if let Some(runtime) = crate::store::Store::runtime_dir(&store) {
+        if let Some(runtime) = crate::store::Store::runtime_dir(store) {
             crate::host_dirs::sweep(&runtime, &staying);
         }
     }
@@ -234,8 +234,11 @@ mod tests {
             labels: labelled(&dead, false),
             ..Default::default()
         }];
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::FileStore::new(dir.path());
         let dry = collect(
             &engine,
+            &store,
             GcOptions {
                 dry_run: true,
                 all: false,
@@ -253,10 +256,13 @@ mod tests {
             .iter()
             .any(|c| matches!(c, Call::Remove { .. } | Call::NetworkRemove)));
 
-        let done = collect(&engine, GcOptions::default()).await.unwrap();
+        let done = collect(&engine, &store, GcOptions::default())
+            .await
+            .unwrap();
         assert!(done.iter().all(|i| i.removed));
         let all = collect(
             &engine,
+            &store,
             GcOptions {
                 dry_run: true,
                 all: true,

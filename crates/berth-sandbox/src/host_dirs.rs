@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use crate::SandboxError;
 
 /// Where sandboxes' mounted host directories live, if this host has such a place.
-pub fn runtime_dir() -> Option<PathBuf> {
+pub(crate) fn runtime_dir_from_env() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("BERTH_RUNTIME_DIR") {
         return Some(PathBuf::from(dir));
     }
@@ -29,7 +29,7 @@ pub fn runtime_dir() -> Option<PathBuf> {
         .map(|dir| dir.join("berth"))
 }
 
-/// The socket directory of sandbox `id`: in `runtime` (a store's [`runtime_dir`]), else
+/// The socket directory of sandbox `id`: in `runtime` (a store's `Store::runtime_dir`), else
 /// under `fallback` (the sandbox's directory in the store).
 pub fn run_dir(id: &str, runtime: Option<&Path>, fallback: &Path) -> PathBuf {
     match runtime {
@@ -39,8 +39,14 @@ pub fn run_dir(id: &str, runtime: Option<&Path>, fallback: &Path) -> PathBuf {
 }
 
 /// Sandbox `id`'s directory in the runtime directory `base`: its socket and CA directories.
-fn sandbox_dir(base: &Path, id: &str) -> PathBuf {
+pub fn sandbox_dir(base: &Path, id: &str) -> PathBuf {
     base.join("sandboxes").join(id)
+}
+
+/// The CA directory (mounted at `egress::CA_DIR`) of the sandbox whose socket directory is
+/// `run_dir`: beside it, so it is where the socket directory is and goes with it.
+pub fn ca_dir(run_dir: &Path) -> PathBuf {
+    run_dir.with_file_name("egress")
 }
 
 /// Makes a socket directory (and what is above it) if missing, readable by the sandbox.

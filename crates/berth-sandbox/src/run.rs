@@ -6,6 +6,7 @@
 //! dead process, which `berth gc` removes.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use berth_engine::{Engine, EngineError, ImageInfo};
@@ -42,6 +43,16 @@ pub struct RunOptions {
     pub timeout: Option<Duration>,
     /// Leave the container (stopped) instead of removing it.
     pub keep: bool,
+    /// Where the run's host directories go (its egress CA files, in
+    /// `<dirs>/sandboxes/<id>/egress`): a store's runtime directory, else its state directory.
+    pub dirs: PathBuf,
+}
+
+impl RunOptions {
+    /// The run's own host directory (removed with its container).
+    fn host_dir(&self, id: &str) -> PathBuf {
+        crate::host_dirs::sandbox_dir(&self.dirs, id)
+    }
 }
 
 /// A signal that asked berth to stop.
@@ -119,7 +130,7 @@ pub async fn run_once<E: Engine, S: OutputSink>(
         || made.uncertain
         || matches!(&result, Ok(e) if e.outcome == Outcome::Interrupted);
     if !keep {
-        cleanup(engine, plan, &made, sweep).await;
+        cleanup(engine, plan, options, &made, sweep).await;
     }
     let ending = result?;
     let container = &plan.container;
@@ -196,7 +207,7 @@ async fn drive<E: Engine, S: OutputSink>(
             ending.interrupted_by = Some(signal);
             return Ok(ending);
         }
-        prepared = prepare(engine, plan, made) => prepared?,
+        prepared = prepare(engine, plan, options, made) => prepared?,
     };
     let (container_id, output) = prepared;
 
@@ -309,6 +320,7 @@ async fn drive<E: Engine, S: OutputSink>(
 async fn prepare<E: Engine>(
     engine: &E,
     plan: &SandboxPlan,
+    options: &RunOptions,
     made: &mut Made,
 ) -> Result<(String, berth_engine::OutputStream), SandboxError> {
     let gateway_image = match &plan.egress {
@@ -321,10 +333,11 @@ async fn prepare<E: Engine>(
     }
     let mut container = plan.container.clone();
     if let (Some(egress), Some(image)) = (&plan.egress, &gateway_image) {
-        crate::egress::mount_ca(&plan.id, &mut container)?;
+        let ca_dir = options.host_dir(&plan.id).join("egress");
+        crate::egress::mount_ca(&ca_dir, &mut container)?;
         made.uncertain = true;
         made.gateway = Some(
-            crate::egress::start(engine, &plan.id, egress, image)
+            crate::egress::start(engine, &plan.id, egress, image, &ca_dir)
                 .await?
                 .container_id,
         );
@@ -357,7 +370,13 @@ async fn kill_and_wait<E: Engine>(
 
 /// Removes what the run made. With `sweep`, also finds objects by the sandbox's id label, in
 /// case a create request was interrupted after the engine acted on it.
-async fn cleanup<E: Engine>(engine: &E, plan: &SandboxPlan, made: &Made, sweep: bool) {
+async fn cleanup<E: Engine>(
+    engine: &E,
+    plan: &SandboxPlan,
+    options: &RunOptions,
+    made: &Made,
+    sweep: bool,
+) {
     let mut containers: Vec<String> = made
         .container
         .iter()
@@ -382,8 +401,8 @@ async fn cleanup<E: Engine>(engine: &E, plan: &SandboxPlan, made: &Made, sweep: 
     });
     futures_util::future::join_all(removals).await;
     if plan.egress.is_some() {
-        // Its CA directory (`egress::ca_dir`) goes with its (record-less) host directories.
-        crate::store::Store::forget(&crate::store::FileStore::local(), &plan.id);
+        // Its CA directory goes with its container.
+        let _ = std::fs::remove_dir_all(options.host_dir(&plan.id));
     }
     let mut networks: Vec<String> = made.network.iter().cloned().collect();
     if sweep && plan.network.is_some() {
@@ -552,6 +571,7 @@ mod tests {
         let options = RunOptions {
             timeout: Some(Duration::from_millis(50)),
             keep: false,
+            dirs: std::env::temp_dir(),
         };
         let r = run_fake(&engine, NetworkMode::None, options, never()).await;
         assert_eq!(r.exit_code, 124);

@@ -66,19 +66,6 @@ pub struct SandboxRecord {
     pub agent_copy: Option<PathBuf>,
 }
 
-/// berth's state directory: `$BERTH_STATE_DIR`, `$XDG_STATE_HOME/berth` or
-/// `~/.local/state/berth`.
-pub fn state_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("BERTH_STATE_DIR") {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
-        return PathBuf::from(dir).join("berth");
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
-    PathBuf::from(home).join(".local/state/berth")
-}
-
 /// Finds the agent binary: `$BERTH_AGENT`, next to the berth executable, or in the
 /// development build directory (`target/agent/…`, made by `scripts/build-agent`).
 pub fn agent_binary() -> Result<PathBuf, SandboxError> {
@@ -376,7 +363,8 @@ async fn make<E: Engine>(
     // The gateway and the sandbox start at the same time (each start is most of the cost);
     // the agent holds the main process until the gateway is configured, and no exec comes
     // before both are ready.
-    crate::egress::mount_ca(&record.id, &mut container)?;
+    let ca_dir = crate::host_dirs::ca_dir(&record.run_dir);
+    crate::egress::mount_ca(&ca_dir, &mut container)?;
     container.env.push(format!(
         "{WAIT_FOR_ENV}={}/{}",
         crate::egress::CA_DIR,
@@ -384,7 +372,7 @@ async fn make<E: Engine>(
     ));
     let id = record.id.clone();
     let (gateway, sandbox) = tokio::join!(
-        crate::egress::start(engine, &id, egress, &gateway_image),
+        crate::egress::start(engine, &id, egress, &gateway_image, &ca_dir),
         start_container(engine, store, &container, &mut record, agent)
     );
     gateway?;
@@ -708,6 +696,7 @@ pub async fn hand_secrets<E: Engine>(
         &egress.network,
         &egress.allow,
         &secrets,
+        &crate::host_dirs::ca_dir(&record.run_dir),
     )
     .await?;
     Ok(())

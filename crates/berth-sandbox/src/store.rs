@@ -67,6 +67,19 @@ pub fn find_in(all: Vec<SandboxRecord>, reference: &str) -> Result<SandboxRecord
 
 /// The daemonless CLI's records: `<state>/sandboxes/<id>/sandbox.json`, mode 0600 (a record
 /// holds the agent's token).
+/// berth's state directory as the environment names it: `$BERTH_STATE_DIR`,
+/// `$XDG_STATE_HOME/berth` or `~/.local/state/berth`.
+fn state_dir_from_env() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BERTH_STATE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(dir).join("berth");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(home).join(".local/state/berth")
+}
+
 #[derive(Debug, Clone)]
 pub struct FileStore {
     state: PathBuf,
@@ -82,13 +95,27 @@ impl FileStore {
         }
     }
 
-    /// Records under berth's state directory ([`crate::sandbox::state_dir`]), mounted
-    /// directories in this host's runtime directory ([`crate::host_dirs::runtime_dir`]).
-    pub fn local() -> Self {
+    /// The daemonless CLI's places, as its environment names them — for front ends only (the
+    /// libraries are handed a store, never look one up): records under `$BERTH_STATE_DIR`,
+    /// `$XDG_STATE_HOME/berth` or `~/.local/state/berth`; mounted directories in this host's
+    /// runtime directory (`$BERTH_RUNTIME_DIR`, `/run/berth` for root,
+    /// `$XDG_RUNTIME_DIR/berth`; see [`crate::host_dirs`]).
+    pub fn from_env() -> Self {
         Self {
-            runtime: crate::host_dirs::runtime_dir(),
-            ..Self::new(crate::sandbox::state_dir())
+            runtime: crate::host_dirs::runtime_dir_from_env(),
+            ..Self::new(state_dir_from_env())
         }
+    }
+
+    /// Mounted directories in `runtime` rather than under the state directory.
+    pub fn with_runtime(mut self, runtime: Option<PathBuf>) -> Self {
+        self.runtime = runtime;
+        self
+    }
+
+    /// The state directory it keeps records in.
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.state
     }
 
     fn record_path(&self, id: &str) -> PathBuf {

@@ -75,7 +75,7 @@ impl Made {
         };
         let record = sandbox::create(
             &engine,
-            &berth_sandbox::store::FileStore::local(),
+            &berth_sandbox::store::FileStore::from_env(),
             &spec,
             &info,
             engine.endpoint().socket_path(),
@@ -93,7 +93,7 @@ impl Made {
     async fn remove(self) {
         sandbox::remove(
             &self.engine,
-            &berth_sandbox::store::FileStore::local(),
+            &berth_sandbox::store::FileStore::from_env(),
             &self.record,
             true,
         )

@@ -173,8 +173,9 @@ impl Db {
         state.join("server.db")
     }
 
-    /// Opens (creating when `create`) the database in `state` and migrates it.
-    pub fn open(state: &Path, create: bool) -> Result<Self, DbError> {
+    /// Opens (creating when `create`) the database in `state` and migrates it; sandboxes'
+    /// mounted directories go in `runtime` ([`berth_sandbox::host_dirs`]), else under `state`.
+    pub fn open(state: &Path, runtime: Option<PathBuf>, create: bool) -> Result<Self, DbError> {
         let path = Self::path_in(state);
         if !create && !path.exists() {
             return Err(DbError::Missing { path });
@@ -205,7 +206,7 @@ impl Db {
             path,
             conn: Mutex::new(conn),
             state: state.to_path_buf(),
-            runtime: berth_sandbox::host_dirs::runtime_dir(),
+            runtime,
         })
     }
 
@@ -614,10 +615,10 @@ mod tests {
     fn migrates_and_keeps_keys_and_clocks() {
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(
-            Db::open(dir.path(), false),
+            Db::open(dir.path(), None, false),
             Err(DbError::Missing { .. })
         ));
-        let db = Db::open(dir.path(), true).unwrap();
+        let db = Db::open(dir.path(), None, true).unwrap();
         let id = db.server_id().unwrap();
         assert_eq!(db.server_id().unwrap(), id, "made once");
         assert!(db.add_key("alice", "h1", false).unwrap());
@@ -651,7 +652,7 @@ mod tests {
         assert_eq!(life.deadline_ms, Some(13_000), "paused time does not count");
         assert_eq!(life.tenant, "alice");
         drop(db);
-        let db = Db::open(dir.path(), false).unwrap();
+        let db = Db::open(dir.path(), None, false).unwrap();
         assert_eq!(db.records(), vec![record]);
         assert!(db.forget("abc"));
         assert!(db.records().is_empty());
@@ -661,7 +662,7 @@ mod tests {
     #[test]
     fn agents_are_per_tenant_and_keep_their_sessions() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path(), true).unwrap();
+        let db = Db::open(dir.path(), None, true).unwrap();
         assert!(db.add_agent("alice", "fixer").unwrap());
         assert!(!db.add_agent("alice", "fixer").unwrap(), "made once");
         assert!(

@@ -13,7 +13,6 @@ use berth_runtimes::launch::{self, Host, Progress, RunReport, RunRequest};
 use berth_runtimes::profile::PromptDelivery;
 use berth_runtimes::session::{self, SendOutcome};
 use berth_runtimes::settings::{default_image, AgentSettings};
-use berth_runtimes::store;
 use berth_sandbox::sandbox::{self, AgentDelivery};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -32,7 +31,7 @@ pub async fn run(command: AgentCommand) -> anyhow::Result<ExitCode> {
             command: SessionCommand::Stop(args),
         } => {
             let engine = DockerEngine::connect().await?;
-            if session::stop(&engine, &args.name).await? {
+            if session::stop(&engine, &super::store(), &super::agents(), &args.name).await? {
                 eprintln!("berth: stopped the session of agent {:?}", args.name);
             } else {
                 eprintln!("berth: agent {:?} has no running session", args.name);
@@ -112,6 +111,8 @@ async fn host(engine: &DockerEngine) -> anyhow::Result<Host> {
             AgentDelivery::Archive
         },
         engine_socket: socket,
+        store: super::store(),
+        agents: super::agents(),
     })
 }
 
@@ -329,11 +330,10 @@ async fn send(args: AgentSendArgs) -> anyhow::Result<ExitCode> {
     };
     let mut settings = settings(&flags)?;
     // The fallback must land in the same sandbox: the one the session was started with.
-    if let Some(record) = store::load(&args.name)? {
+    if let Some(record) = super::agents().load(&args.name)? {
         settings.cli = Some(record.cli);
         if let Some(i) = &record.interactive {
-            if let Ok(sb) = sandbox::find(&berth_sandbox::store::FileStore::local(), &i.sandbox_id)
-            {
+            if let Ok(sb) = sandbox::find(&super::store(), &i.sandbox_id) {
                 settings.image.get_or_insert(sb.image.clone());
             }
         }
@@ -409,11 +409,12 @@ fn events(args: AgentEventsArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn ls(args: AgentLsArgs) -> anyhow::Result<ExitCode> {
-    let agents = store::list();
+    let store = super::store();
+    let agents = super::agents().list();
     let rows: Vec<serde_json::Value> = agents
         .iter()
         .map(|a| {
-            let sandboxes: Vec<String> = launch::agent_sandboxes(&a.name)
+            let sandboxes: Vec<String> = launch::agent_sandboxes(&store, &a.name)
                 .into_iter()
                 .map(|r| r.id)
                 .collect();
@@ -458,7 +459,7 @@ fn ls(args: AgentLsArgs) -> anyhow::Result<ExitCode> {
 async fn rm(args: AgentRmArgs) -> anyhow::Result<ExitCode> {
     let engine = DockerEngine::connect().await?;
     for name in &args.names {
-        let n = session::remove_agent(&engine, name).await?;
+        let n = session::remove_agent(&engine, &super::store(), &super::agents(), name).await?;
         eprintln!("berth: removed agent {name:?} ({n} sandbox(es), its home volume and sessions)");
     }
     Ok(ExitCode::SUCCESS)

@@ -11,6 +11,7 @@ pub async fn run(args: GcArgs) -> anyhow::Result<ExitCode> {
     let engine = DockerEngine::connect().await?;
     let items = gc::collect(
         &engine,
+        &super::store(),
         GcOptions {
             dry_run: args.dry_run,
             all: args.all,

@@ -55,11 +55,22 @@ pub fn local_service(engine: DockerEngine) -> anyhow::Result<berth_service::Serv
     let socket = engine.endpoint().socket_path();
     Ok(berth_service::Service::new(
         std::sync::Arc::new(engine),
-        std::sync::Arc::new(berth_sandbox::store::FileStore::local()),
+        std::sync::Arc::new(store()),
         berth_sandbox::sandbox::agent_binary()?,
         socket,
     )
     .with_secret_lookup(std::sync::Arc::new(env_secret)))
+}
+
+/// The daemonless CLI's sandbox records and mounted directories, where its environment says
+/// (`BERTH_STATE_DIR`, `BERTH_RUNTIME_DIR`, …): resolved here, at the edge, and handed down.
+pub fn store() -> berth_sandbox::store::FileStore {
+    berth_sandbox::store::FileStore::from_env()
+}
+
+/// The daemonless CLI's named-agent records (`<state dir>/agents`).
+pub fn agents() -> berth_runtimes::store::AgentStore {
+    berth_runtimes::store::AgentStore::in_state(store().state_dir())
 }
 
 /// A secret's value from the caller's environment (empty counts as unset): the edge where

@@ -29,6 +29,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let options = RunOptions {
         timeout: spec.timeout,
         keep: args.keep,
+        dirs: {
+            let store = super::store();
+            berth_sandbox::store::Store::runtime_dir(&store)
+                .unwrap_or_else(|| store.state_dir().to_path_buf())
+        },
     };
     let receipt = if args.json {
         let limit = berth_spec::parse_size(&args.capture_limit)?;

@@ -14,8 +14,15 @@ use berth_service::Service;
 
 use crate::args::{KeyCommand, ServeArgs, ServerCommand};
 
+/// The state directory (`BERTH_STATE_DIR`, …) holds the database; the runtime directory the
+/// sandboxes' mounted directories.
 fn open_db(create: bool) -> anyhow::Result<Db> {
-    Ok(Db::open(&berth_sandbox::sandbox::state_dir(), create)?)
+    let store = super::store();
+    Ok(Db::open(
+        store.state_dir(),
+        berth_sandbox::store::Store::runtime_dir(&store),
+        create,
+    )?)
 }
 
 pub async fn run(command: ServerCommand) -> anyhow::Result<ExitCode> {
@@ -26,14 +33,14 @@ pub async fn run(command: ServerCommand) -> anyhow::Result<ExitCode> {
             if !db.keys()?.is_empty() {
                 bail!(
                     "the server in {} is already set up (server {id}); make more keys with `berth server key create --name NAME`",
-                    berth_sandbox::sandbox::state_dir().display()
+                    super::store().state_dir().display()
                 );
             }
             let key = auth::new_key().context("generating a key")?;
             db.add_key("admin", &auth::hash(&key), true)?;
             eprintln!(
                 "berth: server {id} set up in {}; its admin key (shown once) is on stdout",
-                Db::path_in(&berth_sandbox::sandbox::state_dir()).display()
+                Db::path_in(super::store().state_dir()).display()
             );
             println!("{key}");
         }
@@ -95,7 +102,7 @@ async fn shutdown_signal() {
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let state_dir = berth_sandbox::sandbox::state_dir();
+    let state_dir = super::store().state_dir().to_path_buf();
     let db = Arc::new(open_db(false)?);
     let server_id = db.server_id()?;
     let engine = Arc::new(DockerEngine::connect().await?);
