@@ -97,6 +97,15 @@ berth fs mkdir $id /workspace/a/b\n  berth fs mv $id /workspace/a /workspace/b\n
     Stop(StopArgs),
     /// Start stopped sandboxes and wait until their agents answer.
     Start(SandboxRefs),
+    /// Freeze every process of sandboxes (`docker pause`); calls into one say it is paused.
+    #[command(after_help = "Examples:\n  berth pause $id\n  berth unpause $id")]
+    Pause(SandboxRefs),
+    /// Thaw paused sandboxes.
+    #[command(
+        visible_alias = "resume",
+        after_help = "Examples:\n  berth unpause $id"
+    )]
+    Unpause(SandboxRefs),
     /// Remove sandboxes (with -f also running ones): container, network and local record.
     Rm(RmArgs),
     /// Check that this machine can run berth, and say what to fix if not.

@@ -78,6 +78,8 @@ fn main() -> ExitCode {
             Command::Logs(args) => commands::sandbox::logs(args).await,
             Command::Stop(args) => commands::sandbox::stop(args).await,
             Command::Start(args) => commands::sandbox::start(args).await,
+            Command::Pause(args) => commands::sandbox::pause(args).await,
+            Command::Unpause(args) => commands::sandbox::unpause(args).await,
             Command::Rm(args) => commands::sandbox::rm(args).await,
             Command::Doctor(args) => commands::doctor::run(args).await,
             Command::Gc(args) => commands::gc::run(args).await,
@@ -118,6 +120,8 @@ async fn remote_command(
         Command::Logs(args) => remote::logs(remote, args).await,
         Command::Stop(args) => remote::stop(remote, args).await,
         Command::Start(args) => remote::start(remote, args).await,
+        Command::Pause(args) => remote::lifecycle(remote, args, "pause").await,
+        Command::Unpause(args) => remote::lifecycle(remote, args, "resume").await,
         Command::Rm(args) => remote::rm(remote, args).await,
         Command::Agent {
             command: args::AgentCommand::Run(args),
@@ -144,6 +148,9 @@ fn say(e: &anyhow::Error) -> String {
         Some(s) => match &s.remedy {
             Some(Remedy::Start { id }) => {
                 format!("{}; start it with `berth start {id}`", s.message)
+            }
+            Some(Remedy::Resume { id }) => {
+                format!("{}; resume it with `berth unpause {id}`", s.message)
             }
             None => s.message.clone(),
         },

@@ -759,7 +759,9 @@ pub async fn status<E: Engine>(engine: &E, record: &SandboxRecord) -> SandboxSta
     let state = engine.container_inspect(&record.container_id).await;
     let (status, labels) = match state {
         Ok(s) => (
-            if s.running {
+            if s.status == "paused" {
+                "paused".to_string()
+            } else if s.running {
                 "running".to_string()
             } else {
                 describe_state(&s)

@@ -75,6 +75,8 @@ pub struct ServiceError {
 pub enum Remedy {
     /// Start the (stopped) sandbox.
     Start { id: String },
+    /// Resume the (paused) sandbox.
+    Resume { id: String },
 }
 
 impl Remedy {
@@ -82,6 +84,7 @@ impl Remedy {
     pub fn generic(&self) -> String {
         match self {
             Self::Start { .. } => "start it first".to_string(),
+            Self::Resume { .. } => "resume it first".to_string(),
         }
     }
 }

@@ -265,9 +265,12 @@ impl<E: Engine> Service<E> {
         let state = self.engine.container_inspect(&record.container_id).await?;
         if state.status == "paused" {
             return Err(ServiceError::conflict(format!(
-                "sandbox {} is paused: resume it instead",
+                "sandbox {} is paused, not stopped",
                 record.id
-            )));
+            ))
+            .with_remedy(Remedy::Resume {
+                id: record.id.clone(),
+            }));
         }
         if state.running {
             return Ok(());
@@ -289,7 +292,21 @@ impl<E: Engine> Service<E> {
         let state = self.engine.container_inspect(&record.container_id).await?;
         match state.status.as_str() {
             "paused" => Ok(()),
-            "running" => Ok(self.engine.container_pause(&record.container_id).await?),
+            "running" => {
+                self.engine.container_pause(&record.container_id).await?;
+                // Its frozen agent would take a call and never answer: calls check this
+                // mark first (a stat, so the fast path stays free of engine calls).
+                let mark = self.paused_mark(record);
+                let made = match mark.parent() {
+                    Some(dir) => std::fs::create_dir_all(dir),
+                    None => Ok(()),
+                };
+                made.and_then(|()| std::fs::write(&mark, b""))
+                    .map_err(|e| {
+                        ServiceError::internal(format!("writing {}: {e}", mark.display()))
+                    })?;
+                Ok(())
+            }
             other => Err(ServiceError::conflict(format!(
                 "sandbox {} is {other}, not running: only a running sandbox can be paused",
                 record.id
@@ -300,7 +317,11 @@ impl<E: Engine> Service<E> {
     pub async fn resume(&self, record: &SandboxRecord) -> Result<(), ServiceError> {
         let state = self.engine.container_inspect(&record.container_id).await?;
         match state.status.as_str() {
-            "paused" => Ok(self.engine.container_unpause(&record.container_id).await?),
+            "paused" => {
+                self.engine.container_unpause(&record.container_id).await?;
+                let _ = std::fs::remove_file(self.paused_mark(record));
+                Ok(())
+            }
             "running" => Ok(()),
             other => Err(ServiceError::conflict(format!(
                 "sandbox {} is {other}, not paused: start it instead",
@@ -324,6 +345,7 @@ impl<E: Engine> Service<E> {
     /// What the sandbox's agent says of itself (protocol, version, pid), asked over a fresh
     /// connection, so it also tells whether the agent answers right now.
     pub async fn agent_hello(&self, record: &SandboxRecord) -> Result<AgentHello, ServiceError> {
+        self.refuse_if_paused(record).await?;
         let mut client = sandbox::connect(self.engine.as_ref(), record).await?;
         let hello = berth_sandbox::agent_client::hello(&mut client).await?;
         Ok(AgentHello {
@@ -350,12 +372,40 @@ impl<E: Engine> Service<E> {
     /// per sandbox is kept and shared (HTTP/2 carries every call on it), so a call costs no
     /// connect; it is dropped when the sandbox stops, starts or goes, or a call finds it broken.
     pub async fn agent(&self, record: &SandboxRecord) -> Result<AgentClient, ServiceError> {
+        self.refuse_if_paused(record).await?;
         if let Some(client) = self.clients().get(&record.id) {
             return Ok(client.clone());
         }
         let client = sandbox::connect(self.engine.as_ref(), record).await?;
         self.clients().insert(record.id.clone(), client.clone());
         Ok(client)
+    }
+
+    /// A paused sandbox's frozen agent takes a call and never answers: a call is refused
+    /// instead when `pause` left its mark (and the engine agrees: a mark left by a pause that
+    /// was undone behind berth's back is dropped).
+    async fn refuse_if_paused(&self, record: &SandboxRecord) -> Result<(), ServiceError> {
+        let mark = self.paused_mark(record);
+        if !mark.exists() {
+            return Ok(());
+        }
+        let state = self.engine.container_inspect(&record.container_id).await?;
+        if state.status == "paused" {
+            return Err(ServiceError::conflict(format!(
+                "sandbox {} is paused: its processes are frozen",
+                record.id
+            ))
+            .with_remedy(Remedy::Resume {
+                id: record.id.clone(),
+            }));
+        }
+        let _ = std::fs::remove_file(&mark);
+        Ok(())
+    }
+
+    /// The mark `pause` leaves in the sandbox's directory.
+    fn paused_mark(&self, record: &SandboxRecord) -> PathBuf {
+        self.store.sandbox_dir(&record.id).join("paused")
     }
 
     fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<String, AgentClient>> {

@@ -284,6 +284,23 @@ pub async fn start(remote: Remote, args: SandboxRefs) -> anyhow::Result<ExitCode
     .await
 }
 
+/// `berth pause` / `berth unpause` through a server (`action`: `pause` or `resume`).
+pub async fn lifecycle(
+    remote: Remote,
+    args: SandboxRefs,
+    action: &'static str,
+) -> anyhow::Result<ExitCode> {
+    each(remote, args.sandboxes, move |r, reference| {
+        r.json(
+            "POST",
+            &format!("{}/{action}", sandbox_path(reference)),
+            None,
+        )
+        .map(drop)
+    })
+    .await
+}
+
 pub async fn logs(remote: Remote, args: LogsArgs) -> anyhow::Result<ExitCode> {
     let path = format!(
         "{}/logs?follow={}",

@@ -196,6 +196,24 @@ pub async fn start(args: SandboxRefs) -> anyhow::Result<ExitCode> {
     .await
 }
 
+pub async fn pause(args: SandboxRefs) -> anyhow::Result<ExitCode> {
+    let service = super::local_service(DockerEngine::lazily()?)?;
+    each(&service, &args.sandboxes, |record| {
+        let service = &service;
+        async move { service.pause(&record).await }
+    })
+    .await
+}
+
+pub async fn unpause(args: SandboxRefs) -> anyhow::Result<ExitCode> {
+    let service = super::local_service(DockerEngine::lazily()?)?;
+    each(&service, &args.sandboxes, |record| {
+        let service = &service;
+        async move { service.resume(&record).await }
+    })
+    .await
+}
+
 pub async fn rm(args: RmArgs) -> anyhow::Result<ExitCode> {
     let service = super::local_service(DockerEngine::lazily()?)?;
     let force = args.force;

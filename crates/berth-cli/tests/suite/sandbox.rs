@@ -506,6 +506,92 @@ fn lifecycle_ps_inspect_logs_stop_start_rm() {
     assert!(stderr(&out).contains("no sandbox"), "{}", stderr(&out));
 }
 
+/// A paused sandbox's agent is frozen: its socket would take a call and never answer. Calls
+/// say it is paused (and how to thaw it) instead of hanging; `unpause` thaws it.
+#[test]
+fn a_paused_sandbox_says_so_instead_of_hanging_and_unpause_thaws_it() {
+    let sb = Sandbox::create(&[]);
+    let ticker = sb.exec(
+        &["-d"],
+        &[
+            "sh",
+            "-c",
+            "while :; do date +%s%N >> /tmp/ticks; sleep 0.05; done",
+        ],
+    );
+    assert!(ticker.status.success(), "{}", stderr(&ticker));
+    for _ in 0..2 {
+        let out = berth().args(["pause", &sb.id]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "pausing twice is fine: {}",
+            stderr(&out)
+        );
+        assert_eq!(stdout(&out).trim(), sb.id);
+    }
+    let info = sb.inspect();
+    assert_eq!(info["status"], "paused");
+    assert_eq!(info["agent"]["ready"], false, "{info}");
+    let frozen = docker(&["exec", &sb.container(), "true"]);
+    assert!(!frozen.status.success(), "docker agrees it is paused");
+    let started = Instant::now();
+    for call in [
+        vec!["exec", sb.id.as_str(), "--", "true"],
+        vec!["fs", "ls", sb.id.as_str(), "/tmp"],
+        vec!["top", sb.id.as_str()],
+    ] {
+        let out = berth().args(&call).output().unwrap();
+        assert_eq!(out.status.code(), Some(125), "{call:?}");
+        assert!(
+            stderr(&out).contains("is paused") && stderr(&out).contains("berth unpause"),
+            "{call:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "must fail fast, not hang"
+    );
+    let out = berth().args(["start", &sb.id]).output().unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("paused, not stopped"),
+        "{}",
+        stderr(&out)
+    );
+
+    let ticks = |sb: &Sandbox| sb.sh("wc -l < /tmp/ticks").trim().parse::<u64>().unwrap();
+    let out = berth().args(["unpause", &sb.id]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = ticks(&sb);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(ticks(&sb) > before, "its processes run again");
+    let out = berth().args(["resume", &sb.id]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "resuming a running sandbox is fine: {}",
+        stderr(&out)
+    );
+
+    // Paused behind berth's back and thawed the same way: the mark is not believed.
+    let out = berth().args(["pause", &sb.id]).output().unwrap();
+    assert!(out.status.success());
+    assert!(docker(&["unpause", &sb.container()]).status.success());
+    assert_eq!(sb.sh("echo thawed"), "thawed\n");
+
+    // A paused sandbox is removed with -f like any other.
+    assert!(berth()
+        .args(["pause", &sb.id])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let container = sb.container();
+    let rm = berth().args(["rm", "-f", &sb.id]).output().unwrap();
+    assert!(rm.status.success(), "{}", stderr(&rm));
+    assert!(!docker(&["inspect", &container]).status.success());
+}
+
 #[test]
 fn a_killed_agent_gives_a_clear_error_not_a_hang() {
     let sb = Sandbox::create(&[]);

@@ -974,6 +974,16 @@ fn cli_remote_mode_goes_through_the_server() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(127));
+    // Pause and unpause through the server: a paused sandbox's calls are refused, not hung.
+    let out = remote(&["pause", &id]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = remote(&["exec", &id, "--", "true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("paused"), "{}", stderr(&out));
+    let out = remote(&["unpause", &id]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = remote(&["exec", &id, "--", "true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("in.txt"), "payload\n").unwrap();
