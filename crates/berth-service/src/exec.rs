@@ -375,10 +375,8 @@ impl<E: Engine> Service<E> {
                 .await;
             let _ = tx.send(input(exec_input::Input::CloseStdin(true))).await;
         }
-        let stream = client
-            .exec(ReceiverStream::new(rx))
-            .await
-            .or_explain(self, record)
+        let stream = self
+            .answered(record, client.exec(ReceiverStream::new(rx)))
             .await?
             .into_inner();
         // The input side stays open until the output ends (closing it is not a signal).
@@ -410,10 +408,8 @@ impl<E: Engine> Service<E> {
         }
         let (tx, rx) = mpsc::channel::<ExecInput>(16);
         let _ = tx.send(input(exec_input::Input::Start(start))).await;
-        let stream = client
-            .exec(ReceiverStream::new(rx))
-            .await
-            .or_explain(self, record)
+        let stream = self
+            .answered(record, client.exec(ReceiverStream::new(rx)))
             .await?
             .into_inner();
         let (inputs, mut from_client) = mpsc::channel::<Input>(16);
@@ -488,10 +484,8 @@ impl<E: Engine> Service<E> {
             true,
             id.unwrap_or_default(),
         )));
-        let mut stream = client
-            .exec(tokio_stream::once(start))
-            .await
-            .or_explain(self, record)
+        let mut stream = self
+            .answered(record, client.exec(tokio_stream::once(start)))
             .await?
             .into_inner();
         while let Some(msg) = stream.message().await.or_explain(self, record).await? {
@@ -537,10 +531,8 @@ impl<E: Engine> Service<E> {
     /// The background processes (running, and the last finished ones).
     pub async fn processes(&self, record: &SandboxRecord) -> Result<Vec<Process>, ServiceError> {
         let mut client = self.agent(record).await?;
-        let list = client
-            .list_processes(ListProcessesRequest {})
-            .await
-            .or_explain(self, record)
+        let list = self
+            .answered(record, client.list_processes(ListProcessesRequest {}))
             .await?
             .into_inner();
         Ok(list.processes.into_iter().map(Process::from).collect())
@@ -556,13 +548,14 @@ impl<E: Engine> Service<E> {
     ) -> Result<mpsc::Receiver<ExecEvent>, ServiceError> {
         check_process_id(id)?;
         let mut client = self.agent(record).await?;
-        let stream = client
-            .attach(AttachRequest {
-                tag: id.to_string(),
-                follow_only: false,
-            })
-            .await
-            .or_explain(self, record)
+        let stream = self
+            .answered(
+                record,
+                client.attach(AttachRequest {
+                    tag: id.to_string(),
+                    follow_only: false,
+                }),
+            )
             .await?
             .into_inner();
         Ok(pump(stream, from, client, self.engine.clone(), record))
@@ -582,15 +575,15 @@ impl<E: Engine> Service<E> {
             )));
         }
         let mut client = self.agent(record).await?;
-        client
-            .signal(SignalRequest {
+        self.answered(
+            record,
+            client.signal(SignalRequest {
                 tag: id.to_string(),
                 pid: 0,
                 signal,
-            })
-            .await
-            .or_explain(self, record)
-            .await?;
+            }),
+        )
+        .await?;
         Ok(())
     }
 
@@ -604,15 +597,15 @@ impl<E: Engine> Service<E> {
     ) -> Result<(), ServiceError> {
         check_process_id(id)?;
         let mut client = self.agent(record).await?;
-        client
-            .write_stdin(WriteStdinRequest {
+        self.answered(
+            record,
+            client.write_stdin(WriteStdinRequest {
                 tag: id.to_string(),
                 data,
                 close,
-            })
-            .await
-            .or_explain(self, record)
-            .await?;
+            }),
+        )
+        .await?;
         Ok(())
     }
 }

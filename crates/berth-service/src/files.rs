@@ -4,7 +4,6 @@
 //! Every path is resolved by the agent inside the sandbox (symlinks included) and confined
 //! there; `/.berth` and the agent binary are refused by the agent itself.
 
-use crate::OrExplain;
 use std::io::Read;
 
 use berth_engine::Engine;
@@ -106,12 +105,13 @@ impl<E: Engine> Service<E> {
     ) -> Result<FileEntry, ServiceError> {
         absolute(path)?;
         let mut client = self.agent(record).await?;
-        let info = client
-            .stat(PathRequest {
-                path: path.to_string(),
-            })
-            .await
-            .or_explain(self, record)
+        let info = self
+            .answered(
+                record,
+                client.stat(PathRequest {
+                    path: path.to_string(),
+                }),
+            )
             .await?;
         Ok(info.into_inner().into())
     }
@@ -123,12 +123,13 @@ impl<E: Engine> Service<E> {
     ) -> Result<Vec<FileEntry>, ServiceError> {
         absolute(path)?;
         let mut client = self.agent(record).await?;
-        let reply = client
-            .list_dir(PathRequest {
-                path: path.to_string(),
-            })
-            .await
-            .or_explain(self, record)
+        let reply = self
+            .answered(
+                record,
+                client.list_dir(PathRequest {
+                    path: path.to_string(),
+                }),
+            )
             .await?;
         Ok(reply
             .into_inner()
@@ -141,13 +142,13 @@ impl<E: Engine> Service<E> {
     pub async fn mkdir(&self, record: &SandboxRecord, path: &str) -> Result<(), ServiceError> {
         absolute(path)?;
         let mut client = self.agent(record).await?;
-        client
-            .make_dir(PathRequest {
+        self.answered(
+            record,
+            client.make_dir(PathRequest {
                 path: path.to_string(),
-            })
-            .await
-            .or_explain(self, record)
-            .await?;
+            }),
+        )
+        .await?;
         Ok(())
     }
 
@@ -159,14 +160,14 @@ impl<E: Engine> Service<E> {
     ) -> Result<(), ServiceError> {
         absolute(path)?;
         let mut client = self.agent(record).await?;
-        client
-            .remove(RemoveRequest {
+        self.answered(
+            record,
+            client.remove(RemoveRequest {
                 path: path.to_string(),
                 recursive,
-            })
-            .await
-            .or_explain(self, record)
-            .await?;
+            }),
+        )
+        .await?;
         Ok(())
     }
 
@@ -179,14 +180,14 @@ impl<E: Engine> Service<E> {
         absolute(from)?;
         absolute(to)?;
         let mut client = self.agent(record).await?;
-        client
-            .rename(RenameRequest {
+        self.answered(
+            record,
+            client.rename(RenameRequest {
                 from: from.to_string(),
                 to: to.to_string(),
-            })
-            .await
-            .or_explain(self, record)
-            .await?;
+            }),
+        )
+        .await?;
         Ok(())
     }
 
@@ -198,12 +199,13 @@ impl<E: Engine> Service<E> {
     ) -> Result<ByteReceiver, ServiceError> {
         absolute(path)?;
         let mut client = self.agent(record).await?;
-        let mut stream = client
-            .download(PathRequest {
-                path: path.to_string(),
-            })
-            .await
-            .or_explain(self, record)
+        let mut stream = self
+            .answered(
+                record,
+                client.download(PathRequest {
+                    path: path.to_string(),
+                }),
+            )
             .await?
             .into_inner();
         let (tx, rx) = mpsc::channel(8);

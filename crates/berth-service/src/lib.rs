@@ -347,7 +347,10 @@ impl<E: Engine> Service<E> {
     pub async fn agent_hello(&self, record: &SandboxRecord) -> Result<AgentHello, ServiceError> {
         self.refuse_if_paused(record).await?;
         let mut client = sandbox::connect(self.engine.as_ref(), record).await?;
-        let hello = berth_sandbox::agent_client::hello(&mut client).await?;
+        let hello = self
+            .answered(record, client.hello(berth_protocol::v1::HelloRequest {}))
+            .await?
+            .into_inner();
         Ok(AgentHello {
             protocol: hello.protocol,
             version: hello.agent_version,
@@ -453,6 +456,39 @@ impl<E: Engine> Service<E> {
                     }
                     .into(),
                     None => status.into(),
+                }
+            }
+        }
+    }
+}
+
+impl<E: Engine> Service<E> {
+    /// An agent call's answer, its failure explained by [`Service::explained`]. A call
+    /// unanswered for a few seconds is checked against the engine, and a sandbox found paused
+    /// (behind berth's back: `pause` leaves a mark that is checked before any call) is a
+    /// conflict rather than a wait on its frozen agent that would never end.
+    pub(crate) async fn answered<T: Send>(
+        &self,
+        record: &SandboxRecord,
+        call: impl std::future::Future<Output = Result<T, tonic::Status>> + Send,
+    ) -> Result<T, ServiceError> {
+        tokio::pin!(call);
+        loop {
+            match tokio::time::timeout(Duration::from_secs(3), &mut call).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(status)) => return Err(self.explained(record, status).await),
+                Err(_) => {
+                    let state = self.engine.container_inspect(&record.container_id).await?;
+                    if state.status == "paused" {
+                        self.disconnect(&record.id);
+                        return Err(ServiceError::conflict(format!(
+                            "sandbox {} is paused: its processes are frozen",
+                            record.id
+                        ))
+                        .with_remedy(Remedy::Resume {
+                            id: record.id.clone(),
+                        }));
+                    }
                 }
             }
         }

@@ -573,6 +573,22 @@ fn a_paused_sandbox_says_so_instead_of_hanging_and_unpause_thaws_it() {
         stderr(&out)
     );
 
+    // Paused behind berth's back (no mark): a call that goes unanswered is checked against
+    // the engine after a few seconds, and fails the same way.
+    assert!(docker(&["pause", &sb.container()]).status.success());
+    let started = Instant::now();
+    let out = sb.exec(&[], &["true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("is paused"), "{}", stderr(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "must fail, not hang: {:?}",
+        started.elapsed()
+    );
+    let thaw = docker(&["unpause", &sb.container()]);
+    assert!(thaw.status.success(), "{}", stderr(&thaw));
+    assert_eq!(sb.sh("echo thawed"), "thawed\n");
+
     // Paused behind berth's back and thawed the same way: the mark is not believed.
     let out = berth().args(["pause", &sb.id]).output().unwrap();
     assert!(out.status.success());
