@@ -394,13 +394,7 @@ impl<E: Engine> Service<E> {
         }
         let state = self.engine.container_inspect(&record.container_id).await?;
         if state.status == "paused" {
-            return Err(ServiceError::conflict(format!(
-                "sandbox {} is paused: its processes are frozen",
-                record.id
-            ))
-            .with_remedy(Remedy::Resume {
-                id: record.id.clone(),
-            }));
+            return Err(paused(record));
         }
         let _ = std::fs::remove_file(&mark);
         Ok(())
@@ -481,18 +475,23 @@ impl<E: Engine> Service<E> {
                     let state = self.engine.container_inspect(&record.container_id).await?;
                     if state.status == "paused" {
                         self.disconnect(&record.id);
-                        return Err(ServiceError::conflict(format!(
-                            "sandbox {} is paused: its processes are frozen",
-                            record.id
-                        ))
-                        .with_remedy(Remedy::Resume {
-                            id: record.id.clone(),
-                        }));
+                        return Err(paused(record));
                     }
                 }
             }
         }
     }
+}
+
+/// A call into a paused sandbox, refused.
+fn paused(record: &SandboxRecord) -> ServiceError {
+    ServiceError::conflict(format!(
+        "sandbox {} is paused: its processes are frozen",
+        record.id
+    ))
+    .with_remedy(Remedy::Resume {
+        id: record.id.clone(),
+    })
 }
 
 /// `result.or_explain(service, record).await`: an agent call's result, its failure explained

@@ -428,32 +428,37 @@ fn ls(args: AgentLsArgs) -> anyhow::Result<ExitCode> {
             })
         })
         .collect();
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        println!(
-            "{:<20} {:<8} {:<9} {:<38} SANDBOXES",
-            "NAME", "CLI", "SESSIONS", "LAST SESSION"
-        );
-        for (a, row) in agents.iter().zip(&rows) {
-            println!(
-                "{:<20} {:<8} {:<9} {:<38} {}",
-                a.name,
-                a.cli,
-                a.sessions.len(),
-                a.last_session().unwrap_or("-"),
-                row["sandboxes"]
-                    .as_array()
-                    .map(|s| s
-                        .iter()
-                        .filter_map(|v| v.as_str())
-                        .collect::<Vec<_>>()
-                        .join(","))
-                    .unwrap_or_default()
-            );
-        }
-    }
+    print_agents(&rows, args.json)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `berth agent ls`'s output, local or remote: the rows as JSON, or a table.
+pub(crate) fn print_agents(rows: &[serde_json::Value], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<8} {:<9} {:<38} SANDBOXES",
+        "NAME", "CLI", "SESSIONS", "LAST SESSION"
+    );
+    for a in rows {
+        let sandboxes: Vec<&str> = a["sandboxes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(serde_json::Value::as_str)
+            .collect();
+        println!(
+            "{:<20} {:<8} {:<9} {:<38} {}",
+            a["name"].as_str().unwrap_or("-"),
+            a["cli"].as_str().unwrap_or("-"),
+            a["sessions"].as_array().map_or(0, Vec::len),
+            a["last_session"].as_str().unwrap_or("-"),
+            sandboxes.join(",")
+        );
+    }
+    Ok(())
 }
 
 async fn rm(args: AgentRmArgs) -> anyhow::Result<ExitCode> {

@@ -807,30 +807,7 @@ fn prune_kept(remote: &Remote, name: &str, max: usize, current: &str) {
 pub async fn agent_ls(remote: Remote, args: crate::args::AgentLsArgs) -> anyhow::Result<ExitCode> {
     let agents = blocking(move || remote.json("GET", "/v1/agents", None)).await?;
     let rows = agents.as_array().cloned().unwrap_or_default();
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        println!(
-            "{:<20} {:<8} {:<9} {:<38} SANDBOXES",
-            "NAME", "CLI", "SESSIONS", "LAST SESSION"
-        );
-        for a in &rows {
-            let sandboxes: Vec<&str> = a["sandboxes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            println!(
-                "{:<20} {:<8} {:<9} {:<38} {}",
-                a["name"].as_str().unwrap_or("-"),
-                a["cli"].as_str().unwrap_or("-"),
-                a["sessions"].as_array().map_or(0, Vec::len),
-                a["last_session"].as_str().unwrap_or("-"),
-                sandboxes.join(",")
-            );
-        }
-    }
+    super::agent::print_agents(&rows, args.json)?;
     Ok(ExitCode::SUCCESS)
 }
 
