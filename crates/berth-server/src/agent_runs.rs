@@ -226,9 +226,10 @@ pub async fn start_run(
     ))
 }
 
-/// Records the session a named agent's run works in, whoever watches the run: the CLI
-/// reports its id in its first events (Codex and Gemini choose their own), so a task reads the
-/// run's output until it does.
+/// Records the session a named agent's run works in, whoever watches the run. One berth
+/// chose (Claude's new or resumed session) is recorded at once; otherwise (a fork, Codex's and
+/// Gemini's own ids) the CLI reports it in its first events, so a task reads the run's output
+/// until it does.
 fn record_session(
     state: &AppState,
     record: &berth_sandbox::sandbox::SandboxRecord,
@@ -247,6 +248,7 @@ fn record_session(
     if let SessionChoice::New(id) | SessionChoice::Resume(id) = session {
         if !id.is_empty() {
             let _ = state.db.add_agent_session(&tenant, &name, cli, id, None);
+            return;
         }
     }
     let (state, record, process) = (state.clone(), record.clone(), process.to_string());

@@ -125,6 +125,22 @@ fn values(vars: &[berth_spec::EnvVar]) -> anyhow::Result<serde_json::Map<String,
     Ok(env)
 }
 
+/// `--secret`s as the server gets them, with their values: the edge (`secret_specs`,
+/// `agent::settings`) already took a missing one from the caller's environment, so one still
+/// without a value is not set there.
+fn secret_values(specs: &[berth_spec::SecretSpec]) -> anyhow::Result<Vec<Value>> {
+    specs
+        .iter()
+        .map(|spec| {
+            let value = spec.value.as_ref().with_context(|| {
+                format!("--secret {}: not set in your environment; export it, or give the value (--secret {}=VALUE@HOST)", spec.name, spec.name)
+            })?;
+            let hosts: Vec<String> = spec.hosts.iter().map(ToString::to_string).collect();
+            Ok(json!({"name": spec.name, "value": value.expose(), "hosts": hosts}))
+        })
+        .collect()
+}
+
 /// Runs a blocking remote call off the async runtime.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
@@ -138,17 +154,7 @@ pub async fn create(remote: Remote, args: CreateArgs) -> anyhow::Result<ExitCode
         bail!("--volume, --cap-add and --allow-privilege-escalation are not available through a server: it mounts only under its --workspace-root and never weakens the hardening");
     }
     let env = values(&flags.env)?;
-    let mut secrets = Vec::new();
-    for spec in crate::args::secret_specs(&flags.secrets)? {
-        let value = match &spec.value {
-            Some(v) => v.expose().to_string(),
-            None => std::env::var(&spec.name).ok().filter(|v| !v.is_empty()).with_context(|| {
-                format!("--secret {}: not set in your environment; export it, or give the value (--secret {}=VALUE@HOST)", spec.name, spec.name)
-            })?,
-        };
-        let hosts: Vec<String> = spec.hosts.iter().map(ToString::to_string).collect();
-        secrets.push(json!({"name": spec.name, "value": value, "hosts": hosts}));
-    }
+    let secrets = secret_values(&crate::args::secret_specs(&flags.secrets)?)?;
     let workspace = flags.workspace.as_ref().map(|w| {
         std::fs::canonicalize(&w.host)
             .map(|p| p.display().to_string())
@@ -602,17 +608,7 @@ pub async fn agent_run(
     let cli = settings.cli();
     let (prompt, _) = super::agent::prompt(&args)?;
     let policy = settings.egress();
-    let mut secrets = Vec::new();
-    for spec in &policy.secrets {
-        let value = match &spec.value {
-            Some(v) => v.expose().to_string(),
-            None => std::env::var(&spec.name).ok().filter(|v| !v.is_empty()).with_context(|| {
-                format!("--secret {}: not set in your environment; export it, or give the value (--secret {}=VALUE)", spec.name, spec.name)
-            })?,
-        };
-        let hosts: Vec<String> = spec.hosts.iter().map(ToString::to_string).collect();
-        secrets.push(json!({"name": spec.name, "value": value, "hosts": hosts}));
-    }
+    let secrets = secret_values(&policy.secrets)?;
     let (env, missing) = berth_runtimes::launch::cli_env(&settings);
     let env: serde_json::Map<String, Value> = env
         .into_iter()
@@ -674,11 +670,12 @@ pub async fn agent_run(
     let fail_on_denial = args.fail_on_denial;
     blocking(move || {
         let kept = match (&name, keep) {
-            (Some(n), true) => kept_sandbox(&remote, n, &print)?,
-            _ => None,
+            (Some(n), true) => kept_sandboxes(&remote, n)?,
+            _ => Vec::new(),
         };
-        let reused = kept.is_some();
-        let id = match kept {
+        let reuse = kept_sandbox(&kept, &print, &remote)?;
+        let reused = reuse.is_some();
+        let id = match reuse {
             Some(id) => id,
             None => {
                 let made = remote.json("POST", "/v1/sandboxes", Some(sandbox))?;
@@ -689,8 +686,8 @@ pub async fn agent_run(
             let how = if reused { "reusing" } else { "in" };
             eprintln!("berth: {how} sandbox {id} (on {})", remote.base);
         }
-        if let (Some(n), true) = (&name, keep) {
-            prune_kept(&remote, n, max_kept, &id);
+        if keep {
+            prune_kept(&remote, &kept, max_kept, &id);
         }
         let started = std::time::Instant::now();
         let result = (|| -> anyhow::Result<berth_runtimes::launch::RunReport> {
@@ -753,19 +750,8 @@ pub async fn agent_run(
 
 /// The agent's kept sandbox made from the same settings, made ready for a run (started when
 /// stopped, resumed when paused); the newest one wins.
-fn kept_sandbox(remote: &Remote, name: &str, print: &str) -> anyhow::Result<Option<String>> {
-    let list = remote.json(
-        "GET",
-        &format!("/v1/sandboxes?agent={}&limit=1000", encode(name)),
-        None,
-    )?;
-    let Some(sandbox) = list["sandboxes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .rev()
-        .find(|s| s["labels"][SPEC_LABEL] == print && s["labels"][KEEP_LABEL] == "true")
-    else {
+fn kept_sandbox(kept: &[Value], print: &str, remote: &Remote) -> anyhow::Result<Option<String>> {
+    let Some(sandbox) = kept.iter().rev().find(|s| s["labels"][SPEC_LABEL] == print) else {
         return Ok(None);
     };
     let id = sandbox["id"].as_str().unwrap_or_default().to_string();
@@ -781,24 +767,29 @@ fn kept_sandbox(remote: &Remote, name: &str, print: &str) -> anyhow::Result<Opti
     Ok(Some(id))
 }
 
-/// Removes the agent's oldest kept sandboxes beyond `max` (never `current`).
-fn prune_kept(remote: &Remote, name: &str, max: usize, current: &str) {
-    let Ok(list) = remote.json(
+/// The agent's kept sandboxes on the server, oldest first.
+fn kept_sandboxes(remote: &Remote, name: &str) -> anyhow::Result<Vec<Value>> {
+    let list = remote.json(
         "GET",
         &format!("/v1/sandboxes?agent={}&limit=1000", encode(name)),
         None,
-    ) else {
-        return;
-    };
-    let kept: Vec<&str> = list["sandboxes"]
+    )?;
+    Ok(list["sandboxes"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|s| s["labels"][KEEP_LABEL] == "true")
-        .filter_map(|s| s["id"].as_str())
-        .collect();
-    let excess = kept.len().saturating_sub(max.max(1));
-    for old in kept.into_iter().filter(|id| *id != current).take(excess) {
+        .cloned()
+        .collect())
+}
+
+/// Removes the oldest of `kept` beyond `max` (never `current`).
+fn prune_kept(remote: &Remote, kept: &[Value], max: usize, current: &str) {
+    let ids: Vec<&str> = kept.iter().filter_map(|s| s["id"].as_str()).collect();
+    // `current` is in `kept` unless it was made just now.
+    let count = ids.len() + usize::from(!ids.contains(&current));
+    let excess = count.saturating_sub(max.max(1));
+    for old in ids.into_iter().filter(|id| *id != current).take(excess) {
         let _ = remote.json("DELETE", &sandbox_path(old), None);
     }
 }
