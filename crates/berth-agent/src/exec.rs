@@ -22,7 +22,12 @@ use crate::spawn::{spawn, SpawnSpec, Spawned, EXEC_MARKER};
 /// Output chunk size: large enough for throughput, small enough for latency.
 const CHUNK: usize = 256 * 1024;
 /// After the process exits, how long to wait for output still held open by its descendants.
+/// When it is over, what is already in the pipes is still read and sent: only output written
+/// later is left behind, never output a busy machine had not yet got round to reading.
 const LINGER: Duration = Duration::from_secs(1);
+/// At most this many chunks are drained from a pipe once the linger is over (a descendant that
+/// keeps writing must not keep the exit from being reported).
+const DRAIN_CHUNKS: usize = 16;
 
 /// Everything an exec needs from the agent.
 pub struct ExecContext {
@@ -167,19 +172,38 @@ async fn supervise(
 ) {
     let pid = spawned.pid;
     let mut pumps = Vec::new();
+    let (end_linger, linger_over) = tokio::sync::watch::channel(false);
     let pty_fd = spawned.pty.as_ref().map(AsRawFd::as_raw_fd);
     let pty_writer = match &spawned.pty {
         Some(master) => master.try_clone().ok(),
         None => None,
     };
     if let Some(master) = spawned.pty.take() {
-        pumps.push(tokio::spawn(pump(master, sink.clone(), true, true)));
+        pumps.push(tokio::spawn(pump(
+            master,
+            sink.clone(),
+            true,
+            true,
+            linger_over.clone(),
+        )));
     }
     if let Some(out) = spawned.stdout.take() {
-        pumps.push(tokio::spawn(pump(out, sink.clone(), true, false)));
+        pumps.push(tokio::spawn(pump(
+            out,
+            sink.clone(),
+            true,
+            false,
+            linger_over.clone(),
+        )));
     }
     if let Some(err) = spawned.stderr.take() {
-        pumps.push(tokio::spawn(pump(err, sink.clone(), false, false)));
+        pumps.push(tokio::spawn(pump(
+            err,
+            sink.clone(),
+            false,
+            false,
+            linger_over,
+        )));
     }
     let stdin_fd = spawned.stdin.take().or(pty_writer);
     let input_task = input.map(|input| tokio::spawn(feed(input, stdin_fd, pty_fd, pid)));
@@ -215,8 +239,13 @@ async fn supervise(
         // Anything that escaped is dead by now; let the pumps reach EOF.
         kill_tree(pid, &marker).await;
     }
-    // Descendants may still hold the output open after the process itself exited.
-    let _ = tokio::time::timeout(LINGER, futures_join(pumps)).await;
+    // Descendants may still hold the output open after the process itself exited: wait a
+    // moment for them, then take what the pipes already hold and stop.
+    let mut pumped = std::pin::pin!(futures_join(pumps));
+    if tokio::time::timeout(LINGER, &mut pumped).await.is_err() {
+        let _ = end_linger.send(true);
+        pumped.await;
+    }
     if let Some(task) = input_task {
         task.abort();
     }
@@ -275,32 +304,60 @@ pub fn spawn_spec(id: &Identity, start: &ExecStart, serial: u64) -> Result<Spawn
 }
 
 /// Copies a pipe or PTY master to the stream until EOF (EIO on a PTY means the slave closed).
-async fn pump(fd: OwnedFd, sink: Sink, stdout: bool, pty: bool) {
+async fn pump(
+    fd: OwnedFd,
+    sink: Sink,
+    stdout: bool,
+    pty: bool,
+    mut linger_over: tokio::sync::watch::Receiver<bool>,
+) {
     set_nonblocking(&fd);
     let file = std::fs::File::from(fd);
     let mut reader = match tokio::net::unix::pipe::Receiver::from_file_unchecked(file) {
         Ok(r) => r,
         Err(_) => return,
     };
+    let wrap = |data| {
+        if stdout {
+            exec_output::Output::Stdout(data)
+        } else {
+            exec_output::Output::Stderr(data)
+        }
+    };
     // Each chunk is read straight into the buffer that is sent: no copy on the way out.
     let mut buf = bytes::BytesMut::with_capacity(CHUNK);
     loop {
         buf.reserve(CHUNK);
-        match reader.read_buf(&mut buf).await {
-            Ok(0) => break,
+        let read = tokio::select! {
+            biased;
+            read = reader.read_buf(&mut buf) => read,
+            _ = linger_over.wait_for(|over| *over) => break,
+        };
+        match read {
+            Ok(0) => return,
             Ok(_) => {
-                let data = buf.split().freeze();
-                let out = if stdout {
-                    exec_output::Output::Stdout(data)
-                } else {
-                    exec_output::Output::Stderr(data)
-                };
-                if !sink.emit(out).await {
-                    break;
+                if !sink.emit(wrap(buf.split().freeze())).await {
+                    return;
                 }
             }
-            Err(e) if pty && e.raw_os_error() == Some(libc::EIO) => break,
-            Err(_) => break,
+            Err(e) if pty && e.raw_os_error() == Some(libc::EIO) => return,
+            Err(_) => return,
+        }
+    }
+    // The linger is over: send what the pipe holds now, without waiting for more. Read the
+    // descriptor itself: tokio answers "would block" for a pipe whose readiness it has not
+    // yet seen, however much the pipe holds.
+    for _ in 0..DRAIN_CHUNKS {
+        buf.clear();
+        buf.resize(CHUNK, 0);
+        match nix::unistd::read(&reader, &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                buf.truncate(n);
+                if !sink.emit(wrap(buf.split().freeze())).await {
+                    return;
+                }
+            }
         }
     }
 }
@@ -463,5 +520,37 @@ pub async fn copy_to_log(fd: OwnedFd, to_stderr: bool) {
         if written.is_err() {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Once the linger is over, what a pipe already holds is still sent, and the pump stops
+    /// though a descendant holds the pipe open: a busy machine loses no output that was
+    /// written before the exit, and never waits forever for more.
+    #[tokio::test]
+    async fn after_the_linger_the_pipe_is_drained_not_dropped() {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        nix::unistd::write(&write, b"written before the exit\n").unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let (end_linger, linger_over) = tokio::sync::watch::channel(false);
+        end_linger.send(true).unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            pump(read, Sink::Stream(tx), true, false, linger_over),
+        )
+        .await
+        .expect("the pump stops though the pipe is still open");
+        let mut sent = Vec::new();
+        while let Ok(Ok(ExecOutput {
+            output: Some(exec_output::Output::Stdout(data)),
+        })) = rx.try_recv()
+        {
+            sent.extend_from_slice(&data);
+        }
+        assert_eq!(sent, b"written before the exit\n");
+        drop(write);
     }
 }

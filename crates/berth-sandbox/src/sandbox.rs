@@ -600,6 +600,29 @@ pub async fn connect<E: Engine>(
     }
 }
 
+/// After a call or stream to a sandbox's agent broke: whether the agent still answers (a
+/// fresh client that did say hello), whether the sandbox is down and why (its container
+/// stopped or vanished), or neither (`Ok(None)`: no answer, but the engine says it runs).
+/// A dying agent's socket still takes connections into its backlog: only an answer shows it
+/// is alive.
+pub async fn recheck<E: Engine>(
+    engine: &E,
+    record: &SandboxRecord,
+) -> Result<Option<AgentClient>, SandboxError> {
+    let mut client = connect(engine, record).await?;
+    let hello = tokio::time::timeout(Duration::from_secs(2), agent_client::hello(&mut client));
+    if let Ok(Ok(_)) = hello.await {
+        return Ok(Some(client));
+    }
+    match stopped_soon(engine, record).await {
+        Some(state) => Err(SandboxError::AgentDown {
+            id: record.id.clone(),
+            state,
+        }),
+        None => Ok(None),
+    }
+}
+
 /// The container's state once the engine reports it stopped or gone, if it does within two
 /// seconds; `None` while it still runs.
 pub async fn stopped_soon<E: Engine>(engine: &E, record: &SandboxRecord) -> Option<String> {

@@ -255,7 +255,7 @@ fn pump<E: Engine, T: Send + 'static>(
                     status.message()
                 ),
             };
-            let message = match sandbox::connect(engine.as_ref(), &record).await {
+            let message = match sandbox::recheck(engine.as_ref(), &record).await {
                 Err(why) => ServiceError::from(why).to_string(),
                 Ok(_) => format!("{broke}; the process's outcome is unknown"),
             };

@@ -431,27 +431,13 @@ impl<E: Engine> Service<E> {
             return status.into();
         }
         self.disconnect(&record.id);
-        match sandbox::connect(self.engine.as_ref(), record).await {
-            Err(e) => e.into(),
-            Ok(mut client) => {
-                // A dying agent's socket still takes connections into its backlog: only an
-                // answer shows it is alive.
-                if berth_sandbox::agent_client::hello(&mut client)
-                    .await
-                    .is_ok()
-                {
-                    self.clients().insert(record.id.clone(), client);
-                    return status.into();
-                }
-                match sandbox::stopped_soon(self.engine.as_ref(), record).await {
-                    Some(state) => berth_sandbox::SandboxError::AgentDown {
-                        id: record.id.clone(),
-                        state,
-                    }
-                    .into(),
-                    None => status.into(),
-                }
+        match sandbox::recheck(self.engine.as_ref(), record).await {
+            Err(down) => down.into(),
+            Ok(Some(client)) => {
+                self.clients().insert(record.id.clone(), client);
+                status.into()
             }
+            Ok(None) => status.into(),
         }
     }
 }

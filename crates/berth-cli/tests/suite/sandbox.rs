@@ -703,7 +703,13 @@ fn fifty_sandboxes_take_twenty_concurrent_execs_each() {
                     for (i, child) in children.into_iter().enumerate() {
                         let out = child.wait_with_output().unwrap();
                         if !out.status.success() || stdout(&out) != format!("{i}\n") {
-                            eprintln!("exec {i} in {} failed: {}", sb.id, stderr(&out));
+                            eprintln!(
+                                "exec {i} in {} failed ({:?}): stdout {:?}, stderr {:?}",
+                                sb.id,
+                                out.status,
+                                stdout(&out),
+                                stderr(&out)
+                            );
                             failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                     }
