@@ -24,7 +24,8 @@ pub struct Cli {
     pub verbose: u8,
 
     /// Go through this berth server (http://HOST:PORT) instead of the local engine, with the
-    /// key in BERTH_API_KEY: create, exec, cp, ps, inspect, logs, stop, start, rm, agent run.
+    /// key in BERTH_API_KEY: every sandbox and agent verb (doctor, gc, image and server act on
+    /// this machine).
     #[arg(long, global = true, env = "BERTH_SERVER", value_name = "URL")]
     pub server: Option<String>,
 

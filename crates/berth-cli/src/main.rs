@@ -112,7 +112,11 @@ async fn remote_command(
 ) -> anyhow::Result<ExitCode> {
     use commands::remote;
     match command {
+        Command::Run(args) => remote::run(remote, *args).await,
         Command::Create(args) => remote::create(remote, *args).await,
+        Command::Top(args) => remote::top(remote, args).await,
+        Command::Signal(args) => remote::signal(remote, args).await,
+        Command::Fs { command } => remote::fs(remote, command).await,
         Command::Exec(args) => remote::exec(remote, args).await,
         Command::Cp(args) => remote::cp(remote, args).await,
         Command::Ps(args) => remote::ps(remote, args).await,
@@ -130,13 +134,32 @@ async fn remote_command(
             command: args::AgentCommand::Ls(args),
         } => remote::agent_ls(remote, args).await,
         Command::Agent {
+            command:
+                args::AgentCommand::Session {
+                    command: args::SessionCommand::Start(args),
+                },
+        } => remote::session_start(remote, *args).await,
+        Command::Agent {
+            command:
+                args::AgentCommand::Session {
+                    command: args::SessionCommand::Stop(args),
+                },
+        } => remote::session_stop(remote, args).await,
+        Command::Agent {
+            command: args::AgentCommand::Send(args),
+        } => remote::send(remote, args).await,
+        Command::Agent {
             command: args::AgentCommand::Rm(args),
         } => remote::agent_rm(remote, args).await,
+        // Reading a saved stream needs no sandbox, local or remote.
+        Command::Agent {
+            command: args::AgentCommand::Events(args),
+        } => commands::agent::run(args::AgentCommand::Events(args)).await,
         Command::Serve(_) | Command::Server { .. } => anyhow::bail!(
             "`berth serve` and `berth server` act on this machine: unset BERTH_SERVER (or drop --server) to run them"
         ),
-        _ => anyhow::bail!(
-            "this verb is not available through a server yet: unset BERTH_SERVER to run it against the local engine"
+        Command::Doctor(_) | Command::Gc(_) | Command::Image { .. } => anyhow::bail!(
+            "`berth doctor`, `berth gc` and `berth image` act on this machine's engine (a server checks, collects and builds its own): unset BERTH_SERVER (or drop --server) to run them here"
         ),
     }
 }

@@ -41,8 +41,15 @@ pub struct StartAgentRun {
     /// `claude` (default), `codex` or `gemini`.
     #[serde(default)]
     pub cli: Option<String>,
-    /// The prompt, passed to the CLI as one argument.
+    /// The prompt, passed to the CLI as one argument. Not with `interactive`, whose turns are
+    /// sent to `…/turns`.
+    #[serde(default)]
     pub prompt: String,
+    /// Start an interactive session instead of a one-shot run: the CLI (Claude Code) stays,
+    /// reading turns on its stdin; send each with `POST …/agent-runs/{run}/turns`, end it with
+    /// `…/cancel`.
+    #[serde(default)]
+    pub interactive: bool,
     #[serde(default)]
     pub model: Option<String>,
     /// Maximum agentic turns (Claude).
@@ -77,6 +84,10 @@ pub struct AgentRun {
     pub pid: u32,
     /// False when a run with this id existed (a retried start).
     pub created: bool,
+    /// The CLI's session, when berth chose it (a new or resumed Claude session); otherwise the
+    /// CLI reports it in its events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
 }
 
 /// One item of a run's event stream.
@@ -94,6 +105,14 @@ pub enum AgentRunItem {
     Finished {
         exit_code: i32,
         timed_out: bool,
+        /// A result event, no error and no denied tool call.
+        clean: bool,
+        #[schema(value_type = Object)]
+        summary: Summary,
+    },
+    /// An interactive session's turn ended (the CLI's result event): its summary. The
+    /// session's CLI is still running, waiting for the next turn.
+    TurnEnded {
         /// A result event, no error and no denied tool call.
         clean: bool,
         #[schema(value_type = Object)]
@@ -133,7 +152,13 @@ pub async fn start_run(
     let cli: Cli = body.cli.as_deref().unwrap_or("claude").parse().map_err(
         |e: berth_events::UnknownCli| ApiError::invalid(format!("{e}; e.g. \"claude\"")),
     )?;
-    if body.prompt.trim().is_empty() || body.prompt.contains('\0') {
+    if body.interactive {
+        if !body.prompt.is_empty() {
+            return Err(ApiError::invalid(
+                "an interactive session takes no prompt: start it, then send each turn to POST …/agent-runs/{run}/turns",
+            ));
+        }
+    } else if body.prompt.trim().is_empty() || body.prompt.contains('\0') {
         return Err(ApiError::invalid(
             "the prompt is empty or holds a NUL byte: give the task, e.g. \"fix the failing test\"",
         ));
@@ -183,8 +208,16 @@ pub async fn start_run(
         body.fork,
     )
     .map_err(|e| ApiError::invalid(e.to_string()))?;
-    let argv = profile::one_shot(cli, &session, &options, &body.prompt, &PromptDelivery::Argv)
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let argv = if body.interactive {
+        profile::interactive(cli, &session, &options)
+    } else {
+        profile::one_shot(cli, &session, &options, &body.prompt, &PromptDelivery::Argv)
+    }
+    .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let session_id = match &session {
+        SessionChoice::New(id) | SessionChoice::Resume(id) if !id.is_empty() => Some(id.clone()),
+        _ => None,
+    };
     let mut env = body.env.clone();
     // A named agent's CLI keeps its sessions in the agent's home volume.
     let home = if agent.is_some() {
@@ -197,9 +230,11 @@ pub async fn start_run(
         argv,
         env,
         cwd: Some(body.cwd.clone().unwrap_or_else(|| "/workspace".into())),
-        timeout: Some(std::time::Duration::from_secs(
-            body.timeout_secs.unwrap_or(1800),
-        )),
+        // A session lasts until it is ended (or its sandbox is); a run, 30 minutes at most.
+        timeout: body
+            .timeout_secs
+            .or((!body.interactive).then_some(1800))
+            .map(std::time::Duration::from_secs),
         user: None,
         stdin: None,
     };
@@ -222,6 +257,7 @@ pub async fn start_run(
             cli: cli.to_string(),
             pid: started.pid,
             created: started.created,
+            session_id,
         }),
     ))
 }
@@ -383,7 +419,15 @@ pub async fn events(
         }
         futures_util::stream::iter(out)
     });
-    if crate::api::wants_sse(&headers) {
+    Ok(respond(items, &headers))
+}
+
+/// A stream of run items as SSE (each event's id its line) or NDJSON.
+fn respond(
+    items: impl futures_util::Stream<Item = (usize, AgentRunItem)> + Send + 'static,
+    headers: &HeaderMap,
+) -> Response {
+    if crate::api::wants_sse(headers) {
         let stream = items.map(|(line, item)| {
             let data = serde_json::to_string(&item).unwrap_or_default();
             let mut event = Event::default().event("agent").data(data);
@@ -392,19 +436,177 @@ pub async fn events(
             }
             Ok::<_, Infallible>(event)
         });
-        return Ok(Sse::new(stream)
+        return Sse::new(stream)
             .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(10)))
-            .into_response());
+            .into_response();
     }
     let body = items.map(|(_, item)| {
         let mut line = serde_json::to_vec(&item).unwrap_or_default();
         line.push(b'\n');
         Ok::<_, Infallible>(bytes::Bytes::from(line))
     });
-    Ok(Response::builder()
+    Response::builder()
         .header(axum::http::header::CONTENT_TYPE, "application/x-ndjson")
         .body(axum::body::Body::from_stream(body))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// One turn of an interactive session.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentTurn {
+    /// The user's message.
+    pub message: String,
+    /// `claude` (default): the session's CLI.
+    #[serde(default)]
+    pub cli: Option<String>,
+    /// End the session's CLI if the turn has not ended after this many seconds (default 600).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// Sends one turn to an interactive session (a run started with `interactive`) and streams
+/// the reply's normalized events until the turn's own result (`turn_ended`; the CLI waits
+/// for the next turn), or `finished` if the CLI ended first. One turn at a time per session:
+/// another while one is in progress is a 409. A turn that outlives `timeout_secs` ends the
+/// session's CLI (`finished` with `timed_out`).
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/agent-runs/{run}/turns", tag = "agents", request_body = AgentTurn,
+    params(("id" = String, Path, description = "Sandbox id or name"), ("run" = String, Path, description = "The session's run id")),
+    responses((status = 200, description = "The turn's events", content((AgentRunItem = "application/x-ndjson"), (AgentRunItem = "text/event-stream"))),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn turn(
+    State(state): State<AppState>,
+    Extension(auth): Extension<Auth>,
+    Path((id, run)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<AgentTurn>,
+) -> Result<Response, ApiError> {
+    let process = process_id(&run)?;
+    let cli: Cli = body.cli.as_deref().unwrap_or("claude").parse().map_err(
+        |e: berth_events::UnknownCli| ApiError::invalid(format!("{e}; e.g. \"claude\"")),
+    )?;
+    if body.message.trim().is_empty() || body.message.contains('\0') {
+        return Err(ApiError::invalid(
+            "the message is empty or holds a NUL byte: give the turn, e.g. \"now add a test\"",
+        ));
+    }
+    let limit = body.timeout_secs.unwrap_or(600);
+    if !(1..=7 * 24 * 3600).contains(&limit) {
+        return Err(ApiError::invalid(format!(
+            "timeout_secs {limit} is not between 1 and a week: give seconds, e.g. 600"
+        )));
+    }
+    let (record, _) = find_live(&state, &auth, &id)?;
+    let processes = state.service.processes(&record).await?;
+    match processes.iter().find(|p| p.id == process) {
+        None => {
+            return Err(ApiError::not_found(format!(
+                "sandbox {} has no agent run {run:?}: start a session with POST /v1/sandboxes/{id}/agent-runs and \"interactive\": true",
+                record.id
+            )))
+        }
+        Some(p) if !p.running => {
+            return Err(ApiError::conflict(format!(
+                "the session {run:?} has ended (exit code {}): start another, resuming its session",
+                p.exit_code.unwrap_or(-1)
+            )))
+        }
+        Some(_) => {}
+    }
+    let Some(turn_guard) = state.turn(&record.id, &process) else {
+        return Err(ApiError::conflict(format!(
+            "a turn of session {run:?} is in progress: wait for its end (one turn at a time)"
+        )));
+    };
+    let activity = state.activity(&record.id);
+    // Subscribe before writing, so no byte of the reply can be missed.
+    let mut rx = state.service.follow(&record, &process).await?;
+    let line = bytes::Bytes::from(profile::user_turn(&body.message));
+    state
+        .service
+        .write_stdin(&record, &process, line, false)
+        .await?;
+    let (tx, items) = tokio::sync::mpsc::channel::<(usize, AgentRunItem)>(64);
+    tokio::spawn(async move {
+        let _guards = (turn_guard, activity);
+        let mut parser = StreamParser::new(cli);
+        let mut summary = Summary::default();
+        let deadline = tokio::time::sleep(std::time::Duration::from_secs(limit));
+        tokio::pin!(deadline);
+        let mut timed_out = false;
+        loop {
+            let event = tokio::select! {
+                event = rx.recv() => event,
+                () = &mut deadline, if !timed_out => {
+                    // The CLI's whole process tree ends; its exit follows.
+                    timed_out = true;
+                    let _ = state.service.signal(&record, &process, 9).await;
+                    continue;
+                }
+            };
+            let records = match &event {
+                Some(ExecEvent::Stdout { .. }) => parser.push(
+                    &event
+                        .as_ref()
+                        .and_then(ExecEvent::bytes)
+                        .unwrap_or_default(),
+                ),
+                Some(ExecEvent::Exited { code, .. }) => {
+                    let mut items = Vec::new();
+                    for r in parser.finish() {
+                        summary.add(&r);
+                        items.push((r.line, AgentRunItem::Event { record: r }));
+                    }
+                    items.push((
+                        usize::MAX,
+                        AgentRunItem::Finished {
+                            exit_code: *code,
+                            timed_out,
+                            clean: false,
+                            summary: summary.clone(),
+                        },
+                    ));
+                    for item in items {
+                        let _ = tx.send(item).await;
+                    }
+                    return;
+                }
+                Some(ExecEvent::StartFailed { message, .. } | ExecEvent::Error { message }) => {
+                    let message = message.clone();
+                    let _ = tx.send((usize::MAX, AgentRunItem::Error { message })).await;
+                    return;
+                }
+                None => {
+                    let message = "the session's output ended before the turn did".to_string();
+                    let _ = tx.send((usize::MAX, AgentRunItem::Error { message })).await;
+                    return;
+                }
+                Some(_) => Vec::new(),
+            };
+            for r in records {
+                summary.add(&r);
+                let ended = matches!(r.event, berth_events::Event::Result(_));
+                if tx
+                    .send((r.line, AgentRunItem::Event { record: r }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                if ended {
+                    let clean = summary.success() && summary.permission_denials.is_empty();
+                    let ended = AgentRunItem::TurnEnded {
+                        clean,
+                        summary: summary.clone(),
+                    };
+                    let _ = tx.send((usize::MAX, ended)).await;
+                    return;
+                }
+            }
+        }
+    });
+    Ok(respond(ReceiverStream::new(items), &headers))
 }
 
 /// Cancels a run: SIGTERM to the CLI's process group (its `finished` event follows).

@@ -56,6 +56,14 @@ impl ApiError {
     pub fn invalid(message: impl Into<String>) -> Self {
         ServiceError::invalid(message).into()
     }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ServiceError::not_found(message).into()
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        ServiceError::conflict(message).into()
+    }
 }
 
 impl From<ServiceError> for ApiError {

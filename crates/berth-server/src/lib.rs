@@ -53,6 +53,23 @@ pub struct AppState {
     active: Arc<Mutex<HashMap<String, usize>>>,
     /// The audit rows and activity times of API calls, written off the request path.
     journal: journal::Journal,
+    /// The interactive sessions with a turn in progress (`sandbox/process`).
+    turns: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+/// A session's turn in progress: the next waits until it drops.
+pub struct Turn {
+    key: String,
+    turns: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.turns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
 }
 
 /// An attached stream: while it lives, its sandbox is not idle.
@@ -91,7 +108,18 @@ impl AppState {
             max_upload,
             active: Arc::default(),
             journal: journal::Journal::start(db),
+            turns: Arc::default(),
         }
+    }
+
+    /// Takes the turn of session `process` in sandbox `id`; `None` while another is taken.
+    pub fn turn(&self, id: &str, process: &str) -> Option<Turn> {
+        let key = format!("{id}/{process}");
+        let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+        turns.insert(key.clone()).then(|| Turn {
+            key,
+            turns: self.turns.clone(),
+        })
     }
 
     /// Marks a stream attached to sandbox `id` until the guard drops.
@@ -170,6 +198,7 @@ fn authed_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(agent_runs::start_run))
         .routes(routes!(agent_runs::events))
         .routes(routes!(agent_runs::cancel))
+        .routes(routes!(agent_runs::turn))
         .routes(routes!(agents::list_agents))
         .routes(routes!(agents::get_agent, agents::delete_agent))
         .routes(routes!(pty::pty))

@@ -546,6 +546,27 @@ impl<E: Engine> Service<E> {
         id: &str,
         from: Offsets,
     ) -> Result<mpsc::Receiver<ExecEvent>, ServiceError> {
+        self.subscribe(record, id, from, false).await
+    }
+
+    /// A background process's events from now on: only what it writes after this call (a
+    /// session's reply to the turn written next), then its exit. The events' offsets count
+    /// from now, not from the process's start.
+    pub async fn follow(
+        &self,
+        record: &SandboxRecord,
+        id: &str,
+    ) -> Result<mpsc::Receiver<ExecEvent>, ServiceError> {
+        self.subscribe(record, id, Offsets::default(), true).await
+    }
+
+    async fn subscribe(
+        &self,
+        record: &SandboxRecord,
+        id: &str,
+        from: Offsets,
+        follow_only: bool,
+    ) -> Result<mpsc::Receiver<ExecEvent>, ServiceError> {
         check_process_id(id)?;
         let mut client = self.agent(record).await?;
         let stream = self
@@ -553,7 +574,7 @@ impl<E: Engine> Service<E> {
                 record,
                 client.attach(AttachRequest {
                     tag: id.to_string(),
-                    follow_only: false,
+                    follow_only,
                 }),
             )
             .await?

@@ -199,8 +199,13 @@ async fn render(
 /// `berth top`: the sandbox's background processes.
 pub async fn top(args: TopArgs) -> anyhow::Result<ExitCode> {
     let (service, record) = super::open(&args.sandbox)?;
-    let list = service.processes(&record).await?;
-    if args.json {
+    print_processes(&service.processes(&record).await?, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `berth top`'s output, local or remote: the processes as JSON, or a table.
+pub fn print_processes(list: &[berth_service::exec::Process], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
         let rows: Vec<_> = list
             .iter()
             .map(|p| {
@@ -211,23 +216,23 @@ pub async fn top(args: TopArgs) -> anyhow::Result<ExitCode> {
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        println!("{:<16} {:>7} {:<14} COMMAND", "TAG", "PID", "STATUS");
-        for p in list {
-            let status = match p.exit_code {
-                None => "running".to_string(),
-                Some(code) => format!("exited {code}"),
-            };
-            println!(
-                "{:<16} {:>7} {:<14} {}",
-                p.id,
-                p.pid,
-                status,
-                p.argv.join(" ")
-            );
-        }
+        return Ok(());
     }
-    Ok(ExitCode::SUCCESS)
+    println!("{:<16} {:>7} {:<14} COMMAND", "TAG", "PID", "STATUS");
+    for p in list {
+        let status = match p.exit_code {
+            None => "running".to_string(),
+            Some(code) => format!("exited {code}"),
+        };
+        println!(
+            "{:<16} {:>7} {:<14} {}",
+            p.id,
+            p.pid,
+            status,
+            p.argv.join(" ")
+        );
+    }
+    Ok(())
 }
 
 /// `berth signal`: a signal to a background process's group.

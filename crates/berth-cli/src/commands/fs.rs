@@ -38,37 +38,45 @@ fn json(f: &FileEntry) -> serde_json::Value {
     })
 }
 
-pub async fn run(command: FsCommand) -> anyhow::Result<ExitCode> {
-    let reference = match &command {
+/// The sandbox a `berth fs` verb acts on.
+pub fn sandbox_of(command: &FsCommand) -> &str {
+    match command {
         FsCommand::Ls(a) | FsCommand::Stat(a) | FsCommand::Mkdir(a) => &a.sandbox,
         FsCommand::Rm(a) => &a.sandbox,
         FsCommand::Mv(a) => &a.sandbox,
-    };
-    let (service, record) = super::open(reference)?;
+    }
+}
+
+/// Prints a listing (`ls`) or one entry (`stat`, `entries` of one), local or remote alike.
+pub fn print(entries: &[FileEntry], as_json: bool, one: bool) -> anyhow::Result<()> {
+    match (as_json, one) {
+        (true, true) => {
+            if let Some(e) = entries.first() {
+                println!("{}", serde_json::to_string_pretty(&json(e))?);
+            }
+        }
+        (true, false) => {
+            let rows: Vec<_> = entries.iter().map(json).collect();
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        }
+        (false, _) => {
+            for e in entries {
+                println!("{}", row(e));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(command: FsCommand) -> anyhow::Result<ExitCode> {
+    let (service, record) = super::open(sandbox_of(&command))?;
     match command {
         FsCommand::Ls(FsPathArgs {
             json: j, path: p, ..
-        }) => {
-            let entries = service.list_dir(&record, &p).await?;
-            if j {
-                let rows: Vec<_> = entries.iter().map(json).collect();
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                for e in &entries {
-                    println!("{}", row(e));
-                }
-            }
-        }
+        }) => print(&service.list_dir(&record, &p).await?, j, false)?,
         FsCommand::Stat(FsPathArgs {
             json: j, path: p, ..
-        }) => {
-            let info = service.stat(&record, &p).await?;
-            if j {
-                println!("{}", serde_json::to_string_pretty(&json(&info))?);
-            } else {
-                println!("{}", row(&info));
-            }
-        }
+        }) => print(&[service.stat(&record, &p).await?], j, true)?,
         FsCommand::Mkdir(a) => service.mkdir(&record, &a.path).await?,
         FsCommand::Rm(a) => service.remove_path(&record, &a.path, a.recursive).await?,
         FsCommand::Mv(a) => service.rename(&record, &a.from, &a.to).await?,

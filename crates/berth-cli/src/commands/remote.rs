@@ -148,10 +148,16 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await?
 }
 
-pub async fn create(remote: Remote, args: CreateArgs) -> anyhow::Result<ExitCode> {
-    let flags = &args.sandbox;
+/// The sandbox these flags describe, as the server takes it (values resolved here).
+fn sandbox_body(flags: &crate::args::SandboxFlags) -> anyhow::Result<Value> {
     if !flags.volumes.is_empty() || !flags.cap_add.is_empty() || flags.allow_privilege_escalation {
         bail!("--volume, --cap-add and --allow-privilege-escalation are not available through a server: it mounts only under its --workspace-root and never weakens the hardening");
+    }
+    if flags.user != berth_spec::UserSpec::Auto || flags.runtime.is_some() {
+        bail!("--user and --runtime are not available through a server: its sandboxes run as their unprivileged user under the runtime its operator chose");
+    }
+    if flags.tmp_size != berth_spec::DEFAULT_TMP_SIZE {
+        bail!("--tmp-size is not available through a server: its sandboxes get the default /tmp");
     }
     let env = values(&flags.env)?;
     let secrets = secret_values(&crate::args::secret_specs(&flags.secrets)?)?;
@@ -160,10 +166,8 @@ pub async fn create(remote: Remote, args: CreateArgs) -> anyhow::Result<ExitCode
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| w.host.clone())
     });
-    let body = json!({
+    Ok(json!({
         "image": flags.image,
-        "name": args.name,
-        "command": args.command,
         "memory": flags.memory,
         "cpus": flags.cpus,
         "pids": flags.pids_limit,
@@ -177,7 +181,16 @@ pub async fn create(remote: Remote, args: CreateArgs) -> anyhow::Result<ExitCode
         "env": env,
         "workspace": workspace,
         "read_only": flags.read_only,
-    });
+    }))
+}
+
+pub async fn create(remote: Remote, args: CreateArgs) -> anyhow::Result<ExitCode> {
+    if args.sandbox.workdir.is_some() {
+        bail!("--workdir is not available with `berth create` through a server: give `--cwd DIR` to each `berth exec`");
+    }
+    let mut body = sandbox_body(&args.sandbox)?;
+    body["name"] = json!(args.name);
+    body["command"] = json!(args.command);
     let json_out = args.json;
     let sandbox = blocking(move || remote.json("POST", "/v1/sandboxes", Some(body))).await?;
     if json_out {
@@ -186,6 +199,52 @@ pub async fn create(remote: Remote, args: CreateArgs) -> anyhow::Result<ExitCode
         println!("{}", sandbox["id"].as_str().unwrap_or_default());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `berth run` through a server: a sandbox made for the command, the command streamed as
+/// `berth exec` streams it (its exit code is berth's; 124 on timeout), the sandbox removed
+/// after — also on Ctrl-C, and by the server's own timeout if this client vanishes.
+pub async fn run(remote: Remote, args: crate::args::RunArgs) -> anyhow::Result<ExitCode> {
+    if args.json || args.receipt.is_some() {
+        bail!("--json and --receipt are made by the local runner: through a server, use `berth create`, `berth exec` and `berth rm` (the server's audit log records them)");
+    }
+    if args.keep {
+        bail!(
+            "--keep is not available through a server: `berth create` makes a sandbox that stays"
+        );
+    }
+    let mut body = sandbox_body(&args.sandbox)?;
+    let limit = (!args.timeout.is_zero()).then(|| args.timeout.as_secs().max(1));
+    // The server removes the sandbox itself a minute after the command's own limit.
+    body["timeout"] = json!(limit.map_or(24 * 3600, |t| t + 60));
+    let exec = json!({"argv": args.command, "cwd": args.sandbox.workdir, "timeout_secs": limit});
+    let made = {
+        let remote = remote.clone();
+        blocking(move || remote.json("POST", "/v1/sandboxes", Some(body))).await?
+    };
+    let id = made["id"].as_str().unwrap_or_default().to_string();
+    let remove = {
+        let (remote, path) = (remote.clone(), sandbox_path(&id));
+        move || {
+            let _ = remote.json("DELETE", &path, None);
+        }
+    };
+    let path = format!("{}/exec", sandbox_path(&id));
+    let ran = tokio::task::spawn_blocking(move || -> anyhow::Result<u8> {
+        let response = remote.call("POST", &path, Some(exec))?;
+        follow_events(response.into_reader())
+    });
+    tokio::select! {
+        ran = ran => {
+            blocking(move || { remove(); Ok(()) }).await?;
+            Ok(ExitCode::from(ran??))
+        }
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("berth: interrupted; removing sandbox {id}");
+            blocking(move || { remove(); Ok(()) }).await?;
+            Ok(ExitCode::from(130))
+        }
+    }
 }
 
 pub async fn ps(remote: Remote, args: PsArgs) -> anyhow::Result<ExitCode> {
@@ -303,6 +362,64 @@ pub async fn lifecycle(
             None,
         )
         .map(drop)
+    })
+    .await
+}
+
+/// `berth top` through a server.
+pub async fn top(remote: Remote, args: crate::args::TopArgs) -> anyhow::Result<ExitCode> {
+    let path = format!("{}/processes", sandbox_path(&args.sandbox));
+    let list = blocking(move || remote.json("GET", &path, None)).await?;
+    let list: Vec<berth_service::exec::Process> =
+        serde_json::from_value(list).context("the server's process list")?;
+    super::exec::print_processes(&list, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `berth signal` through a server.
+pub async fn signal(remote: Remote, args: crate::args::SignalArgs) -> anyhow::Result<ExitCode> {
+    let path = format!(
+        "{}/processes/{}/signal",
+        sandbox_path(&args.sandbox),
+        encode(&args.tag)
+    );
+    let body = json!({"signal": args.signal});
+    blocking(move || remote.json("POST", &path, Some(body))).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `berth fs` through a server.
+pub async fn fs(remote: Remote, command: crate::args::FsCommand) -> anyhow::Result<ExitCode> {
+    use crate::args::FsCommand;
+    let base = format!("{}/files", sandbox_path(super::fs::sandbox_of(&command)));
+    let query = |path: &str| format!("?path={}", encode(path));
+    blocking(move || {
+        match &command {
+            FsCommand::Ls(a) => {
+                let list = remote.json("GET", &format!("{base}/list{}", query(&a.path)), None)?;
+                let list: Vec<berth_service::files::FileEntry> =
+                    serde_json::from_value(list).context("the server's listing")?;
+                super::fs::print(&list, a.json, false)?;
+            }
+            FsCommand::Stat(a) => {
+                let one = remote.json("GET", &format!("{base}/stat{}", query(&a.path)), None)?;
+                let one: berth_service::files::FileEntry =
+                    serde_json::from_value(one).context("the server's stat")?;
+                super::fs::print(&[one], a.json, true)?;
+            }
+            FsCommand::Mkdir(a) => {
+                remote.json("POST", &format!("{base}/mkdir{}", query(&a.path)), None)?;
+            }
+            FsCommand::Rm(a) => {
+                let path = format!("{base}{}&recursive={}", query(&a.path), a.recursive);
+                remote.json("DELETE", &path, None)?;
+            }
+            FsCommand::Mv(a) => {
+                let body = json!({"from": a.from, "to": a.to});
+                remote.json("POST", &format!("{base}/move"), Some(body))?;
+            }
+        }
+        Ok(ExitCode::SUCCESS)
     })
     .await
 }
@@ -586,6 +703,79 @@ pub async fn agent_run(
     remote: Remote,
     args: crate::args::AgentRunArgs,
 ) -> anyhow::Result<ExitCode> {
+    let Prepared {
+        cli,
+        keep,
+        max_kept,
+        print,
+        sandbox,
+        run,
+        missing,
+    } = prepare(&args)?;
+    let name = args.agent.name.clone();
+    let json_out = args.json;
+    let fail_on_denial = args.fail_on_denial;
+    blocking(move || {
+        let kept = match (&name, keep) {
+            (Some(n), true) => kept_sandboxes(&remote, n)?,
+            _ => Vec::new(),
+        };
+        let reuse = kept_sandbox(&kept, &print, &remote)?;
+        let reused = reuse.is_some();
+        let id = match reuse {
+            Some(id) => id,
+            None => {
+                let made = remote.json("POST", "/v1/sandboxes", Some(sandbox))?;
+                made["id"].as_str().unwrap_or_default().to_string()
+            }
+        };
+        if !json_out {
+            let how = if reused { "reusing" } else { "in" };
+            eprintln!("berth: {how} sandbox {id} (on {})", remote.base);
+        }
+        if keep {
+            prune_kept(&remote, &kept, max_kept, &id);
+        }
+        let started = std::time::Instant::now();
+        let result = stream_run(&remote, &id, &run, cli, json_out).map(|mut report| {
+            report.missing_env = missing;
+            report
+        });
+        if !keep {
+            // Made for this run, removed after it, whatever happened.
+            let _ = remote.json("DELETE", &sandbox_path(&id), None);
+        }
+        let mut report = result?;
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        report.fail_on_denial = fail_on_denial;
+        report.agent = name;
+        report.kept = keep;
+        if let (Some(asked), Some(got)) = (&args.resume, &report.session_id) {
+            if !args.fork && asked != got {
+                report.problems.push(format!(
+                    "{cli} did not resume session {asked}: it started {got} instead"
+                ));
+            }
+        }
+        Ok(super::agent::finish(&report, json_out))
+    })
+    .await
+}
+
+/// An agent run through a server, resolved at this edge: the sandbox to make (or find kept
+/// by its fingerprint) and the run to start in it.
+struct Prepared {
+    cli: berth_events::Cli,
+    keep: bool,
+    max_kept: usize,
+    /// The settings' fingerprint: a kept sandbox made from others is not reused.
+    print: String,
+    sandbox: Value,
+    run: Value,
+    missing: Vec<String>,
+}
+
+fn prepare(args: &crate::args::AgentRunArgs) -> anyhow::Result<Prepared> {
     if !args.agent.credentials.is_empty() {
         bail!("--credentials mounts a host file, which a server never does: give the key with --secret instead");
     }
@@ -606,7 +796,11 @@ pub async fn agent_run(
     let keep = args.keep || settings.keep == Some(true);
     let max_kept = args.max_containers.or(settings.max_containers).unwrap_or(1);
     let cli = settings.cli();
-    let (prompt, _) = super::agent::prompt(&args)?;
+    let prompt = match (&args.prompt, &args.prompt_file) {
+        // A session's start has no prompt.
+        (Some(p), None) if p.is_empty() => String::new(),
+        _ => super::agent::prompt(args)?.0,
+    };
     let policy = settings.egress();
     let secrets = secret_values(&policy.secrets)?;
     let (env, missing) = berth_runtimes::launch::cli_env(&settings);
@@ -653,9 +847,8 @@ pub async fn agent_run(
         sandbox["on_timeout"] = json!("stop");
         sandbox["labels"] = json!({SPEC_LABEL: print, KEEP_LABEL: "true"});
     }
-    let run_id = format!("run-{}", uuid::Uuid::new_v4().simple());
     let run = json!({
-        "id": run_id,
+        "id": format!("run-{}", uuid::Uuid::new_v4().simple()),
         "cli": cli.to_string(),
         "prompt": prompt,
         "model": settings.model,
@@ -666,84 +859,273 @@ pub async fn agent_run(
         "resume": args.resume,
         "fork": args.fork,
     });
+    Ok(Prepared {
+        cli,
+        keep,
+        max_kept,
+        print,
+        sandbox,
+        run,
+        missing,
+    })
+}
+
+/// Starts `run` (an agent run's body) in sandbox `id` and streams its events as
+/// `berth agent run` prints them, to the CLI's end.
+fn stream_run(
+    remote: &Remote,
+    id: &str,
+    run: &Value,
+    cli: berth_events::Cli,
+    json_out: bool,
+) -> anyhow::Result<berth_runtimes::launch::RunReport> {
+    let base = sandbox_path(id);
+    remote.json("POST", &format!("{base}/agent-runs"), Some(run.clone()))?;
+    let run_id = run["id"].as_str().unwrap_or_default();
+    let events = remote.call(
+        "GET",
+        &format!("{base}/agent-runs/{run_id}/events?cli={cli}"),
+        None,
+    )?;
+    let mut report = berth_runtimes::launch::RunReport::new(cli, id);
+    if follow_run(events.into_reader(), &mut report, json_out)? {
+        bail!("a run the server reports as a turn: {run_id}");
+    }
+    Ok(report)
+}
+
+/// Reads a run's (or a turn's) items into `report`, printing each event: true when a turn
+/// ended (the CLI still runs), false when the CLI ended.
+fn follow_run(
+    reader: impl Read,
+    report: &mut berth_runtimes::launch::RunReport,
+    json_out: bool,
+) -> anyhow::Result<bool> {
+    for line in std::io::BufReader::new(reader).lines() {
+        let line = line.context("the server's stream broke")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let item: Value = serde_json::from_str(&line)?;
+        match item["kind"].as_str() {
+            Some("event") => {
+                let record: berth_events::Record = serde_json::from_value(item["record"].clone())?;
+                report.summary.add(&record);
+                super::agent::print_event(&record, json_out);
+            }
+            Some("turn_ended") => {
+                report.cli_exit_code = Some(0);
+                if report.summary.session_id.is_some() {
+                    report.session_id = report.summary.session_id.clone();
+                }
+                return Ok(true);
+            }
+            Some("finished") => {
+                report.cli_exit_code = item["exit_code"].as_i64().map(|c| c as i32);
+                report.timed_out = item["timed_out"].as_bool().unwrap_or(false);
+                if report.summary.session_id.is_some() {
+                    report.session_id = report.summary.session_id.clone();
+                }
+                return Ok(false);
+            }
+            _ => bail!(
+                "{}",
+                item["message"].as_str().unwrap_or("the run's stream broke")
+            ),
+        }
+    }
+    bail!("the server's stream ended before the run did")
+}
+
+/// The process id prefix of an interactive session's run.
+const SESSION_RUN: &str = "session-";
+
+/// The agent's live interactive session among its kept sandboxes: (sandbox, run id).
+fn live_session(remote: &Remote, kept: &[Value]) -> anyhow::Result<Option<(String, String)>> {
+    for sandbox in kept.iter().rev().filter(|s| s["state"] == "running") {
+        let id = sandbox["id"].as_str().unwrap_or_default();
+        let list = remote.json("GET", &format!("{}/processes", sandbox_path(id)), None)?;
+        let list: Vec<berth_service::exec::Process> = serde_json::from_value(list)?;
+        let live = list.iter().filter(|p| p.running).find_map(|p| {
+            p.id.strip_prefix("agent.")
+                .filter(|run| run.starts_with(SESSION_RUN))
+        });
+        if let Some(run) = live {
+            return Ok(Some((id.to_string(), run.to_string())));
+        }
+    }
+    Ok(None)
+}
+
+/// `berth agent session start` through a server: the agent's kept sandbox there (made or
+/// reused as `agent run --keep` does), and Claude Code in it as an interactive run that
+/// waits for turns.
+pub async fn session_start(
+    remote: Remote,
+    args: crate::args::SessionStartArgs,
+) -> anyhow::Result<ExitCode> {
+    let Some(name) = args.agent.name.clone() else {
+        bail!("a session belongs to a named agent: berth agent session start --name pair --workspace .");
+    };
+    let run_args = crate::args::AgentRunArgs {
+        agent: args.agent.clone(),
+        prompt: Some(String::new()),
+        prompt_file: None,
+        keep: true,
+        max_containers: None,
+        resume: args.resume.clone(),
+        fork: false,
+        json: args.json,
+        fail_on_denial: false,
+    };
+    let prepared = prepare(&run_args)?;
+    let cli = prepared.cli;
+    let mut run = prepared.run.clone();
+    let run_id = format!("{SESSION_RUN}{}", uuid::Uuid::new_v4().simple());
+    run["id"] = json!(run_id);
+    run["interactive"] = json!(true);
+    run["prompt"] = json!("");
+    run["timeout_secs"] = Value::Null;
     let json_out = args.json;
-    let fail_on_denial = args.fail_on_denial;
     blocking(move || {
-        let kept = match (&name, keep) {
-            (Some(n), true) => kept_sandboxes(&remote, n)?,
-            _ => Vec::new(),
-        };
-        let reuse = kept_sandbox(&kept, &print, &remote)?;
-        let reused = reuse.is_some();
-        let id = match reuse {
+        let kept = kept_sandboxes(&remote, &name)?;
+        if let Some((sandbox, run)) = live_session(&remote, &kept)? {
+            bail!("agent {name:?} already has a running session ({run} in sandbox {sandbox}); `berth agent session stop {name}` ends it");
+        }
+        let id = match kept_sandbox(&kept, &prepared.print, &remote)? {
             Some(id) => id,
             None => {
-                let made = remote.json("POST", "/v1/sandboxes", Some(sandbox))?;
+                let made = remote.json("POST", "/v1/sandboxes", Some(prepared.sandbox))?;
                 made["id"].as_str().unwrap_or_default().to_string()
             }
         };
-        if !json_out {
-            let how = if reused { "reusing" } else { "in" };
-            eprintln!("berth: {how} sandbox {id} (on {})", remote.base);
+        prune_kept(&remote, &kept, prepared.max_kept, &id);
+        let started = remote.json(
+            "POST",
+            &format!("{}/agent-runs", sandbox_path(&id)),
+            Some(run),
+        )?;
+        let session_id = started["session_id"].as_str().unwrap_or_default();
+        if json_out {
+            println!(
+                "{}",
+                json!({"agent": name, "session_id": session_id, "sandbox_id": id, "cli": cli.to_string()})
+            );
+        } else {
+            println!("{session_id}");
+            eprintln!("berth: agent {name:?} is listening in sandbox {id} (on {}); send it turns with `berth agent send {name} \"…\"`", remote.base);
         }
-        if keep {
-            prune_kept(&remote, &kept, max_kept, &id);
-        }
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
+}
+
+/// `berth agent send` through a server: one turn to the agent's live session there; if it
+/// has none (its process died, its sandbox was stopped), a one-shot run in its kept sandbox
+/// that resumes its last session answers instead, as locally.
+pub async fn send(remote: Remote, args: crate::args::AgentSendArgs) -> anyhow::Result<ExitCode> {
+    berth_runtimes::store::validate_name(&args.name)?;
+    let timeout = args.timeout.as_secs().max(1);
+    blocking(move || {
+        let name = args.name.clone();
+        let agent = remote.json("GET", &format!("/v1/agents/{}", encode(&name)), None).map_err(
+            |e| anyhow::anyhow!("{e:#}; start a session with `berth agent session start --name {name}`"),
+        )?;
+        let cli: berth_events::Cli = agent["cli"].as_str().unwrap_or("claude").parse()?;
+        let kept = kept_sandboxes(&remote, &name)?;
         let started = std::time::Instant::now();
-        let result = (|| -> anyhow::Result<berth_runtimes::launch::RunReport> {
-            let base = sandbox_path(&id);
-            remote.json("POST", &format!("{base}/agent-runs"), Some(run))?;
-            let events = remote.call(
-                "GET",
-                &format!("{base}/agent-runs/{run_id}/events?cli={cli}"),
-                None,
-            )?;
-            let mut report = berth_runtimes::launch::RunReport::new(cli, &id);
-            report.missing_env = missing;
-            for line in std::io::BufReader::new(events.into_reader()).lines() {
-                let line = line.context("the server's stream broke")?;
-                if line.trim().is_empty() {
-                    continue;
+        let mut report = match live_session(&remote, &kept)? {
+            Some((sandbox, run)) => {
+                let turn = json!({"message": args.message, "cli": cli.to_string(), "timeout_secs": timeout});
+                let reply = remote.call(
+                    "POST",
+                    &format!("{}/agent-runs/{run}/turns", sandbox_path(&sandbox)),
+                    Some(turn),
+                )?;
+                let mut report = berth_runtimes::launch::RunReport::new(cli, &sandbox);
+                report.session_id = agent["last_session"].as_str().map(str::to_string);
+                if !follow_run(reply.into_reader(), &mut report, args.json)? && !report.timed_out {
+                    report.problems.push(format!(
+                        "the session process exited (code {}) before the turn's result",
+                        report.cli_exit_code.unwrap_or(-1)
+                    ));
                 }
-                let item: Value = serde_json::from_str(&line)?;
-                match item["kind"].as_str() {
-                    Some("event") => {
-                        let record: berth_events::Record =
-                            serde_json::from_value(item["record"].clone())?;
-                        report.summary.add(&record);
-                        super::agent::print_event(&record, json_out);
-                    }
-                    Some("finished") => {
-                        report.cli_exit_code = item["exit_code"].as_i64().map(|c| c as i32);
-                        report.timed_out = item["timed_out"].as_bool().unwrap_or(false);
-                        report.session_id = report.summary.session_id.clone();
-                        return Ok(report);
-                    }
-                    _ => bail!(
-                        "{}",
-                        item["message"].as_str().unwrap_or("the run's stream broke")
-                    ),
-                }
+                report
             }
-            bail!("the server's stream ended before the run did")
-        })();
-        if !keep {
-            // Made for this run, removed after it, whatever happened.
-            let _ = remote.json("DELETE", &sandbox_path(&id), None);
-        }
-        let mut report = result?;
+            None => {
+                let Some(session) = agent["last_session"].as_str() else {
+                    bail!("agent {name:?} has no session to send to: start one with `berth agent session start --name {name}`");
+                };
+                let Some(sandbox) = kept.last() else {
+                    bail!("agent {name:?} has no sandbox on the server: start a session with `berth agent session start --name {name}`");
+                };
+                let id = kept_sandbox(std::slice::from_ref(sandbox), sandbox["labels"][SPEC_LABEL].as_str().unwrap_or_default(), &remote)?
+                    .unwrap_or_default();
+                eprintln!("berth: agent {name:?} has no running session; answered with a one-shot run that resumed the session");
+                let run = json!({
+                    "id": format!("run-{}", uuid::Uuid::new_v4().simple()),
+                    "cli": cli.to_string(),
+                    "prompt": args.message,
+                    "timeout_secs": timeout,
+                    "resume": session,
+                });
+                stream_run(&remote, &id, &run, cli, args.json)?
+            }
+        };
         report.duration_ms = started.elapsed().as_millis() as u64;
-        report.fail_on_denial = fail_on_denial;
-        report.agent = name;
-        report.kept = keep;
-        if let (Some(asked), Some(got)) = (&args.resume, &report.session_id) {
-            if !args.fork && asked != got {
-                report.problems.push(format!(
-                    "{cli} did not resume session {asked}: it started {got} instead"
-                ));
+        report.agent = Some(name);
+        report.kept = true;
+        Ok(super::agent::finish(&report, args.json))
+    })
+    .await
+}
+
+/// `berth agent session stop` through a server: the live session's stdin closed, then
+/// SIGTERM to its CLI.
+pub async fn session_stop(
+    remote: Remote,
+    args: crate::args::AgentNameArg,
+) -> anyhow::Result<ExitCode> {
+    blocking(move || {
+        let kept = kept_sandboxes(&remote, &args.name)?;
+        match live_session(&remote, &kept)? {
+            Some((sandbox, run)) => {
+                let base = format!("{}/processes/agent.{run}", sandbox_path(&sandbox));
+                // EOF ends a CLI reading turns; one that is still there after a moment gets
+                // SIGTERM.
+                let _ = remote
+                    .request("POST", &format!("{base}/stdin?close=true"))
+                    .send_bytes(&[]);
+                let process = format!("agent.{run}");
+                let running = || -> anyhow::Result<bool> {
+                    let list = remote.json(
+                        "GET",
+                        &format!("{}/processes", sandbox_path(&sandbox)),
+                        None,
+                    )?;
+                    let list: Vec<berth_service::exec::Process> = serde_json::from_value(list)?;
+                    Ok(list.iter().any(|p| p.id == process && p.running))
+                };
+                let mut ended = false;
+                for _ in 0..10 {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if !running()? {
+                        ended = true;
+                        break;
+                    }
+                }
+                if !ended {
+                    remote.json(
+                        "POST",
+                        &format!("{}/agent-runs/{run}/cancel", sandbox_path(&sandbox)),
+                        None,
+                    )?;
+                }
+                eprintln!("berth: stopped the session of agent {:?}", args.name);
             }
+            None => eprintln!("berth: agent {:?} has no running session", args.name),
         }
-        Ok(super::agent::finish(&report, json_out))
+        Ok(ExitCode::SUCCESS)
     })
     .await
 }

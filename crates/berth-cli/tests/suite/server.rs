@@ -1023,6 +1023,66 @@ fn cli_remote_mode_goes_through_the_server() {
         "leaf\n"
     );
 
+    // fs, exec -d, top and signal through the server, printed as locally.
+    let out = remote(&["fs", "mkdir", &id, "/tmp/made/deep"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = remote(&["fs", "mv", &id, "/tmp/in.txt", "/tmp/made/moved.txt"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = remote(&["fs", "ls", "--json", &id, "/tmp/made"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listing: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut names: Vec<&str> = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["deep", "moved.txt"]);
+    let out = remote(&["fs", "stat", &id, "/tmp/made/moved.txt"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out).starts_with("file") && stdout(&out).contains("moved.txt"),
+        "{}",
+        stdout(&out)
+    );
+    let out = remote(&["fs", "rm", &id, "/tmp/made"]).output().unwrap();
+    assert!(!out.status.success(), "a directory needs -r");
+    let out = remote(&["fs", "rm", "-r", &id, "/tmp/made"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = remote(&["fs", "stat", &id, "/tmp/made"]).output().unwrap();
+    assert!(!out.status.success(), "removed");
+    let out = remote(&["exec", "-d", "--tag", "napper", &id, "--", "sleep", "300"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = remote(&["top", "--json", &id]).output().unwrap();
+    let top: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(top[0]["tag"], "napper");
+    assert_eq!(top[0]["running"], true);
+    let out = remote(&["signal", "-s", "KILL", &id, "napper"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = remote(&["top", &id]).output().unwrap();
+        if stdout(&out).contains("exited 137") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", stdout(&out));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     let out = remote(&["ps", "--json"]).output().unwrap();
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list[0]["id"], id.as_str());
@@ -1036,6 +1096,30 @@ fn cli_remote_mode_goes_through_the_server() {
     let out = remote(&["exec", &id, "--", "true"]).output().unwrap();
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("404"), "{}", stderr(&out));
+    // `berth run` through the server: output and exit code as locally, 124 on timeout, and
+    // the sandbox made for it is gone after.
+    let out = remote(&[
+        "run",
+        "-e",
+        "WHO=remote",
+        "--",
+        "sh",
+        "-c",
+        "echo hi $WHO; exit 3",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "hi remote\n");
+    let out = remote(&["run", "--timeout", "1s", "--", "sleep", "30"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
+    let out = remote(&["run", "--json", "--", "true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("berth create"), "{}", stderr(&out));
+    let out = remote(&["ps", "-q"]).output().unwrap();
+    assert_eq!(stdout(&out).trim(), "", "run removes what it made");
     // `berth agent run` through the server: the same events, summary and exit codes.
     super::agent::ensure_fake_image();
     let image = super::agent::IMAGE;
@@ -1093,9 +1177,13 @@ fn cli_remote_mode_goes_through_the_server() {
         "{}",
         stderr(&out)
     );
-    let out = remote(&["run", "--", "true"]).output().unwrap();
+    let out = remote(&["gc"]).output().unwrap();
     assert_eq!(out.status.code(), Some(125));
-    assert!(stderr(&out).contains("not available through a server"));
+    assert!(
+        stderr(&out).contains("act on this machine"),
+        "{}",
+        stderr(&out)
+    );
     let out = berth()
         .env("BERTH_SERVER", &server.url)
         .env_remove("BERTH_API_KEY")
@@ -2070,4 +2158,156 @@ fn server_sigkilled_mid_archive_upload_keeps_the_old_file_whole() {
             .0,
         204
     );
+}
+
+#[test]
+fn cli_remote_sessions_answer_turn_by_turn_one_at_a_time_and_fall_back_when_the_process_died() {
+    super::agent::ensure_fake_image();
+    let server = Server::init();
+    let alice = key(&server.state, "alice", false);
+    let remote = || {
+        let mut cmd = berth();
+        cmd.env("BERTH_SERVER", &server.url)
+            .env("BERTH_API_KEY", &alice)
+            .env(
+                "BERTH_STATE_DIR",
+                "/nonexistent/remote-mode-uses-no-local-state",
+            );
+        cmd
+    };
+    let start = || {
+        remote()
+            .args(["agent", "session", "start", "--image"])
+            .args([super::agent::IMAGE, "--name", "pair", "--json"])
+            .output()
+            .unwrap()
+    };
+    let out = start();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let started: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let session = started["session_id"].as_str().unwrap().to_string();
+    let sandbox = started["sandbox_id"].as_str().unwrap().to_string();
+    assert!(!session.is_empty(), "{started}");
+    let out = start();
+    assert_eq!(out.status.code(), Some(125), "one live session per agent");
+    assert!(
+        stderr(&out).contains("already has a running session"),
+        "{}",
+        stderr(&out)
+    );
+
+    let send = |msg: &str, extra: &[&str]| {
+        remote()
+            .args(["agent", "send"])
+            .args(extra)
+            .args(["pair", msg])
+            .output()
+            .unwrap()
+    };
+    let one = send("what does `main.rs` do? $(x)", &[]);
+    assert_eq!(one.status.code(), Some(0), "{}", stderr(&one));
+    assert!(
+        stdout(&one).contains("echo: what does `main.rs` do? $(x)"),
+        "{}",
+        stdout(&one)
+    );
+    assert!(stdout(&one).contains("history: 0 earlier turns"));
+    let two = send("now add a test", &["--json"]);
+    assert_eq!(two.status.code(), Some(0), "{}", stderr(&two));
+    let lines: Vec<Value> = stdout(&two)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.last().unwrap()["session_id"], session.as_str());
+    assert!(lines.iter().any(|e| e["type"] == "assistant_text"
+        && e["text"]
+            .as_str()
+            .unwrap()
+            .contains("history: 1 earlier turns")));
+    assert_eq!(
+        lines.iter().filter(|e| e["type"] == "result").count(),
+        1,
+        "the reply ended at its own result"
+    );
+
+    // One turn at a time: while a turn hangs, another is refused with 409.
+    let (_, processes) = server.call(
+        "GET",
+        &format!("/v1/sandboxes/{sandbox}/processes"),
+        &alice,
+        None,
+    );
+    let process = processes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["running"] == true)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let run = process.strip_prefix("agent.").unwrap().to_string();
+    let turns = format!("/v1/sandboxes/{sandbox}/agent-runs/{run}/turns");
+    let hanging = server
+        .req("POST", &turns, &alice)
+        .send_json(json!({"message": "fake:hang", "timeout_secs": 2}))
+        .unwrap();
+    let (status, body) = server.call("POST", &turns, &alice, Some(json!({"message": "me too"})));
+    assert_eq!(status, 409, "{body}");
+    // The hanging turn hits its timeout: the session's CLI is ended, and says so.
+    let items: Vec<Value> = BufReader::new(hanging.into_reader())
+        .lines()
+        .map(|l| l.unwrap())
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect();
+    let last = items.last().unwrap();
+    assert_eq!(
+        (last["kind"].as_str(), last["timed_out"].as_bool()),
+        (Some("finished"), Some(true)),
+        "{items:?}"
+    );
+
+    // The process is gone: the next send says so and resumes the session in a one-shot run.
+    let three = send("and the docs", &[]);
+    assert_eq!(three.status.code(), Some(0), "{}", stderr(&three));
+    assert!(
+        stderr(&three).contains("no running session"),
+        "{}",
+        stderr(&three)
+    );
+    assert!(
+        stdout(&three).contains("history: 2 earlier turns"),
+        "{}",
+        stdout(&three)
+    );
+
+    // A new session, and stop ends it.
+    let out = start();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = remote()
+        .args(["agent", "session", "stop", "pair"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stopped the session"),
+        "{}",
+        stderr(&out)
+    );
+    wait_until("the session's CLI ends", Duration::from_secs(20), || {
+        let (_, processes) = server.call(
+            "GET",
+            &format!("/v1/sandboxes/{sandbox}/processes"),
+            &alice,
+            None,
+        );
+        !processes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["running"] == true)
+    });
+    let out = remote().args(["agent", "rm", "pair"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
 }
