@@ -93,17 +93,21 @@ impl Server {
             &format!("/v1/sandboxes/{id}/exec"),
             Some(json!({"argv": argv})),
         )?;
-        for line in BufReader::new(response.into_reader()).lines() {
-            let line = line?;
-            if line.is_empty() {
+        let mut reader = BufReader::new(response.into_reader());
+        let mut line = String::new();
+        while reader.read_line(&mut line)? > 0 {
+            let text = std::mem::take(&mut line);
+            if text.trim().is_empty() {
                 continue;
             }
-            let event: Value = serde_json::from_str(&line)?;
+            let event: Value = serde_json::from_str(&text)?;
             if event["type"] == "exited" {
+                // Read to the body's end, so the connection goes back to the pool.
+                std::io::copy(&mut reader, &mut std::io::sink())?;
                 return event["code"].as_i64().context("no code");
             }
             if event["type"] == "start_failed" || event["type"] == "error" {
-                bail!("exec failed: {line}");
+                bail!("exec failed: {}", text.trim());
             }
         }
         bail!("no exit")

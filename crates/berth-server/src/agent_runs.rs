@@ -297,7 +297,7 @@ fn record_session(
         {
             let mut parser = StreamParser::new(cli);
             let mut summary = Summary::default();
-            while let Some(event) = rx.recv().await {
+            while let Some(event) = rx.next().await {
                 let records = match &event {
                     ExecEvent::Stdout { .. } => parser.push(&event.bytes().unwrap_or_default()),
                     ExecEvent::Exited { .. } => parser.finish(),
@@ -370,7 +370,7 @@ pub async fn events(
         .await?;
     let mut parser = StreamParser::new(cli);
     let mut summary = Summary::default();
-    let items = ReceiverStream::new(rx).flat_map(move |event| {
+    let items = rx.flat_map(move |event| {
         let _ = &guard;
         let mut out: Vec<(usize, AgentRunItem)> = Vec::new();
         let mut records = Vec::new();
@@ -537,7 +537,7 @@ pub async fn turn(
         let mut timed_out = false;
         loop {
             let event = tokio::select! {
-                event = rx.recv() => event,
+                event = rx.next() => event,
                 () = &mut deadline, if !timed_out => {
                     // The CLI's whole process tree ends; its exit follows.
                     timed_out = true;

@@ -17,7 +17,6 @@ use berth_service::{CreateRequest, ExecEvent, ExecRequest, Offsets, ServiceError
 use berth_spec::{EgressPolicy, HostPattern, Limits, MountSpec, NetworkMode, SandboxSpec};
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
-use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use utoipa::IntoParams;
 
@@ -594,32 +593,31 @@ fn render(
             .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(10)))
             .into_response();
     }
-    let (tx, rx) = mpsc::channel::<Result<bytes::Bytes, Infallible>>(16);
-    tokio::spawn(async move {
-        let _guard = guard;
-        let mut events = std::pin::pin!(events);
-        loop {
-            let next =
-                tokio::time::timeout(std::time::Duration::from_secs(10), events.next()).await;
-            let line = match next {
+    // Lines straight from the events, in the connection's own task (no hop through another
+    // task on the way out); a quiet command gets an empty line every 10 s.
+    let lines = futures_util::stream::unfold(
+        (Box::pin(events), guard),
+        |(mut events, guard)| async move {
+            let line = match tokio::time::timeout(KEEP_ALIVE, events.next()).await {
                 Ok(Some(event)) => {
                     let mut line = serde_json::to_vec(&event).unwrap_or_default();
                     line.push(b'\n');
-                    line
+                    bytes::Bytes::from(line)
                 }
-                Ok(None) => break,
-                Err(_) => b"\n".to_vec(),
+                Ok(None) => return None,
+                Err(_) => bytes::Bytes::from_static(b"\n"),
             };
-            if tx.send(Ok(bytes::Bytes::from(line))).await.is_err() {
-                break;
-            }
-        }
-    });
+            Some((Ok::<_, Infallible>(line), (events, guard)))
+        },
+    );
     Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .body(Body::from_stream(ReceiverStream::new(rx)))
+        .body(Body::from_stream(lines))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
+
+/// How long a quiet stream goes without a keep-alive.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs a command to completion, streaming its events: `started`, `stdout`/`stderr` (with
 /// byte offsets), then exactly one of `exited`, `start_failed` or `error` (the stream broke:
@@ -645,7 +643,7 @@ pub async fn exec(
     let started = Instant::now();
     let rx = state.service.exec(&record, &body).await?;
     let metrics = state.metrics.clone();
-    let events = ReceiverStream::new(rx).map(move |event| {
+    let events = rx.map(move |event| {
         if event.is_final() {
             metrics.observe_exec(started.elapsed());
         }
@@ -742,7 +740,7 @@ pub async fn process_output(
     };
     let guard = state.activity(&record.id);
     let rx = state.service.attach(&record, &pid, from).await?;
-    Ok(render(ReceiverStream::new(rx), wants_sse(&headers), guard))
+    Ok(render(rx, wants_sse(&headers), guard))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

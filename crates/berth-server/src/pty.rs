@@ -167,7 +167,7 @@ async fn session(state: AppState, record: SandboxRecord, socket: WebSocket, _gua
         // The client went away: hang up, as a closed terminal does.
         let _ = keys.send(Input::Signal(SIGHUP)).await;
     });
-    while let Some(event) = events.recv().await {
+    while let Some(event) = events.next().await {
         let frame = match &event {
             ExecEvent::Stdout { .. } | ExecEvent::Stderr { .. } => {
                 Message::Binary(event.bytes().unwrap_or_default().into())

@@ -217,53 +217,69 @@ impl Converter {
     }
 }
 
-/// Pumps an agent output stream into events until the final one. A stream that breaks is
-/// explained by what happened to the sandbox (its container exited with 137, …), asked of
-/// `engine` only then.
-fn pump<E: Engine, T: Send + 'static>(
-    mut stream: tonic::Streaming<berth_protocol::v1::ExecOutput>,
+/// A process's events, ending with exactly one final event (`exited`, `start_failed` or
+/// `error`). Dropping it lets go of the process's stream (a foreground process then ends).
+pub type ExecEvents = std::pin::Pin<Box<dyn futures_util::Stream<Item = ExecEvent> + Send>>;
+
+/// What [`events`] carries from one event to the next.
+struct Pumped<E, T> {
+    stream: tonic::Streaming<berth_protocol::v1::ExecOutput>,
+    converter: Converter,
+    /// Held while the events are read (the input side, the client).
+    _keep: T,
+    engine: Arc<E>,
+    record: SandboxRecord,
+}
+
+/// An agent output stream as events, converted as they are read (by whoever reads them, no
+/// task in between), until the final one. A stream that breaks is explained by what happened
+/// to the sandbox (its container exited with 137, …), asked of `engine` only then.
+fn events<E: Engine, T: Send + 'static>(
+    stream: tonic::Streaming<berth_protocol::v1::ExecOutput>,
     from: Offsets,
     keep: T,
     engine: Arc<E>,
     record: &SandboxRecord,
-) -> mpsc::Receiver<ExecEvent> {
-    let (tx, rx) = mpsc::channel(64);
-    let record = record.clone();
-    tokio::spawn(async move {
-        let _keep = keep;
-        let mut converter = Converter {
+) -> ExecEvents {
+    let state = Pumped {
+        stream,
+        converter: Converter {
             seen: Offsets::default(),
             from,
-        };
-        loop {
-            let broke = match stream.message().await {
-                Ok(Some(msg)) => match msg.output.and_then(|o| converter.convert(o)) {
-                    Some(event) => {
-                        let last = event.is_final();
-                        if tx.send(event).await.is_err() || last {
-                            break;
+        },
+        _keep: keep,
+        engine,
+        record: record.clone(),
+    };
+    Box::pin(futures_util::stream::unfold(
+        Some(state),
+        |state| async move {
+            let mut state = state?;
+            loop {
+                let broke = match state.stream.message().await {
+                    Ok(Some(msg)) => match msg.output.and_then(|o| state.converter.convert(o)) {
+                        Some(event) => {
+                            let next = (!event.is_final()).then_some(state);
+                            return Some((event, next));
                         }
-                        continue;
+                        None => continue,
+                    },
+                    Ok(None) => {
+                        "the sandbox's agent ended the stream before the process ended".to_string()
                     }
-                    None => continue,
-                },
-                Ok(None) => {
-                    "the sandbox's agent ended the stream before the process ended".to_string()
-                }
-                Err(status) => format!(
-                    "the stream from the sandbox's agent broke ({})",
-                    status.message()
-                ),
-            };
-            let message = match sandbox::recheck(engine.as_ref(), &record).await {
-                Err(why) => ServiceError::from(why).to_string(),
-                Ok(_) => format!("{broke}; the process's outcome is unknown"),
-            };
-            let _ = tx.send(ExecEvent::Error { message }).await;
-            break;
-        }
-    });
-    rx
+                    Err(status) => format!(
+                        "the stream from the sandbox's agent broke ({})",
+                        status.message()
+                    ),
+                };
+                let message = match sandbox::recheck(state.engine.as_ref(), &state.record).await {
+                    Err(why) => ServiceError::from(why).to_string(),
+                    Ok(_) => format!("{broke}; the process's outcome is unknown"),
+                };
+                return Some((ExecEvent::Error { message }, None));
+            }
+        },
+    ))
 }
 
 fn start_message(request: &ExecRequest, detach: bool, tag: &str) -> ExecStart {
@@ -360,7 +376,7 @@ impl<E: Engine> Service<E> {
         &self,
         record: &SandboxRecord,
         request: &ExecRequest,
-    ) -> Result<mpsc::Receiver<ExecEvent>, ServiceError> {
+    ) -> Result<ExecEvents, ServiceError> {
         check_argv(request)?;
         let mut client = self.agent(record).await?;
         let (tx, rx) = mpsc::channel::<ExecInput>(4);
@@ -380,7 +396,7 @@ impl<E: Engine> Service<E> {
             .await?
             .into_inner();
         // The input side stays open until the output ends (closing it is not a signal).
-        Ok(pump(
+        Ok(events(
             stream,
             Offsets::default(),
             (tx, client),
@@ -397,7 +413,7 @@ impl<E: Engine> Service<E> {
         record: &SandboxRecord,
         request: &ExecRequest,
         attachment: Attachment,
-    ) -> Result<(mpsc::Sender<Input>, mpsc::Receiver<ExecEvent>), ServiceError> {
+    ) -> Result<(mpsc::Sender<Input>, ExecEvents), ServiceError> {
         check_argv(request)?;
         let mut client = self.agent(record).await?;
         let mut start = start_message(request, false, "");
@@ -434,7 +450,7 @@ impl<E: Engine> Service<E> {
         });
         Ok((
             inputs,
-            pump(
+            events(
                 stream,
                 Offsets::default(),
                 (tx, client),
@@ -545,7 +561,7 @@ impl<E: Engine> Service<E> {
         record: &SandboxRecord,
         id: &str,
         from: Offsets,
-    ) -> Result<mpsc::Receiver<ExecEvent>, ServiceError> {
+    ) -> Result<ExecEvents, ServiceError> {
         self.subscribe(record, id, from, false).await
     }
 
@@ -556,7 +572,7 @@ impl<E: Engine> Service<E> {
         &self,
         record: &SandboxRecord,
         id: &str,
-    ) -> Result<mpsc::Receiver<ExecEvent>, ServiceError> {
+    ) -> Result<ExecEvents, ServiceError> {
         self.subscribe(record, id, Offsets::default(), true).await
     }
 
@@ -566,7 +582,7 @@ impl<E: Engine> Service<E> {
         id: &str,
         from: Offsets,
         follow_only: bool,
-    ) -> Result<mpsc::Receiver<ExecEvent>, ServiceError> {
+    ) -> Result<ExecEvents, ServiceError> {
         check_process_id(id)?;
         let mut client = self.agent(record).await?;
         let stream = self
@@ -579,7 +595,7 @@ impl<E: Engine> Service<E> {
             )
             .await?
             .into_inner();
-        Ok(pump(stream, from, client, self.engine.clone(), record))
+        Ok(events(stream, from, client, self.engine.clone(), record))
     }
 
     /// Sends a signal (a number, e.g. 15) to a background process.

@@ -12,9 +12,9 @@ use std::process::ExitCode;
 use anyhow::bail;
 use berth_service::exec::{Attachment, Input};
 use berth_service::{ExecEvent, ExecRequest, Offsets};
+use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal as on_signal, SignalKind};
-use tokio::sync::mpsc;
 
 use crate::args::{ExecArgs, SignalArgs, TopArgs};
 
@@ -157,10 +157,10 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
 
 /// Writes a process's output as it arrives and returns its exit code.
 async fn render(
-    mut events: mpsc::Receiver<ExecEvent>,
+    mut events: berth_service::exec::ExecEvents,
     raw: Option<RawMode>,
 ) -> anyhow::Result<ExitCode> {
-    while let Some(event) = events.recv().await {
+    while let Some(event) = events.next().await {
         match event {
             ExecEvent::Stdout { .. } => {
                 let mut out = std::io::stdout().lock();
