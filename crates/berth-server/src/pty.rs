@@ -1,11 +1,13 @@
-//! A terminal in a sandbox over a WebSocket (`GET /v1/sandboxes/{id}/pty`).
+//! A process attached over a WebSocket (`GET /v1/sandboxes/{id}/pty`): a terminal, or with
+//! `"tty": false` plain stdin, stdout and stderr.
 //!
 //! The client's first message is a text frame with the process to run (`PtyStart`); then
-//! binary frames are keystrokes and text frames are controls (`{"resize": {"rows": R,
-//! "cols": C}}`, `{"signal": N}`, `{"close_stdin": true}`). The server sends the terminal's
-//! output as binary frames and ends with one text frame, the final event (`exited`,
-//! `start_failed` or `error`), then closes. A client that goes away hangs the process up
-//! (SIGHUP), as closing a terminal does.
+//! binary frames are stdin (keystrokes) and text frames are controls (`{"resize": {"rows": R,
+//! "cols": C}}`, `{"signal": N}`, `{"close_stdin": true}`). The server sends the output as
+//! binary frames — a terminal's as it is; without one, each frame's first byte says which
+//! stream the rest is (1 stdout, 2 stderr) — and ends with one text frame, the final event
+//! (`exited`, `start_failed` or `error`), then closes. A client that goes away hangs the
+//! process up (SIGHUP), as closing a terminal does.
 
 use std::collections::BTreeMap;
 
@@ -41,6 +43,13 @@ pub struct PtyStart {
     pub rows: Option<u32>,
     #[serde(default)]
     pub cols: Option<u32>,
+    /// A terminal (default), or `false`: plain stdin, stdout and stderr.
+    #[serde(default)]
+    pub tty: Option<bool>,
+    /// End the process's whole tree after this many seconds (exit code 124).
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,7 +118,10 @@ async fn session(state: AppState, record: SandboxRecord, socket: WebSocket, _gua
         },
         env: start.env,
         cwd: start.cwd,
-        timeout: None,
+        timeout: start
+            .timeout_secs
+            .filter(|t| *t > 0)
+            .map(std::time::Duration::from_secs),
         stdin: None,
         user: None,
     };
@@ -117,13 +129,14 @@ async fn session(state: AppState, record: SandboxRecord, socket: WebSocket, _gua
         start.rows.unwrap_or(24).clamp(1, 1000),
         start.cols.unwrap_or(80).clamp(1, 1000),
     );
+    let tty = start.tty.unwrap_or(true);
     let (inputs, mut events) = match state
         .service
         .exec_interactive(
             &record,
             &request,
             berth_service::exec::Attachment {
-                tty: Some(size),
+                tty: tty.then_some(size),
                 stdin: true,
             },
         )
@@ -169,8 +182,20 @@ async fn session(state: AppState, record: SandboxRecord, socket: WebSocket, _gua
     });
     while let Some(event) = events.next().await {
         let frame = match &event {
-            ExecEvent::Stdout { .. } | ExecEvent::Stderr { .. } => {
+            ExecEvent::Stdout { .. } | ExecEvent::Stderr { .. } if tty => {
                 Message::Binary(event.bytes().unwrap_or_default().into())
+            }
+            ExecEvent::Stdout { .. } | ExecEvent::Stderr { .. } => {
+                let stream = if matches!(event, ExecEvent::Stdout { .. }) {
+                    STDOUT
+                } else {
+                    STDERR
+                };
+                let data = event.bytes().unwrap_or_default();
+                let mut frame = Vec::with_capacity(data.len() + 1);
+                frame.push(stream);
+                frame.extend_from_slice(&data);
+                Message::Binary(frame.into())
             }
             ExecEvent::Started { .. } => continue,
             _ => final_frame(&event),
@@ -190,3 +215,6 @@ async fn session(state: AppState, record: SandboxRecord, socket: WebSocket, _gua
 
 /// SIGHUP's number on Linux.
 const SIGHUP: i32 = 1;
+/// Without a terminal, the first byte of an output frame: which stream the rest is.
+pub const STDOUT: u8 = 1;
+pub const STDERR: u8 = 2;

@@ -19,7 +19,7 @@ use tokio::signal::unix::{signal as on_signal, SignalKind};
 use crate::args::{ExecArgs, SignalArgs, TopArgs};
 
 /// The local terminal's `(rows, cols)`; 24 × 80 when it has none.
-fn terminal_size() -> (u32, u32) {
+pub(crate) fn terminal_size() -> (u32, u32) {
     // SAFETY: an all-zero winsize is valid for TIOCGWINSZ to overwrite.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
     // SAFETY: TIOCGWINSZ writes a winsize into a pointer that outlives the call.
@@ -32,10 +32,10 @@ fn terminal_size() -> (u32, u32) {
 }
 
 /// Puts the local terminal in raw mode until dropped.
-struct RawMode(Option<nix::sys::termios::Termios>);
+pub(crate) struct RawMode(Option<nix::sys::termios::Termios>);
 
 impl RawMode {
-    fn enable() -> Self {
+    pub(crate) fn enable() -> Self {
         use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
         let stdin = std::io::stdin();
         match tcgetattr(&stdin) {
@@ -102,7 +102,19 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         .await?;
     let raw = (args.tty && std::io::stdin().is_terminal()).then(RawMode::enable);
 
-    if args.interactive {
+    forward_terminal(&inputs, args.interactive, args.tty);
+    render(events, raw).await
+}
+
+/// What the user does at this end goes to the process as [`Input`]s: stdin (with `-i`; EOF
+/// closes it), the terminal's size (with `-t`, on every SIGWINCH), and Ctrl-C and SIGTERM
+/// (to its process group; in a terminal, Ctrl-C is just a byte). Local and remote alike.
+pub(crate) fn forward_terminal(
+    inputs: &tokio::sync::mpsc::Sender<Input>,
+    interactive: bool,
+    tty: bool,
+) {
+    if interactive {
         let tx = inputs.clone();
         tokio::spawn(async move {
             let mut stdin = tokio::io::stdin();
@@ -123,7 +135,7 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
             }
         });
     }
-    if args.tty {
+    if tty {
         let tx = inputs.clone();
         if let Ok(mut winch) = on_signal(SignalKind::window_change()) {
             tokio::spawn(async move {
@@ -152,7 +164,6 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
             });
         }
     }
-    render(events, raw).await
 }
 
 /// Writes a process's output as it arrives and returns its exit code.

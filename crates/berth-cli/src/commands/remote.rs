@@ -5,7 +5,7 @@
 //! environment for `--env NAME` and `--secret NAME`, host paths for `cp`) and sends only
 //! values; the server never reads this machine.
 
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -449,34 +449,140 @@ fn follow_events(reader: impl Read) -> anyhow::Result<u8> {
         let event: berth_service::ExecEvent = serde_json::from_str(&line)
             .with_context(|| format!("the server sent an event berth does not know: {line}"))?;
         match &event {
-            berth_service::ExecEvent::Stdout { .. } => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(&event.bytes().unwrap_or_default())?;
-                out.flush()?;
-            }
-            berth_service::ExecEvent::Stderr { .. } => {
-                let mut err = std::io::stderr().lock();
-                err.write_all(&event.bytes().unwrap_or_default())?;
-                err.flush()?;
-            }
-            berth_service::ExecEvent::Exited { code, .. } => {
-                return Ok(u8::try_from(*code).unwrap_or(crate::EXIT_BERTH))
-            }
-            berth_service::ExecEvent::StartFailed { exit_code, message } => {
-                eprintln!("berth: {message}");
-                return Ok(u8::try_from(*exit_code).unwrap_or(127));
-            }
-            berth_service::ExecEvent::Error { message } => bail!("{message}"),
+            berth_service::ExecEvent::Stdout { .. } => write_out(
+                &mut std::io::stdout().lock(),
+                &event.bytes().unwrap_or_default(),
+            )?,
+            berth_service::ExecEvent::Stderr { .. } => write_out(
+                &mut std::io::stderr().lock(),
+                &event.bytes().unwrap_or_default(),
+            )?,
             berth_service::ExecEvent::Started { .. } => {}
+            _ => return final_code(&event),
+        }
+    }
+    bail!("the server's stream ended before the process did; its outcome is unknown")
+}
+
+fn write_out(out: &mut impl Write, data: &[u8]) -> std::io::Result<()> {
+    out.write_all(data)?;
+    out.flush()
+}
+
+/// The exit code a final event means (`exited`, `start_failed`), or the error it reports.
+fn final_code(event: &berth_service::ExecEvent) -> anyhow::Result<u8> {
+    match event {
+        berth_service::ExecEvent::Exited { code, .. } => {
+            Ok(u8::try_from(*code).unwrap_or(crate::EXIT_BERTH))
+        }
+        berth_service::ExecEvent::StartFailed { exit_code, message } => {
+            eprintln!("berth: {message}");
+            Ok(u8::try_from(*exit_code).unwrap_or(127))
+        }
+        berth_service::ExecEvent::Error { message } => bail!("{message}"),
+        _ => bail!("the server sent a final event berth does not know"),
+    }
+}
+
+/// `berth exec -i` / `-t` through a server: the process attached over the server's
+/// WebSocket (`/pty`), stdin streamed as it is read (bytes, not text), the terminal's size and
+/// signals forwarded as locally; without `-t` each output frame says its stream.
+async fn exec_attached(
+    remote: Remote,
+    args: ExecArgs,
+    env: serde_json::Map<String, Value>,
+    timeout: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!(
+        "{}{}/pty",
+        remote.base.replacen("http://", "ws://", 1),
+        sandbox_path(&args.sandbox)
+    );
+    let mut request = url.into_client_request()?;
+    request.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {}", remote.key)
+            .parse()
+            .context("BERTH_API_KEY is not a valid header value")?,
+    );
+    let (socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .map_err(|e| match e {
+            tokio_tungstenite::tungstenite::Error::Http(response) => {
+                let body: Value = response
+                    .body()
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or(Value::Null);
+                let message = body["message"].as_str().unwrap_or("no message");
+                anyhow::anyhow!(
+                    "the server answered {}: {message}",
+                    response.status().as_u16()
+                )
+            }
+            other => anyhow::anyhow!(
+                "cannot reach the berth server at {}: {other}; is `berth serve` running there?",
+                remote.base
+            ),
+        })?;
+    let (mut to_server, mut from_server) = socket.split();
+    let (rows, cols) = super::exec::terminal_size();
+    let start = json!({
+        "argv": args.command, "env": env, "cwd": args.cwd, "tty": args.tty,
+        "rows": rows, "cols": cols, "timeout_secs": timeout,
+    });
+    to_server.send(Message::text(start.to_string())).await?;
+    let (inputs, mut from_user) = tokio::sync::mpsc::channel::<berth_service::exec::Input>(16);
+    if !args.interactive {
+        // Nothing will be typed: the process reads EOF, as locally without -i.
+        inputs.send(berth_service::exec::Input::Close).await?;
+    }
+    super::exec::forward_terminal(&inputs, args.interactive, args.tty);
+    drop(inputs);
+    tokio::spawn(async move {
+        use berth_service::exec::Input;
+        while let Some(input) = from_user.recv().await {
+            let message = match input {
+                Input::Stdin(data) => Message::Binary(data),
+                Input::Close => Message::text(json!({"close_stdin": true}).to_string()),
+                Input::Resize { rows, cols } => {
+                    Message::text(json!({"resize": {"rows": rows, "cols": cols}}).to_string())
+                }
+                Input::Signal(n) => Message::text(json!({"signal": n}).to_string()),
+            };
+            if to_server.send(message).await.is_err() {
+                return;
+            }
+        }
+    });
+    let raw = (args.tty && std::io::stdin().is_terminal()).then(super::exec::RawMode::enable);
+    while let Some(message) = from_server.next().await {
+        match message.context("the server's stream broke")? {
+            Message::Binary(data) if args.tty => write_out(&mut std::io::stdout().lock(), &data)?,
+            Message::Binary(data) => match data.split_first() {
+                Some((1, rest)) => write_out(&mut std::io::stdout().lock(), rest)?,
+                Some((2, rest)) => write_out(&mut std::io::stderr().lock(), rest)?,
+                _ => {}
+            },
+            Message::Text(text) => {
+                let event: berth_service::ExecEvent =
+                    serde_json::from_str(&text).with_context(|| {
+                        format!("the server sent an event berth does not know: {text}")
+                    })?;
+                drop(raw);
+                return Ok(ExitCode::from(final_code(&event)?));
+            }
+            Message::Close(_) => break,
+            _ => {}
         }
     }
     bail!("the server's stream ended before the process did; its outcome is unknown")
 }
 
 pub async fn exec(remote: Remote, args: ExecArgs) -> anyhow::Result<ExitCode> {
-    if args.tty {
-        bail!("-t (a terminal) is not available through a server yet: run without -t, or on the server's host");
-    }
     if args.user.is_some() {
         bail!("--user is not available through a server: processes run as the sandbox's user");
     }
@@ -505,16 +611,10 @@ pub async fn exec(remote: Remote, args: ExecArgs) -> anyhow::Result<ExitCode> {
         println!("{}", started["id"].as_str().unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
-    let stdin = if args.interactive {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("reading stdin (remote mode sends it as text)")?;
-        Some(text)
-    } else {
-        None
-    };
-    let body = json!({"argv": args.command, "env": env, "cwd": args.cwd, "timeout_secs": timeout, "stdin": stdin});
+    if args.interactive || args.tty {
+        return exec_attached(remote, args, env, timeout).await;
+    }
+    let body = json!({"argv": args.command, "env": env, "cwd": args.cwd, "timeout_secs": timeout});
     blocking(move || {
         let response = remote.call("POST", &format!("{base}/exec"), Some(body))?;
         Ok(ExitCode::from(follow_events(response.into_reader())?))

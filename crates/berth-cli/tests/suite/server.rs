@@ -974,6 +974,58 @@ fn cli_remote_mode_goes_through_the_server() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(127));
+    // -i streams stdin as bytes over the server's WebSocket, the streams stay apart; -t runs
+    // in a terminal there.
+    let payload: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut child = remote(&[
+        "exec",
+        "-i",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "sha256sum; echo err >&2; exit 5",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&payload).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "{}  -\n",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&payload))
+        )
+    );
+    assert_eq!(stderr(&out), "err\n");
+    let out = remote(&[
+        "exec",
+        "-t",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "tty; stty size; exit 3",
+    ])
+    .stdin(Stdio::null())
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("/dev/pts/") && stdout(&out).contains("24 80"),
+        "{}",
+        stdout(&out)
+    );
     // Pause and unpause through the server: a paused sandbox's calls are refused, not hung.
     let out = remote(&["pause", &id]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
