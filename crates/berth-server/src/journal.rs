@@ -1,9 +1,11 @@
-//! The audit rows and activity times of API calls, written by one thread of their own so that
-//! no request waits on SQLite for them.
+//! The audit log and activity times of API calls.
 //!
-//! Rows are written in the order the calls were answered. `GET /v1/audit` flushes first, so
-//! it sees every call answered before it. What is lost when the server is SIGKILLed is at most
-//! the calls of its last moments (the channel's contents); graceful shutdown drains it.
+//! A call's audit row is written before its answer leaves the server ([`Journal::record`]
+//! is synchronous: one indexed insert in WAL mode, no fsync), so an answer a client received
+//! is in the log even if the server is SIGKILLed right after. The activity time of its
+//! sandbox — which only ever delays an idle timeout — is written by one thread of its own, so
+//! no request waits on it; what that thread had not written when the server was SIGKILLed is
+//! at most the last moments' activity, and graceful shutdown drains it.
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -25,7 +27,6 @@ enum Job {
     Call(Call),
     /// A sandbox was used now (a stream attached to it ended).
     Touch(String),
-    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 /// The writer's end for the request path.
@@ -47,52 +48,40 @@ impl Journal {
                         Job::Touch(id) => {
                             let _ = db.touch(&id);
                         }
-                        Job::Flush(done) => {
-                            let _ = done.send(());
-                        }
                     }
                 }
             });
         if let Err(e) = spawned {
-            tracing::error!("cannot start the audit writer: {e}; API calls go unaudited");
+            tracing::error!("cannot start the activity writer: {e}; idle timeouts see only attached streams and running processes");
         }
         Self { tx }
     }
 
-    /// Queues a call for the log (never blocks the request).
-    pub fn record(&self, call: Call) {
-        let _ = self.tx.send(Job::Call(call));
+    /// Writes a call's audit row now, and queues its sandbox's activity time.
+    pub fn record(&self, db: &Db, call: Call) {
+        if let Err(e) = db.audit(
+            &call.key,
+            &call.action,
+            call.sandbox.as_deref(),
+            call.status,
+            call.outcome,
+        ) {
+            tracing::warn!("could not write the audit log: {e}");
+        }
+        if call.activity {
+            let _ = self.tx.send(Job::Call(call));
+        }
     }
 
     /// Queues "sandbox `id` was used now".
     pub fn touch(&self, id: &str) {
         let _ = self.tx.send(Job::Touch(id.to_string()));
     }
-
-    /// Waits until everything queued so far is written.
-    pub async fn flush(&self) {
-        let (done, written) = tokio::sync::oneshot::channel();
-        if self.tx.send(Job::Flush(done)).is_ok() {
-            let _ = written.await;
-        }
-    }
 }
 
+/// A used sandbox's activity time (by id, one indexed update; a name is resolved first).
 fn write(db: &Db, call: &Call) {
-    if let Err(e) = db.audit(
-        &call.key,
-        &call.action,
-        call.sandbox.as_deref(),
-        call.status,
-        call.outcome,
-    ) {
-        tracing::warn!("could not write the audit log: {e}");
-    }
-    if !call.activity {
-        return;
-    }
     if let Some(s) = &call.sandbox {
-        // By id (one indexed update); a name is resolved first.
         if !db.touch(s).unwrap_or(true) {
             if let Ok(record) = berth_sandbox::store::find(db, s) {
                 let _ = db.touch(&record.id);

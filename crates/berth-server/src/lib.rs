@@ -51,7 +51,7 @@ pub struct AppState {
     pub max_upload: u64,
     /// Streams attached per sandbox right now (they count as activity).
     active: Arc<Mutex<HashMap<String, usize>>>,
-    /// The audit rows and activity times of API calls, written off the request path.
+    /// The audit log (written before each answer) and activity times (off the request path).
     journal: journal::Journal,
     /// The interactive sessions with a turn in progress (`sandbox/process`).
     turns: Arc<Mutex<std::collections::HashSet<String>>>,
@@ -135,11 +135,6 @@ impl AppState {
             active: self.active.clone(),
             journal: self.journal.clone(),
         }
-    }
-
-    /// Waits until every API call answered so far is in the audit log.
-    pub async fn flush_journal(&self) {
-        self.journal.flush().await;
     }
 
     /// Whether a stream is attached to sandbox `id`.
@@ -298,14 +293,17 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         let outcome = if status < 400 { "ok" } else { "error" };
         // Using a sandbox is activity; looking at its record (a dashboard polling) is not.
         let looking = method == "GET" && route == "/v1/sandboxes/{id}";
-        state.journal.record(journal::Call {
-            key,
-            action: format!("{method} {route}"),
-            sandbox,
-            status,
-            outcome,
-            activity: status < 400 && !looking,
-        });
+        state.journal.record(
+            &state.db,
+            journal::Call {
+                key,
+                action: format!("{method} {route}"),
+                sandbox,
+                status,
+                outcome,
+                activity: status < 400 && !looking,
+            },
+        );
     }
     response
 }

@@ -850,8 +850,16 @@ fn server_survives_sigkill_and_reconciles() {
 
     let admin = server.admin.clone();
     let state = server.state.clone();
-    let server2 = Server::start(&state, admin, Vec::new());
+    let server2 = Server::start(&state, admin.clone(), Vec::new());
     assert_eq!(server2.server_id, server.server_id);
+    // The call answered just before the SIGKILL is in the audit log.
+    let (_, audit) = server2.call("GET", "/v1/audit?limit=1000", &admin, None);
+    assert!(
+        audit.as_array().unwrap().iter().any(|e| e["key"] == "alice"
+            && e["action"] == "GET /v1/sandboxes/{id}/processes/{pid}/output"
+            && e["status"] == 200),
+        "{audit}"
+    );
     let (s, sb) = server2.call("GET", &format!("/v1/sandboxes/{id}"), &alice, None);
     assert_eq!(
         (s, sb["state"].as_str()),
