@@ -811,7 +811,7 @@ pub async fn agent_run(
         sandbox,
         run,
         missing,
-    } = prepare(&args)?;
+    } = prepare(&args, &super::agent::prompt(&args)?.0)?;
     let name = args.agent.name.clone();
     let json_out = args.json;
     let fail_on_denial = args.fail_on_denial;
@@ -875,7 +875,8 @@ struct Prepared {
     missing: Vec<String>,
 }
 
-fn prepare(args: &crate::args::AgentRunArgs) -> anyhow::Result<Prepared> {
+/// `args` with the prompt already read (a session's start has none).
+fn prepare(args: &crate::args::AgentRunArgs, prompt: &str) -> anyhow::Result<Prepared> {
     if !args.agent.credentials.is_empty() {
         bail!("--credentials mounts a host file, which a server never does: give the key with --secret instead");
     }
@@ -896,11 +897,6 @@ fn prepare(args: &crate::args::AgentRunArgs) -> anyhow::Result<Prepared> {
     let keep = args.keep || settings.keep == Some(true);
     let max_kept = args.max_containers.or(settings.max_containers).unwrap_or(1);
     let cli = settings.cli();
-    let prompt = match (&args.prompt, &args.prompt_file) {
-        // A session's start has no prompt.
-        (Some(p), None) if p.is_empty() => String::new(),
-        _ => super::agent::prompt(args)?.0,
-    };
     let policy = settings.egress();
     let secrets = secret_values(&policy.secrets)?;
     let (env, missing) = berth_runtimes::launch::cli_env(&settings);
@@ -1069,7 +1065,7 @@ pub async fn session_start(
     };
     let run_args = crate::args::AgentRunArgs {
         agent: args.agent.clone(),
-        prompt: Some(String::new()),
+        prompt: None,
         prompt_file: None,
         keep: true,
         max_containers: None,
@@ -1078,13 +1074,12 @@ pub async fn session_start(
         json: args.json,
         fail_on_denial: false,
     };
-    let prepared = prepare(&run_args)?;
+    let prepared = prepare(&run_args, "")?;
     let cli = prepared.cli;
     let mut run = prepared.run.clone();
     let run_id = format!("{SESSION_RUN}{}", uuid::Uuid::new_v4().simple());
     run["id"] = json!(run_id);
     run["interactive"] = json!(true);
-    run["prompt"] = json!("");
     run["timeout_secs"] = Value::Null;
     let json_out = args.json;
     blocking(move || {
