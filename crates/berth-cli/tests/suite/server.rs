@@ -945,19 +945,24 @@ fn server_survives_sigkill_and_reconciles() {
     );
 }
 
+/// `berth` in remote mode: through the server at `url` with `key`, and with a state directory
+/// that cannot exist, so nothing local is ever used.
+fn remote_berth(url: &str, key: &str) -> std::process::Command {
+    let mut cmd = berth();
+    cmd.env("BERTH_SERVER", url).env("BERTH_API_KEY", key).env(
+        "BERTH_STATE_DIR",
+        "/nonexistent/remote-mode-uses-no-local-state",
+    );
+    cmd
+}
+
 #[test]
 fn cli_remote_mode_goes_through_the_server() {
     let server = Server::init();
     let alice = key(&server.state, "alice", false);
     let remote = |args: &[&str]| {
-        let mut cmd = berth();
-        cmd.env("BERTH_SERVER", &server.url)
-            .env("BERTH_API_KEY", &alice)
-            .env(
-                "BERTH_STATE_DIR",
-                "/nonexistent/remote-mode-uses-no-local-state",
-            )
-            .args(args);
+        let mut cmd = remote_berth(&server.url, &alice);
+        cmd.args(args);
         cmd
     };
     let out = remote(&["create", "--memory", "256m", "-e", "GREETING=hello"])
@@ -1279,14 +1284,7 @@ fn cli_remote_named_agents_resume_keep_and_belong_to_their_tenant() {
     let alice = key(&server.state, "alice", false);
     let bob = key(&server.state, "bob", false);
     let (url, server_id) = (server.url.clone(), server.server_id.clone());
-    let remote = |key: &str| {
-        let mut cmd = berth();
-        cmd.env("BERTH_SERVER", &url).env("BERTH_API_KEY", key).env(
-            "BERTH_STATE_DIR",
-            "/nonexistent/remote-mode-uses-no-local-state",
-        );
-        cmd
-    };
+    let remote = |key: &str| remote_berth(&url, key);
     let run = |key: &str, args: &[&str]| super::agent::agent_json_with(remote(key), args);
     let homes = |tenant: &str| {
         volumes_with(&format!("berth.server={server_id}"))
@@ -2225,16 +2223,7 @@ fn cli_remote_sessions_answer_turn_by_turn_one_at_a_time_and_fall_back_when_the_
     super::agent::ensure_fake_image();
     let server = Server::init();
     let alice = key(&server.state, "alice", false);
-    let remote = || {
-        let mut cmd = berth();
-        cmd.env("BERTH_SERVER", &server.url)
-            .env("BERTH_API_KEY", &alice)
-            .env(
-                "BERTH_STATE_DIR",
-                "/nonexistent/remote-mode-uses-no-local-state",
-            );
-        cmd
-    };
+    let remote = || remote_berth(&server.url, &alice);
     let start = || {
         remote()
             .args(["agent", "session", "start", "--image"])
