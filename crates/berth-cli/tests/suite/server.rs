@@ -1185,6 +1185,27 @@ fn cli_remote_mode_goes_through_the_server() {
     assert!(stderr(&out).contains("berth create"), "{}", stderr(&out));
     let out = remote(&["ps", "-q"]).output().unwrap();
     assert_eq!(stdout(&out).trim(), "", "run removes what it made");
+    // Ctrl-C: 130, and the sandbox made for the run is removed.
+    let running = remote(&["run", "--", "sleep", "300"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the run's sandbox is up", Duration::from_secs(30), || {
+        !stdout(&remote(&["ps", "-q"]).output().unwrap())
+            .trim()
+            .is_empty()
+    });
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(running.id() as i32, libc::SIGINT) };
+    let out = running.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let out = remote(&["ps", "-q"]).output().unwrap();
+    assert_eq!(
+        stdout(&out).trim(),
+        "",
+        "an interrupted run removes what it made"
+    );
     // `berth agent run` through the server: the same events, summary and exit codes.
     super::agent::ensure_fake_image();
     let image = super::agent::IMAGE;
