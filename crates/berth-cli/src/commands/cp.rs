@@ -200,6 +200,38 @@ fn put_in_place(temp: &Path, target: &Path) -> std::io::Result<()> {
     std::fs::rename(temp, target)
 }
 
+/// A downloaded file's temporary name beside its target: hidden, and naming the target and
+/// this process (`.NAME.berth-part-PID`), so [`sweep_parts`] can tell a dead download's.
+pub fn part_path(target: &Path) -> PathBuf {
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    target.with_file_name(format!(".{name}.berth-part-{}", std::process::id()))
+}
+
+/// Removes from `dir` what downloads left there when they were killed before they finished
+/// (nothing can clean up after a SIGKILL): `.NAME.berth-part-PID` files whose process is
+/// gone. A live process's — another download under way — is left alone.
+pub fn sweep_parts(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.starts_with('.'))
+            .and_then(|n| n.rsplit_once(".berth-part-"))
+            .and_then(|(_, pid)| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH);
+        if gone && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Where a download lands: into DEST if it is a directory (keeping the name), else as DEST
 /// in its directory, which must exist (as with `docker cp`, nothing is created above it).
 pub fn download_target(dest: &Path) -> anyhow::Result<(PathBuf, Option<std::ffi::OsString>)> {
@@ -229,51 +261,8 @@ async fn download(reference: &str, path: &str, dest: &Path) -> anyhow::Result<()
     let mut stream = service.read_archive(&record, path).await?;
     let (base, rename) = download_target(dest)?;
     let (tx, rx) = mpsc::channel::<Bytes>(8);
-    let unpacker = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let mut archive = tar::Archive::new(ChunkReader::new(rx));
-        for entry in archive.entries()? {
-            let mut entry = entry?;
-            let original = entry.path()?.into_owned();
-            let mut relative = PathBuf::new();
-            for (i, c) in original.components().enumerate() {
-                match c {
-                    Component::Normal(part) if i == 0 => {
-                        relative.push(rename.clone().unwrap_or_else(|| part.to_os_string()))
-                    }
-                    Component::Normal(part) => relative.push(part),
-                    Component::CurDir => {}
-                    _ => bail!(
-                        "refusing an unsafe path in the archive: {}",
-                        original.display()
-                    ),
-                }
-            }
-            let target = base.join(&relative);
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            entry.set_preserve_permissions(true);
-            if !entry.header().entry_type().is_file() {
-                entry
-                    .unpack(&target)
-                    .with_context(|| format!("writing {}", target.display()))?;
-                continue;
-            }
-            // A file lands under a temporary name and is renamed into place only when whole:
-            // a download that fails (or is killed) never leaves a truncated file under the
-            // real name, and an old file there stays as it was.
-            let name = target.file_name().unwrap_or_default().to_string_lossy();
-            let temp = target.with_file_name(format!(".{name}.berth-part-{}", std::process::id()));
-            let written = entry
-                .unpack(&temp)
-                .and_then(|_| put_in_place(&temp, &target));
-            if let Err(e) = written {
-                let _ = std::fs::remove_file(&temp);
-                return Err(e).with_context(|| format!("writing {}", target.display()));
-            }
-        }
-        Ok(())
-    });
+    let unpacker =
+        tokio::task::spawn_blocking(move || unpack(ChunkReader::new(rx), &base, rename.as_deref()));
     let mut failure = None;
     while let Some(chunk) = stream.recv().await {
         match chunk {
@@ -294,4 +283,126 @@ async fn download(reference: &str, path: &str, dest: &Path) -> anyhow::Result<()
         bail!("downloading {path} failed: {e}");
     }
     unpacked
+}
+
+/// Unpacks a downloaded archive under `base` (its first component renamed to `rename`, when
+/// given), local or remote alike. Only plain relative paths are accepted. A file lands under
+/// a temporary name and is renamed into place only when whole: a download that fails (or is
+/// killed) never leaves a truncated file under the real name, and an old file there stays as
+/// it was; each directory a file lands in is swept of dead downloads' leftovers, once.
+pub fn unpack(
+    reader: impl std::io::Read,
+    base: &Path,
+    rename: Option<&std::ffi::OsStr>,
+) -> anyhow::Result<()> {
+    let mut archive = tar::Archive::new(reader);
+    let mut swept = std::collections::HashSet::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let original = entry.path()?.into_owned();
+        let mut relative = PathBuf::new();
+        for (i, c) in original.components().enumerate() {
+            match c {
+                Component::Normal(part) if i == 0 => relative.push(rename.unwrap_or(part)),
+                Component::Normal(part) => relative.push(part),
+                Component::CurDir => {}
+                _ => bail!(
+                    "refusing an unsafe path in the archive: {}",
+                    original.display()
+                ),
+            }
+        }
+        // Nothing is written through a symbolic link the download itself made (an archive
+        // with `dir -> /elsewhere` and then `dir/file`): every directory on the way must be a
+        // real one.
+        let mut on_the_way = base.to_path_buf();
+        let parents = relative.components().count().saturating_sub(1);
+        for part in relative.components().take(parents) {
+            on_the_way.push(part);
+            if std::fs::symlink_metadata(&on_the_way).is_ok_and(|m| m.file_type().is_symlink()) {
+                bail!(
+                    "refusing to write {} through the symbolic link {}",
+                    original.display(),
+                    on_the_way.display()
+                );
+            }
+        }
+        let target = base.join(&relative);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+            if swept.insert(parent.to_path_buf()) {
+                sweep_parts(parent);
+            }
+        }
+        entry.set_preserve_permissions(true);
+        if !entry.header().entry_type().is_file() {
+            entry
+                .unpack(&target)
+                .with_context(|| format!("writing {}", target.display()))?;
+            continue;
+        }
+        let temp = part_path(&target);
+        let written = entry
+            .unpack(&temp)
+            .and_then(|_| put_in_place(&temp, &target));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e).with_context(|| format!("writing {}", target.display()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn archive(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        build(&mut builder);
+        builder.into_inner().unwrap()
+    }
+
+    fn file(builder: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder.append_data(&mut header, path, data).unwrap();
+    }
+
+    #[test]
+    fn a_download_never_writes_through_a_link_it_made() {
+        let outside = tempfile::tempdir().unwrap();
+        let base = tempfile::tempdir().unwrap();
+        let tar = archive(|b| {
+            let mut link = tar::Header::new_gnu();
+            link.set_entry_type(tar::EntryType::Symlink);
+            link.set_size(0);
+            b.append_link(&mut link, "out/dir", outside.path()).unwrap();
+            file(b, "out/dir/evil", b"escaped");
+        });
+        let err = unpack(&tar[..], base.path(), None).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert!(!outside.path().join("evil").exists());
+    }
+
+    #[test]
+    fn a_dead_downloads_leftover_goes_and_a_live_ones_stays() {
+        let base = tempfile::tempdir().unwrap();
+        // No process has a pid this large (pid_max is at most 2^22).
+        let dead = base.path().join(".data.berth-part-99999999");
+        // PID 1 is always alive: its download would still be under way.
+        let live = base.path().join(".data.berth-part-1");
+        std::fs::write(&dead, "partial").unwrap();
+        std::fs::write(&live, "under way").unwrap();
+        let tar = archive(|b| file(b, "data", b"whole"));
+        unpack(&tar[..], base.path(), None).unwrap();
+        assert!(!dead.exists(), "the dead download's part was swept");
+        assert_eq!(std::fs::read_to_string(&live).unwrap(), "under way");
+        assert_eq!(
+            std::fs::read_to_string(base.path().join("data")).unwrap(),
+            "whole"
+        );
+    }
 }

@@ -731,7 +731,10 @@ fn download(remote: &Remote, sandbox: &str, path: &str, dest: &Path) -> anyhow::
         let expected: Option<u64> = response
             .header("content-length")
             .and_then(|v| v.parse().ok());
-        let tmp = target.with_extension("berth-part");
+        if let Some(dir) = target.parent() {
+            super::cp::sweep_parts(dir);
+        }
+        let tmp = super::cp::part_path(&target);
         let mut file = std::fs::File::create(&tmp)
             .with_context(|| format!("cannot write {}", tmp.display()))?;
         let copied = std::io::copy(&mut response.into_reader(), &mut file);
@@ -761,31 +764,7 @@ fn download(remote: &Remote, sandbox: &str, path: &str, dest: &Path) -> anyhow::
         None,
     )?;
     let (into, rename) = super::cp::download_target(dest)?;
-    let mut archive = tar::Archive::new(response.into_reader());
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let mut rel = entry.path()?.into_owned();
-        if let Some(new) = &rename {
-            if let Ok(rest) = rel.strip_prefix(&name) {
-                rel = Path::new(new).join(rest);
-            }
-        }
-        if rel
-            .components()
-            .any(|c| !matches!(c, std::path::Component::Normal(_)))
-        {
-            bail!(
-                "the server sent an archive entry outside the destination: {}",
-                rel.display()
-            );
-        }
-        let target = into.join(&rel);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        entry.unpack(&target)?;
-    }
-    Ok(())
+    super::cp::unpack(response.into_reader(), &into, rename.as_deref())
 }
 
 /// The user labels a kept agent sandbox carries on a server: what it was made from (a run

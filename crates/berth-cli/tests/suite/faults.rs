@@ -150,6 +150,27 @@ fn a_sigkilled_cli_mid_copy_leaves_the_old_files_whole_both_ways() {
         "old host file\n",
         "a killed download replaced the old file"
     );
+    // The next download there replaces the file whole and sweeps the killed one's leftover.
+    let out = cp(
+        &format!("{}:/home/berth/big", sb.id),
+        dest.to_str().unwrap(),
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::metadata(dest.join("big")).unwrap().len(),
+        536_870_912
+    );
+    let left: Vec<String> = std::fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["big"], "no partial download is left behind");
 }
 
 #[test]
