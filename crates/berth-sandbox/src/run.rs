@@ -306,7 +306,16 @@ async fn drive<E: Engine, S: OutputSink>(
             ending.exit_code = 128 + interrupted_by.map_or(2, |s| s.number);
         }
         _ => {
-            let state = engine.container_inspect(&container_id).await?;
+            let mut state = engine.container_inspect(&container_id).await?;
+            // The engine learns of an OOM kill from its own event, which can come a moment
+            // after the exit: a SIGKILLed process (137) is asked about again for a while.
+            for _ in 0..10 {
+                if state.oom_killed || code != 137 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                state = engine.container_inspect(&container_id).await?;
+            }
             ending.oom_killed = state.oom_killed;
             if state.oom_killed && code != 0 {
                 ending.outcome = Outcome::OomKilled;

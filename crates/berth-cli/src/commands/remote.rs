@@ -218,31 +218,50 @@ pub async fn run(remote: Remote, args: crate::args::RunArgs) -> anyhow::Result<E
     // The server removes the sandbox itself a minute after the command's own limit.
     body["timeout"] = json!(limit.map_or(24 * 3600, |t| t + 60));
     let exec = json!({"argv": args.command, "cwd": args.sandbox.workdir, "timeout_secs": limit});
-    let made = {
+    // Registered before anything is made, so an early Ctrl-C is not lost either.
+    let interrupted = crate::signals::interrupted()?;
+    tokio::pin!(interrupted);
+    let remove = |remote: &Remote, id: &str| {
+        let (remote, path) = (remote.clone(), sandbox_path(id));
+        blocking(move || {
+            let _ = remote.json("DELETE", &path, None);
+            Ok(())
+        })
+    };
+    let creating = {
         let remote = remote.clone();
-        blocking(move || remote.json("POST", "/v1/sandboxes", Some(body))).await?
+        tokio::task::spawn_blocking(move || remote.json("POST", "/v1/sandboxes", Some(body)))
+    };
+    tokio::pin!(creating);
+    let made = tokio::select! {
+        made = &mut creating => made??,
+        signal = &mut interrupted => {
+            // The sandbox may be made all the same: wait for the answer and remove it.
+            eprintln!("berth: interrupted ({}); removing the sandbox being made", signal.name);
+            if let Ok(Ok(made)) = creating.await {
+                remove(&remote, made["id"].as_str().unwrap_or_default()).await?;
+            }
+            return Ok(ExitCode::from(128 + signal.number as u8));
+        }
     };
     let id = made["id"].as_str().unwrap_or_default().to_string();
-    let remove = {
-        let (remote, path) = (remote.clone(), sandbox_path(&id));
-        move || {
-            let _ = remote.json("DELETE", &path, None);
-        }
-    };
     let path = format!("{}/exec", sandbox_path(&id));
-    let ran = tokio::task::spawn_blocking(move || -> anyhow::Result<u8> {
-        let response = remote.call("POST", &path, Some(exec))?;
-        follow_events(response.into_reader())
-    });
+    let ran = {
+        let remote = remote.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<u8> {
+            let response = remote.call("POST", &path, Some(exec))?;
+            follow_events(response.into_reader())
+        })
+    };
     tokio::select! {
         ran = ran => {
-            blocking(move || { remove(); Ok(()) }).await?;
+            remove(&remote, &id).await?;
             Ok(ExitCode::from(ran??))
         }
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("berth: interrupted; removing sandbox {id}");
-            blocking(move || { remove(); Ok(()) }).await?;
-            Ok(ExitCode::from(130))
+        signal = &mut interrupted => {
+            eprintln!("berth: interrupted ({}); removing sandbox {id}", signal.name);
+            remove(&remote, &id).await?;
+            Ok(ExitCode::from(128 + signal.number as u8))
         }
     }
 }
