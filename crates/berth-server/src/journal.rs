@@ -5,7 +5,7 @@
 //! is in the log even if the server is SIGKILLed right after. The activity time of its
 //! sandbox — which only ever delays an idle timeout — is written by one thread of its own, so
 //! no request waits on it; what that thread had not written when the server was SIGKILLed is
-//! at most the last moments' activity, and graceful shutdown drains it.
+//! at most the last moments' activity.
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -23,43 +23,35 @@ pub struct Call {
     pub activity: bool,
 }
 
-enum Job {
-    Call(Call),
-    /// A sandbox was used now (a stream attached to it ended).
-    Touch(String),
-}
-
 /// The writer's end for the request path.
 #[derive(Clone)]
 pub struct Journal {
-    tx: mpsc::Sender<Job>,
+    db: Arc<Db>,
+    /// Sandboxes used just now (an id or a name), for the activity writer.
+    used: mpsc::Sender<String>,
 }
 
 impl Journal {
-    /// Starts the writer thread over `db`; it ends when every `Journal` is dropped.
+    /// Starts the activity writer over `db`; it ends when every `Journal` is dropped.
     pub fn start(db: Arc<Db>) -> Self {
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (used, rx) = mpsc::channel::<String>();
+        let writer = db.clone();
         let spawned = std::thread::Builder::new()
             .name("berth-journal".into())
             .spawn(move || {
-                for job in rx {
-                    match job {
-                        Job::Call(call) => write(&db, &call),
-                        Job::Touch(id) => {
-                            let _ = db.touch(&id);
-                        }
-                    }
+                for sandbox in rx {
+                    touch(&writer, &sandbox);
                 }
             });
         if let Err(e) = spawned {
             tracing::error!("cannot start the activity writer: {e}; idle timeouts see only attached streams and running processes");
         }
-        Self { tx }
+        Self { db, used }
     }
 
     /// Writes a call's audit row now, and queues its sandbox's activity time.
-    pub fn record(&self, db: &Db, call: Call) {
-        if let Err(e) = db.audit(
+    pub fn record(&self, call: Call) {
+        if let Err(e) = self.db.audit(
             &call.key,
             &call.action,
             call.sandbox.as_deref(),
@@ -68,24 +60,22 @@ impl Journal {
         ) {
             tracing::warn!("could not write the audit log: {e}");
         }
-        if call.activity {
-            let _ = self.tx.send(Job::Call(call));
+        if let (true, Some(sandbox)) = (call.activity, call.sandbox) {
+            let _ = self.used.send(sandbox);
         }
     }
 
     /// Queues "sandbox `id` was used now".
     pub fn touch(&self, id: &str) {
-        let _ = self.tx.send(Job::Touch(id.to_string()));
+        let _ = self.used.send(id.to_string());
     }
 }
 
-/// A used sandbox's activity time (by id, one indexed update; a name is resolved first).
-fn write(db: &Db, call: &Call) {
-    if let Some(s) = &call.sandbox {
-        if !db.touch(s).unwrap_or(true) {
-            if let Ok(record) = berth_sandbox::store::find(db, s) {
-                let _ = db.touch(&record.id);
-            }
+/// A used sandbox's activity time: by id (one indexed update), a name resolved first.
+fn touch(db: &Db, sandbox: &str) {
+    if !db.touch(sandbox).unwrap_or(true) {
+        if let Ok(record) = berth_sandbox::store::find(db, sandbox) {
+            let _ = db.touch(&record.id);
         }
     }
 }

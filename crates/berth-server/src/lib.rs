@@ -293,17 +293,14 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         let outcome = if status < 400 { "ok" } else { "error" };
         // Using a sandbox is activity; looking at its record (a dashboard polling) is not.
         let looking = method == "GET" && route == "/v1/sandboxes/{id}";
-        state.journal.record(
-            &state.db,
-            journal::Call {
-                key,
-                action: format!("{method} {route}"),
-                sandbox,
-                status,
-                outcome,
-                activity: status < 400 && !looking,
-            },
-        );
+        state.journal.record(journal::Call {
+            key,
+            action: format!("{method} {route}"),
+            sandbox,
+            status,
+            outcome,
+            activity: status < 400 && !looking,
+        });
     }
     response
 }
