@@ -393,9 +393,7 @@ pub async fn events(
                     AgentRunItem::Finished {
                         exit_code: *code,
                         timed_out: *timed_out,
-                        clean: *code == 0
-                            && summary.success()
-                            && summary.permission_denials.is_empty(),
+                        clean: *code == 0 && clean(&summary),
                         summary: summary.clone(),
                     },
                 ));
@@ -420,6 +418,11 @@ pub async fn events(
         futures_util::stream::iter(out)
     });
     Ok(respond(items, &headers))
+}
+
+/// What `clean` says: the CLI reported a result, no error and no denied tool call.
+fn clean(summary: &Summary) -> bool {
+    summary.success() && summary.permission_denials.is_empty()
 }
 
 /// A stream of run items as SSE (each event's id its line) or NDJSON.
@@ -595,9 +598,8 @@ pub async fn turn(
                     return;
                 }
                 if ended {
-                    let clean = summary.success() && summary.permission_denials.is_empty();
                     let ended = AgentRunItem::TurnEnded {
-                        clean,
+                        clean: clean(&summary),
                         summary: summary.clone(),
                     };
                     let _ = tx.send((usize::MAX, ended)).await;
@@ -609,7 +611,9 @@ pub async fn turn(
     Ok(respond(ReceiverStream::new(items), &headers))
 }
 
-/// Cancels a run: SIGTERM to the CLI's process group (its `finished` event follows).
+/// Cancels a run or ends a session: its stdin closed (EOF ends a CLI reading turns), then
+/// SIGTERM to the CLI's process group (its `finished` event follows). A run that has already
+/// ended is cancelled already: 204 again.
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/agent-runs/{run}/cancel", tag = "agents",
     params(("id" = String, Path, description = "Sandbox id or name"), ("run" = String, Path, description = "Your run id")),
     responses((status = 204), (status = 400, body = ErrorBody)),
@@ -621,6 +625,17 @@ pub async fn cancel(
 ) -> Result<StatusCode, ApiError> {
     let process = process_id(&run)?;
     let (record, _) = find_live(&state, &auth, &id)?;
-    state.service.signal(&record, &process, 15).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let ended = |e: &berth_service::ServiceError| e.kind == berth_service::ErrorKind::Conflict;
+    match state
+        .service
+        .write_stdin(&record, &process, bytes::Bytes::new(), true)
+        .await
+    {
+        Err(e) if ended(&e) => return Ok(StatusCode::NO_CONTENT),
+        other => other?,
+    }
+    match state.service.signal(&record, &process, 15).await {
+        Err(e) if !ended(&e) => Err(e.into()),
+        _ => Ok(StatusCode::NO_CONTENT),
+    }
 }

@@ -158,11 +158,11 @@ impl From<tonic::Status> for ServiceError {
     fn from(status: tonic::Status) -> Self {
         use tonic::Code;
         let kind = match status.code() {
-            Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
-                ErrorKind::Invalid
-            }
+            Code::InvalidArgument | Code::OutOfRange => ErrorKind::Invalid,
             Code::NotFound => ErrorKind::NotFound,
-            Code::AlreadyExists | Code::Aborted => ErrorKind::Conflict,
+            // The agent's "not in that state" (a process that already exited, a stdin already
+            // closed): the request was fine, the moment was not.
+            Code::AlreadyExists | Code::Aborted | Code::FailedPrecondition => ErrorKind::Conflict,
             Code::PermissionDenied | Code::Unauthenticated => ErrorKind::Forbidden,
             Code::ResourceExhausted => ErrorKind::TooLarge,
             Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded | Code::Unknown => {

@@ -181,7 +181,7 @@ fn pack(source: &Path, name: &str, is_dir: bool, tx: Chunks) -> std::io::Result<
 /// Moves a finished download from `temp` to `target`. Over an existing file it swaps the two
 /// and then removes the old one: ext4 flushes a file renamed over another before the rename
 /// returns (`auto_da_alloc`), which costs more than the copy itself.
-fn put_in_place(temp: &Path, target: &Path) -> std::io::Result<()> {
+pub fn put_in_place(temp: &Path, target: &Path) -> std::io::Result<()> {
     use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
     let exists = std::fs::symlink_metadata(target).is_ok_and(|m| m.is_file());
     if exists

@@ -774,7 +774,8 @@ fn download(remote: &Remote, sandbox: &str, path: &str, dest: &Path) -> anyhow::
                 target.display()
             );
         }
-        std::fs::rename(&tmp, &target)?;
+        super::cp::put_in_place(&tmp, &target)
+            .with_context(|| format!("writing {}", target.display()))?;
         return Ok(());
     }
     let response = remote.call(
@@ -983,7 +984,7 @@ fn stream_run(
     )?;
     let mut report = berth_runtimes::launch::RunReport::new(cli, id);
     if follow_run(events.into_reader(), &mut report, json_out)? {
-        bail!("a run the server reports as a turn: {run_id}");
+        bail!("the server ended run {run_id} as a session's turn, which a one-shot run is not: this berth and the server do not match; update one of them");
     }
     Ok(report)
 }
@@ -1152,8 +1153,7 @@ pub async fn send(remote: Remote, args: crate::args::AgentSendArgs) -> anyhow::R
                 let Some(sandbox) = kept.last() else {
                     bail!("agent {name:?} has no sandbox on the server: start a session with `berth agent session start --name {name}`");
                 };
-                let id = kept_sandbox(std::slice::from_ref(sandbox), sandbox["labels"][SPEC_LABEL].as_str().unwrap_or_default(), &remote)?
-                    .unwrap_or_default();
+                let id = ready(&remote, sandbox)?;
                 eprintln!("berth: agent {name:?} has no running session; answered with a one-shot run that resumed the session");
                 let run = json!({
                     "id": format!("run-{}", uuid::Uuid::new_v4().simple()),
@@ -1173,8 +1173,8 @@ pub async fn send(remote: Remote, args: crate::args::AgentSendArgs) -> anyhow::R
     .await
 }
 
-/// `berth agent session stop` through a server: the live session's stdin closed, then
-/// SIGTERM to its CLI.
+/// `berth agent session stop` through a server: the live session's run cancelled (the
+/// server closes its stdin, then sends SIGTERM).
 pub async fn session_stop(
     remote: Remote,
     args: crate::args::AgentNameArg,
@@ -1183,37 +1183,8 @@ pub async fn session_stop(
         let kept = kept_sandboxes(&remote, &args.name)?;
         match live_session(&remote, &kept)? {
             Some((sandbox, run)) => {
-                let base = format!("{}/processes/agent.{run}", sandbox_path(&sandbox));
-                // EOF ends a CLI reading turns; one that is still there after a moment gets
-                // SIGTERM.
-                let _ = remote
-                    .request("POST", &format!("{base}/stdin?close=true"))
-                    .send_bytes(&[]);
-                let process = format!("agent.{run}");
-                let running = || -> anyhow::Result<bool> {
-                    let list = remote.json(
-                        "GET",
-                        &format!("{}/processes", sandbox_path(&sandbox)),
-                        None,
-                    )?;
-                    let list: Vec<berth_service::exec::Process> = serde_json::from_value(list)?;
-                    Ok(list.iter().any(|p| p.id == process && p.running))
-                };
-                let mut ended = false;
-                for _ in 0..10 {
-                    std::thread::sleep(Duration::from_millis(200));
-                    if !running()? {
-                        ended = true;
-                        break;
-                    }
-                }
-                if !ended {
-                    remote.json(
-                        "POST",
-                        &format!("{}/agent-runs/{run}/cancel", sandbox_path(&sandbox)),
-                        None,
-                    )?;
-                }
+                let cancel = format!("{}/agent-runs/{run}/cancel", sandbox_path(&sandbox));
+                remote.json("POST", &cancel, None)?;
                 eprintln!("berth: stopped the session of agent {:?}", args.name);
             }
             None => eprintln!("berth: agent {:?} has no running session", args.name),
@@ -1223,12 +1194,17 @@ pub async fn session_stop(
     .await
 }
 
-/// The agent's kept sandbox made from the same settings, made ready for a run (started when
-/// stopped, resumed when paused); the newest one wins.
+/// The agent's kept sandbox made from the same settings, made ready for a run; the newest
+/// one wins.
 fn kept_sandbox(kept: &[Value], print: &str, remote: &Remote) -> anyhow::Result<Option<String>> {
-    let Some(sandbox) = kept.iter().rev().find(|s| s["labels"][SPEC_LABEL] == print) else {
-        return Ok(None);
-    };
+    match kept.iter().rev().find(|s| s["labels"][SPEC_LABEL] == print) {
+        Some(sandbox) => ready(remote, sandbox).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A listed sandbox made ready for a run (started when stopped, resumed when paused); its id.
+fn ready(remote: &Remote, sandbox: &Value) -> anyhow::Result<String> {
     let id = sandbox["id"].as_str().unwrap_or_default().to_string();
     match sandbox["state"].as_str() {
         Some("stopped") => {
@@ -1239,7 +1215,7 @@ fn kept_sandbox(kept: &[Value], print: &str, remote: &Remote) -> anyhow::Result<
         }
         _ => {}
     }
-    Ok(Some(id))
+    Ok(id)
 }
 
 /// The agent's kept sandboxes on the server, oldest first.

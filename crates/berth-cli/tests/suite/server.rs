@@ -2301,21 +2301,22 @@ fn cli_remote_sessions_answer_turn_by_turn_one_at_a_time_and_fall_back_when_the_
     );
 
     // One turn at a time: while a turn hangs, another is refused with 409.
-    let (_, processes) = server.call(
-        "GET",
-        &format!("/v1/sandboxes/{sandbox}/processes"),
-        &alice,
-        None,
-    );
-    let process = processes
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["running"] == true)
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let running = || -> Vec<String> {
+        let (_, processes) = server.call(
+            "GET",
+            &format!("/v1/sandboxes/{sandbox}/processes"),
+            &alice,
+            None,
+        );
+        processes
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["running"] == true)
+            .map(|p| p["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let process = running().into_iter().next().unwrap();
     let run = process.strip_prefix("agent.").unwrap().to_string();
     let turns = format!("/v1/sandboxes/{sandbox}/agent-runs/{run}/turns");
     let hanging = server
@@ -2366,17 +2367,7 @@ fn cli_remote_sessions_answer_turn_by_turn_one_at_a_time_and_fall_back_when_the_
         stderr(&out)
     );
     wait_until("the session's CLI ends", Duration::from_secs(20), || {
-        let (_, processes) = server.call(
-            "GET",
-            &format!("/v1/sandboxes/{sandbox}/processes"),
-            &alice,
-            None,
-        );
-        !processes
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["running"] == true)
+        running().is_empty()
     });
     let out = remote().args(["agent", "rm", "pair"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
