@@ -634,8 +634,10 @@ pub async fn cancel(
         Err(e) if ended(&e) => return Ok(StatusCode::NO_CONTENT),
         other => other?,
     }
+    // The run was there a moment ago: one that is gone now (its CLI ended on the EOF, its
+    // process group with it) has ended, as asked.
     match state.service.signal(&record, &process, 15).await {
-        Err(e) if !ended(&e) => Err(e.into()),
+        Err(e) if !ended(&e) && e.kind != berth_service::ErrorKind::NotFound => Err(e.into()),
         _ => Ok(StatusCode::NO_CONTENT),
     }
 }
