@@ -85,6 +85,9 @@ pub struct NetworkPlan {
     /// `false`: the host itself is unreachable too (no host-side address on the network), so a
     /// sandbox cannot reach services listening on the host's interfaces.
     pub host_reachable: bool,
+    /// The MTU of the bridge and of every container's interface on it; `None`: the engine's
+    /// default (its own interface's, typically 1500).
+    pub mtu: Option<u32>,
     /// Labels (always includes the `berth.*` set).
     pub labels: BTreeMap<String, String>,
 }

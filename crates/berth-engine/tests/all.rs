@@ -281,6 +281,7 @@ async fn networks_create_list_remove() {
         name: format!("berth-test-net-{}", std::process::id()),
         internal: true,
         host_reachable: false,
+        mtu: Some(9000),
         labels: BTreeMap::from([
             ("berth.test".to_string(), "engine".to_string()),
             (
@@ -297,6 +298,20 @@ async fn networks_create_list_remove() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, id);
     assert_eq!(listed[0].name, plan.name);
+    // The bridge driver got the MTU and kept the host off the network.
+    let options = std::process::Command::new("docker")
+        .args(["network", "inspect", "-f", "{{json .Options}}", &id])
+        .output()
+        .unwrap();
+    let options = String::from_utf8_lossy(&options.stdout);
+    assert!(
+        options.contains(r#""com.docker.network.driver.mtu":"9000""#),
+        "{options}"
+    );
+    assert!(
+        options.contains(r#""com.docker.network.bridge.inhibit_ipv4":"true""#),
+        "{options}"
+    );
     engine.network_remove(&id).await.unwrap();
     assert!(engine.network_list(&[label]).await.unwrap().is_empty());
 }

@@ -109,6 +109,13 @@ pub fn object_labels(
     l
 }
 
+/// The MTU of berth's internal networks. Nothing on them reaches beyond their bridge, so no
+/// path MTU is at stake, and a large one makes a bulk transfer through the egress gateway
+/// far fewer packets on its sandbox-side hop (berth-bench egress: the tunnel's download went
+/// from 0.60x to 0.70x of direct bridge networking with it on a 2-core machine). The most a
+/// veth interface takes is 65535; this is the loopback's old value.
+pub const INTERNAL_MTU: u32 = 65520;
+
 /// A berth-made network with no route out and no address on the host's side (the
 /// sandbox can reach neither the internet nor the host through it).
 pub fn internal_network(name: String, id: &str, host: &HostFacts, owned: bool) -> NetworkPlan {
@@ -116,6 +123,7 @@ pub fn internal_network(name: String, id: &str, host: &HostFacts, owned: bool) -
         name,
         internal: true,
         host_reachable: false,
+        mtu: Some(INTERNAL_MTU),
         labels: object_labels(id, labels::KIND_NETWORK, host, owned),
     }
 }

@@ -187,6 +187,10 @@ fn a_sandbox_reaches_only_its_policy_and_never_holds_the_secret() {
         auth.starts_with("Bearer berth-placeholder-token-"),
         "{allowed}"
     );
+    // Its only interface is on berth's internal network, whose large MTU (the gateway's
+    // sandbox-side hop in fewer packets) the tunnel above just crossed.
+    let out = sandbox.exec(&[], &["cat", "/sys/class/net/eth0/mtu"]);
+    assert_eq!(stdout(&out).trim(), "65520", "{}", stderr(&out));
     // The secret's host gets the value, put in by the gateway.
     let secret: Value =
         serde_json::from_str(&probe(&sandbox, &["urllib", "https://secret.test/echo"])).unwrap();

@@ -214,6 +214,22 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// The bridge driver's options for a berth network: no address on the host's side of the
+/// bridge when the host must be unreachable (nothing routes to the host), and its MTU.
+fn network_options(plan: &NetworkPlan) -> HashMap<String, String> {
+    let mut options = HashMap::new();
+    if !plan.host_reachable {
+        options.insert(
+            "com.docker.network.bridge.inhibit_ipv4".to_string(),
+            "true".to_string(),
+        );
+    }
+    if let Some(mtu) = plan.mtu {
+        options.insert("com.docker.network.driver.mtu".to_string(), mtu.to_string());
+    }
+    options
+}
+
 fn label_filters(labels: &[String]) -> HashMap<String, Vec<String>> {
     HashMap::from([("label".to_string(), labels.to_vec())])
 }
@@ -695,13 +711,7 @@ impl Engine for DockerEngine {
             driver: Some("bridge".to_string()),
             internal: Some(plan.internal),
             labels: Some(plan.labels.clone().into_iter().collect()),
-            options: (!plan.host_reachable).then(|| {
-                // No address on the host's side of the bridge: nothing routes to the host.
-                HashMap::from([(
-                    "com.docker.network.bridge.inhibit_ipv4".to_string(),
-                    "true".to_string(),
-                )])
-            }),
+            options: Some(network_options(plan)),
             ..Default::default()
         };
         let created = self
