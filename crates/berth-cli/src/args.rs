@@ -135,7 +135,7 @@ berth agent events --cli claude < run.jsonl"
     },
     /// Serve berth's HTTP API to many users (API keys, tenants, lifetimes, audit).
     #[command(
-        after_help = "Run `berth server init` once first. The server keeps its database in the state directory (BERTH_STATE_DIR); on every start it reconciles it with the engine, so it may be killed at any moment. SIGTERM or Ctrl-C stops it gracefully (requests in flight finish; sandboxes keep running and are adopted by the next start).\n\nExamples:\n  berth serve --listen 127.0.0.1:7777\n  berth serve --listen unix:/run/berth.sock\n  berth serve --listen 0.0.0.0:7777 --workspace-root /srv/workspaces --max-upload 1g\n  curl -H \"Authorization: Bearer $KEY\" localhost:7777/v1/sandboxes"
+        after_help = "Run `berth server init` once first. The server keeps its database in the state directory (BERTH_STATE_DIR); on every start it reconciles it with the engine, so it may be killed at any moment. SIGTERM or Ctrl-C stops it gracefully (requests in flight finish; sandboxes keep running and are adopted by the next start).\n\nExamples:\n  berth serve --listen 127.0.0.1:7777\n  berth serve --listen unix:/run/berth.sock\n  berth serve --listen 0.0.0.0:7777 --workspace-root /srv/workspaces --max-upload 1g\n  berth serve --threads 4                       # many concurrent callers on a big host\n  curl -H \"Authorization: Bearer $KEY\" localhost:7777/v1/sandboxes"
     )]
     Serve(ServeArgs),
     /// Set up the server and manage its API keys.
@@ -156,6 +156,10 @@ pub struct ServeArgs {
     /// The largest file or archive upload accepted (default 1g).
     #[arg(long, value_name = "SIZE", default_value = "1g", value_parser = size_arg, allow_hyphen_values = true)]
     pub max_upload: String,
+    /// Threads that answer API calls (1-64). One answers each call sooner (no wake-ups across
+    /// threads); more serve more concurrent calls where the control plane's own CPU is the limit.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = threads_arg)]
+    pub threads: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -410,6 +414,15 @@ fn size_arg(value: &str) -> Result<String, String> {
     berth_spec::parse_size(value)
         .map(|_| value.to_string())
         .map_err(|e| e.to_string())
+}
+
+fn threads_arg(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n @ 1..=64) => Ok(n),
+        _ => Err(format!(
+            "expected a number of threads from 1 to 64, e.g. --threads 4 (got {value:?})"
+        )),
+    }
 }
 
 fn cpus_arg(value: &str) -> Result<String, String> {

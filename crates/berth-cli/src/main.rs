@@ -37,12 +37,12 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(cli.verbose);
-    // A server serves many callers at once on every core; any other verb is one caller's
-    // request, for which one thread answers sooner (no wake-ups across threads: `berth exec`
-    // is about a millisecond faster). Blocking work (tar, file reads) has its own threads.
-    let runtime = if matches!(cli.command, Command::Serve(_)) {
+    // One thread answers a call sooner than several (no wake-ups across threads: `berth exec`
+    // is about a millisecond faster, an exec through `berth serve` about 0.2 ms); a server may
+    // be given more (`--threads`). Blocking work (tar, file reads) has its own threads.
+    let runtime = if let Command::Serve(args) = &cli.command {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(args.threads)
             .enable_all()
             .build()
     } else {

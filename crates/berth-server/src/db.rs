@@ -390,11 +390,16 @@ impl Db {
     /// Notes activity now (an API call, an attached stream, a running process); false when
     /// no live sandbox has this id.
     pub fn touch(&self, id: &str) -> Result<bool, DbError> {
+        self.touch_at(id, now_ms())
+    }
+
+    /// Records a use at `at_ms` (never moving the time back); false if no such live sandbox.
+    pub fn touch_at(&self, id: &str, at_ms: i64) -> Result<bool, DbError> {
         self.with(|c| {
             Ok(c.prepare_cached(
-                "UPDATE sandboxes SET last_active_ms = ?2 WHERE id = ?1 AND state != 'gone'",
+                "UPDATE sandboxes SET last_active_ms = MAX(last_active_ms, ?2) WHERE id = ?1 AND state != 'gone'",
             )?
-            .execute(params![id, now_ms()])?
+            .execute(params![id, at_ms])?
                 == 1)
         })
     }

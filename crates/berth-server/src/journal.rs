@@ -6,11 +6,25 @@
 //! sandbox — which only ever delays an idle timeout — is written by one thread of its own, so
 //! no request waits on it; what that thread had not written when the server was SIGKILLed is
 //! at most the last moments' activity.
+//!
+//! That thread writes a sandbox's activity at most once per [`COALESCE`]: a burst of calls
+//! (a client running short commands back to back) costs one write, not two per call. A use
+//! inside the window is written when the window ends, with the time of the use. While a use is
+//! unwritten, the stored time is less than 2 × [`COALESCE`] old — far below the shortest idle
+//! timeout (one second) — so no sandbox is ever ended early for it.
 
-use std::sync::mpsc;
+use std::collections::HashMap;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::db::Db;
+use crate::db::{now_ms, Db};
+
+/// The shortest time between two activity writes of one sandbox.
+pub const COALESCE: Duration = Duration::from_millis(200);
+
+/// "This sandbox (an id or a name) was used at this time (ms)".
+type Used = (String, i64);
 
 /// One answered API call.
 pub struct Call {
@@ -27,22 +41,18 @@ pub struct Call {
 #[derive(Clone)]
 pub struct Journal {
     db: Arc<Db>,
-    /// Sandboxes used just now (an id or a name), for the activity writer.
-    used: mpsc::Sender<String>,
+    /// Sandboxes used just now, for the activity writer.
+    used: mpsc::Sender<Used>,
 }
 
 impl Journal {
     /// Starts the activity writer over `db`; it ends when every `Journal` is dropped.
     pub fn start(db: Arc<Db>) -> Self {
-        let (used, rx) = mpsc::channel::<String>();
+        let (used, rx) = mpsc::channel::<Used>();
         let writer = db.clone();
         let spawned = std::thread::Builder::new()
             .name("berth-journal".into())
-            .spawn(move || {
-                for sandbox in rx {
-                    touch(&writer, &sandbox);
-                }
-            });
+            .spawn(move || write_activity(&writer, &rx));
         if let Err(e) = spawned {
             tracing::error!("cannot start the activity writer: {e}; idle timeouts see only attached streams and running processes");
         }
@@ -61,21 +71,141 @@ impl Journal {
             tracing::warn!("could not write the audit log: {e}");
         }
         if let (true, Some(sandbox)) = (call.activity, call.sandbox) {
-            let _ = self.used.send(sandbox);
+            let _ = self.used.send((sandbox, now_ms()));
         }
     }
 
     /// Queues "sandbox `id` was used now".
     pub fn touch(&self, id: &str) {
-        let _ = self.used.send(id.to_string());
+        let _ = self.used.send((id.to_string(), now_ms()));
+    }
+}
+
+/// The activity writer: each sandbox's first use in a window is written at once, the last of
+/// the rest when the window ends; everything pending is written when the server stops.
+fn write_activity(db: &Db, rx: &mpsc::Receiver<Used>) {
+    // When each sandbox was last written, and the newest unwritten use of those written within
+    // the window.
+    let mut written: HashMap<String, Instant> = HashMap::new();
+    let mut pending: HashMap<String, i64> = HashMap::new();
+    loop {
+        let next_due = pending
+            .keys()
+            .filter_map(|s| written.get(s))
+            .min()
+            .map(|t| (*t + COALESCE).saturating_duration_since(Instant::now()));
+        let received = match next_due {
+            Some(wait) => rx.recv_timeout(wait),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match received {
+            Ok((sandbox, at)) => {
+                let recent = written
+                    .get(&sandbox)
+                    .is_some_and(|t| t.elapsed() < COALESCE);
+                if recent {
+                    pending.insert(sandbox, at);
+                } else {
+                    touch(db, &sandbox, at);
+                    written.insert(sandbox, Instant::now());
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                for (sandbox, at) in pending {
+                    touch(db, &sandbox, at);
+                }
+                return;
+            }
+        }
+        let due: Vec<String> = pending
+            .keys()
+            .filter(|s| written.get(*s).is_none_or(|t| t.elapsed() >= COALESCE))
+            .cloned()
+            .collect();
+        for sandbox in due {
+            if let Some(at) = pending.remove(&sandbox) {
+                touch(db, &sandbox, at);
+                written.insert(sandbox, Instant::now());
+            }
+        }
+        written.retain(|s, t| t.elapsed() < COALESCE || pending.contains_key(s));
     }
 }
 
 /// A used sandbox's activity time: by id (one indexed update), a name resolved first.
-fn touch(db: &Db, sandbox: &str) {
-    if !db.touch(sandbox).unwrap_or(true) {
+fn touch(db: &Db, sandbox: &str, at: i64) {
+    if !db.touch_at(sandbox, at).unwrap_or(true) {
         if let Ok(record) = berth_sandbox::store::find(db, sandbox) {
-            let _ = db.touch(&record.id);
+            let _ = db.touch_at(&record.id, at);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_sandbox::store::Store;
+
+    fn sandbox(db: &Db, id: &str) {
+        let record = berth_sandbox::sandbox::SandboxRecord {
+            id: id.into(),
+            name: Some(format!("{id}-name")),
+            container_id: "c".into(),
+            container_name: format!("berth-{id}"),
+            image: "berth/base".into(),
+            token: "t".into(),
+            run_dir: "/x".into(),
+            user: "1000:1000".into(),
+            workdir: "/".into(),
+            created: "1".into(),
+            labels: Default::default(),
+            egress: None,
+            agent_copy: None,
+        };
+        db.save(&record).unwrap();
+    }
+
+    fn last_active(db: &Db, id: &str) -> i64 {
+        db.lifetime(id).unwrap().unwrap().last_active_ms
+    }
+
+    #[test]
+    fn a_burst_of_uses_ends_with_its_last_use_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(dir.path(), None, true).unwrap());
+        sandbox(&db, "abc");
+        sandbox(&db, "def");
+        // Later than the records' own creation time (uses never move the time back).
+        let t0 = now_ms() + 60_000;
+        let (tx, rx) = mpsc::channel::<Used>();
+        let writer = db.clone();
+        let thread = std::thread::spawn(move || write_activity(&writer, &rx));
+
+        tx.send(("abc".into(), t0 + 1_000)).unwrap();
+        tx.send(("abc".into(), t0 + 2_000)).unwrap();
+        // A name is resolved to its sandbox.
+        tx.send(("def-name".into(), t0 + 5_000)).unwrap();
+        // The first use is written at once, the last when the window has ended: both without
+        // any further use to push them out.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while last_active(&db, "abc") != t0 + 2_000 || last_active(&db, "def") != t0 + 5_000 {
+            assert!(
+                Instant::now() < deadline,
+                "the last use of a burst was never written"
+            );
+            std::thread::sleep(COALESCE / 4);
+        }
+
+        // Written with the time of the use, and never back in time.
+        tx.send(("abc".into(), t0 + 1_500)).unwrap();
+        tx.send(("abc".into(), t0 + 3_000)).unwrap();
+        drop(tx);
+        thread.join().unwrap();
+        assert_eq!(
+            last_active(&db, "abc"),
+            t0 + 3_000,
+            "what is pending is written at the end"
+        );
     }
 }

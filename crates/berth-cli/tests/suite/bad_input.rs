@@ -300,6 +300,7 @@ fn the_cli_refuses_bad_input_clearly_and_leaves_nothing() {
         ),
         (vec!["agent", "events", "--cli", "nope"], "nope"),
         (vec!["serve", "--max-upload", "0x"], "0x"),
+        (vec!["serve", "--threads", "0"], "--threads"),
         (vec!["--server", "ftp://x", "ps"], "ftp://x"),
     ];
     assert!(cases.len() >= 50, "{} CLI cases", cases.len());

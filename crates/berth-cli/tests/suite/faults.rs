@@ -730,7 +730,8 @@ fn serve_on(engine: &OwnEngine, state: &Path) -> (Running, String) {
     let mut child = engine
         .berth()
         .env("BERTH_STATE_DIR", state)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        // More than the default one thread: the restart story holds either way.
+        .args(["serve", "--listen", "127.0.0.1:0", "--threads", "2"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
