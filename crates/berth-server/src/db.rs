@@ -613,8 +613,27 @@ impl Store for Db {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A sandbox record of `tenant`'s, for tests of what the server keeps about it.
+    pub(crate) fn record(id: &str, name: Option<&str>, tenant: &str) -> SandboxRecord {
+        SandboxRecord {
+            id: id.into(),
+            name: name.map(str::to_string),
+            container_id: "c".into(),
+            container_name: format!("berth-{id}"),
+            image: "berth/base".into(),
+            token: "t".into(),
+            run_dir: "/x".into(),
+            user: "1000:1000".into(),
+            workdir: "/".into(),
+            created: "1".into(),
+            labels: [(berth_spec::labels::TENANT.to_string(), tenant.to_string())].into(),
+            egress: None,
+            agent_copy: None,
+        }
+    }
 
     #[test]
     fn migrates_and_keeps_keys_and_clocks() {
@@ -634,21 +653,7 @@ mod tests {
         assert_eq!(db.key_by_hash("h1").unwrap(), Some(("alice".into(), false)));
         assert!(migrations().validate().is_ok());
 
-        let record = SandboxRecord {
-            id: "abc".into(),
-            name: None,
-            container_id: "c".into(),
-            container_name: "berth-abc".into(),
-            image: "berth/base".into(),
-            token: "t".into(),
-            run_dir: "/x".into(),
-            user: "1000:1000".into(),
-            workdir: "/".into(),
-            created: "1".into(),
-            labels: [(berth_spec::labels::TENANT.to_string(), "alice".to_string())].into(),
-            egress: None,
-            agent_copy: None,
-        };
+        let record = record("abc", None, "alice");
         db.save(&record).unwrap();
         db.set_deadline("abc", Some(10_000)).unwrap();
         db.pause_clock("abc", 1_000).unwrap();

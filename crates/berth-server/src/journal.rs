@@ -81,55 +81,64 @@ impl Journal {
     }
 }
 
-/// The activity writer: each sandbox's first use in a window is written at once, the last of
-/// the rest when the window ends; everything pending is written when the server stops.
+/// One sandbox's coalescing window: when it opened (with a write), and the newest use since.
+struct Window {
+    opened: Instant,
+    pending: Option<i64>,
+}
+
+/// The activity writer: a sandbox's use is written at once unless one was written less than
+/// [`COALESCE`] ago; then the newest such use is written when that window ends. Everything
+/// pending is written when the server stops.
 fn write_activity(db: &Db, rx: &mpsc::Receiver<Used>) {
-    // When each sandbox was last written, and the newest unwritten use of those written within
-    // the window.
-    let mut written: HashMap<String, Instant> = HashMap::new();
-    let mut pending: HashMap<String, i64> = HashMap::new();
+    let mut windows: HashMap<String, Window> = HashMap::new();
     loop {
-        let next_due = pending
-            .keys()
-            .filter_map(|s| written.get(s))
-            .min()
-            .map(|t| (*t + COALESCE).saturating_duration_since(Instant::now()));
-        let received = match next_due {
+        let next_end = windows
+            .values()
+            .filter(|w| w.pending.is_some())
+            .map(|w| (w.opened + COALESCE).saturating_duration_since(Instant::now()))
+            .min();
+        let received = match next_end {
             Some(wait) => rx.recv_timeout(wait),
             None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         match received {
-            Ok((sandbox, at)) => {
-                let recent = written
-                    .get(&sandbox)
-                    .is_some_and(|t| t.elapsed() < COALESCE);
-                if recent {
-                    pending.insert(sandbox, at);
-                } else {
+            Ok((sandbox, at)) => match windows.get_mut(&sandbox) {
+                Some(w) if w.opened.elapsed() < COALESCE => w.pending = Some(at),
+                _ => {
                     touch(db, &sandbox, at);
-                    written.insert(sandbox, Instant::now());
+                    let opened = Instant::now();
+                    windows.insert(
+                        sandbox,
+                        Window {
+                            opened,
+                            pending: None,
+                        },
+                    );
                 }
-            }
+            },
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
-                for (sandbox, at) in pending {
-                    touch(db, &sandbox, at);
+                for (sandbox, w) in windows {
+                    if let Some(at) = w.pending {
+                        touch(db, &sandbox, at);
+                    }
                 }
                 return;
             }
         }
-        let due: Vec<String> = pending
-            .keys()
-            .filter(|s| written.get(*s).is_none_or(|t| t.elapsed() >= COALESCE))
-            .cloned()
-            .collect();
-        for sandbox in due {
-            if let Some(at) = pending.remove(&sandbox) {
-                touch(db, &sandbox, at);
-                written.insert(sandbox, Instant::now());
+        // Windows that ended: what they held is written (opening the next), empty ones go.
+        windows.retain(|sandbox, w| {
+            if w.opened.elapsed() < COALESCE {
+                return true;
             }
-        }
-        written.retain(|s, t| t.elapsed() < COALESCE || pending.contains_key(s));
+            let Some(at) = w.pending.take() else {
+                return false;
+            };
+            touch(db, sandbox, at);
+            w.opened = Instant::now();
+            true
+        });
     }
 }
 
@@ -148,22 +157,9 @@ mod tests {
     use berth_sandbox::store::Store;
 
     fn sandbox(db: &Db, id: &str) {
-        let record = berth_sandbox::sandbox::SandboxRecord {
-            id: id.into(),
-            name: Some(format!("{id}-name")),
-            container_id: "c".into(),
-            container_name: format!("berth-{id}"),
-            image: "berth/base".into(),
-            token: "t".into(),
-            run_dir: "/x".into(),
-            user: "1000:1000".into(),
-            workdir: "/".into(),
-            created: "1".into(),
-            labels: Default::default(),
-            egress: None,
-            agent_copy: None,
-        };
-        db.save(&record).unwrap();
+        let name = format!("{id}-name");
+        db.save(&crate::db::tests::record(id, Some(&name), "alice"))
+            .unwrap();
     }
 
     fn last_active(db: &Db, id: &str) -> i64 {
