@@ -111,9 +111,8 @@ pub fn object_labels(
 
 /// The MTU of berth's internal networks. Nothing on them reaches beyond their bridge, so no
 /// path MTU is at stake, and a large one makes a bulk transfer through the egress gateway
-/// far fewer packets on its sandbox-side hop (berth-bench egress on a 2-core machine: the
-/// tunnel's download went from about 0.60x to 0.62-0.70x of direct bridge networking). The most a
-/// veth interface takes is 65535; this is the loopback's old value.
+/// far fewer packets on its sandbox-side hop (`berth-bench egress`; figures in BENCHMARKS.md).
+/// The most a veth interface takes is 65535; this is the loopback's old value.
 pub const INTERNAL_MTU: u32 = 65520;
 
 /// A berth-made network with no route out and no address on the host's side (the
