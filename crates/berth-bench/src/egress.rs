@@ -6,15 +6,23 @@
 //! The "internet" is this repo's `fake-upstream` in a container on the bridge; the gateway
 //! reaches it through the documented test-only overrides. The client is one Python script
 //! (`egress_client.py`), the same for every contender, timed inside the sandbox.
+//!
+//! On a small machine the client, the gateway and the upstream share the same cores, so the
+//! download rows also count each one's CPU time: the client's own (it reads it), the gateway's
+//! and the upstream's from their containers' cgroups (Docker's stats). That shows where a
+//! ratio comes from on the machine it was measured on.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bollard::query_parameters::StatsOptionsBuilder;
+use bollard::Docker;
+use futures_util::StreamExt;
 
 use crate::sandbox::Sandbox;
-use crate::Series;
+use crate::{percentile, Series};
 
 const UPSTREAM_IMAGE: &str = "berth-bench/fake-upstream:latest";
 const DEBIAN: &str = "berth/debian:latest";
@@ -118,16 +126,107 @@ fn create(up: &Upstream, berth: &str, args: &[&str]) -> anyhow::Result<Sandbox> 
     Sandbox::create_with(up.berth(berth), berth, args)
 }
 
+/// What the client measured, per request: wall time, its own CPU time, and the whole
+/// machine's busy CPU time (`None` where /proc/stat was unreadable).
+#[derive(serde::Deserialize)]
+struct ClientTimes {
+    ms: Vec<f64>,
+    cpu_ms: Vec<f64>,
+    machine_ms: Vec<Option<f64>>,
+}
+
 /// Runs the client in a sandbox; its own timings.
-fn client(berth: &str, sandbox: &Sandbox, args: &[&str]) -> anyhow::Result<Vec<f64>> {
+fn client(berth: &str, sandbox: &Sandbox, args: &[&str]) -> anyhow::Result<ClientTimes> {
     let out = run(Command::new(berth)
         .args(["exec", &sandbox.id, "--", "python3", "/ca/egress_client.py"])
         .args(args))?;
     Ok(serde_json::from_str(&out)?)
 }
 
-/// The three egress tables: create → first exec, 256 MiB download, per-request latency.
-pub fn egress(berth: &str, iterations: usize, requests: usize) -> anyhow::Result<[Vec<Series>; 3]> {
+/// A container's CPU time so far (its cgroup's), in nanoseconds.
+async fn cpu_ns(docker: &Docker, container: &str) -> anyhow::Result<u64> {
+    let options = StatsOptionsBuilder::new()
+        .stream(false)
+        .one_shot(true)
+        .build();
+    let stats = docker
+        .stats(container, Some(options))
+        .next()
+        .await
+        .with_context(|| format!("no stats for {container}"))??;
+    stats
+        .cpu_stats
+        .and_then(|c| c.cpu_usage)
+        .and_then(|u| u.total_usage)
+        .with_context(|| format!("no CPU usage in the stats of {container}"))
+}
+
+/// CPU time per download, in milliseconds, of each process on the path.
+pub struct CpuSeries {
+    pub name: &'static str,
+    /// The client process (Python, TLS): its own user + system time.
+    pub client: Vec<f64>,
+    /// The gateway's container (empty for the direct path).
+    pub gateway: Vec<f64>,
+    /// The upstream's container (TLS, the body).
+    pub upstream: Vec<f64>,
+    /// The whole machine's busy CPU time during the download: the three above, the kernel's
+    /// network work charged to none of them, and anything else running.
+    pub machine: Vec<f64>,
+    /// The download's wall time, to set the CPU against.
+    pub wall: Vec<f64>,
+}
+
+/// Prints the CPU table: median CPU milliseconds per download, and how many of the
+/// machine's cores were busy during it (on a 2-core machine, 2.0 is all there is).
+pub fn report_cpu(rows: &[CpuSeries]) {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("\n## CPU time per 256 MiB download (median ms; this machine has {cores} cores)\n");
+    println!("| contender | client | gateway | upstream | whole machine | cores busy |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    let cell = |v: &[f64]| {
+        if v.is_empty() {
+            "—".to_string()
+        } else {
+            format!("{:.0}", percentile(v, 0.5))
+        }
+    };
+    for r in rows {
+        let busy = if r.machine.is_empty() {
+            "—".to_string()
+        } else {
+            format!(
+                "{:.2}",
+                percentile(&r.machine, 0.5) / percentile(&r.wall, 0.5)
+            )
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {busy} |",
+            r.name,
+            cell(&r.client),
+            cell(&r.gateway),
+            cell(&r.upstream),
+            cell(&r.machine),
+        );
+    }
+    println!(
+        "\n- client: the Python process's own user + system time; gateway and upstream: their \
+         containers' cgroup CPU time over the whole client run (one small warm-up request \
+         included); whole machine: busy time of all cores during the download (/proc/stat, \
+         10 ms ticks), which also holds the kernel's network work charged to no process; \
+         cores busy: whole machine over the median wall time."
+    );
+}
+
+/// The egress tables: create → first exec, 256 MiB download, per-request latency, and the
+/// CPU time of each process on the download's path.
+pub fn egress(
+    runtime: &tokio::runtime::Runtime,
+    berth: &str,
+    iterations: usize,
+    requests: usize,
+) -> anyhow::Result<([Vec<Series>; 3], Vec<CpuSeries>)> {
+    let docker = runtime.block_on(crate::sandbox::docker())?;
     if !Command::new("docker")
         .args(["image", "inspect", DEBIAN])
         .stdout(Stdio::null())
@@ -229,14 +328,47 @@ pub fn egress(berth: &str, iterations: usize, requests: usize) -> anyhow::Result
             Series::new(name, describe(&format!("/bytes/{DOWNLOAD}"), mode, host))
         })
         .collect();
+    let mut cpu: Vec<CpuSeries> = contenders
+        .iter()
+        .map(|(name, ..)| CpuSeries {
+            name,
+            client: Vec::new(),
+            gateway: Vec::new(),
+            upstream: Vec::new(),
+            machine: Vec::new(),
+            wall: Vec::new(),
+        })
+        .collect();
+    let gateway_container = format!("berth-gw-{}", gateway.id);
+    let cpu_now = |container: &str| runtime.block_on(cpu_ns(&docker, container));
     let path = format!("/bytes/{DOWNLOAD}");
     for round in 0..iterations.max(3) {
         for k in 0..contenders.len() {
             let j = (round + k) % contenders.len();
             let (_, sandbox, mode, host) = contenders[j];
-            for ms in client(berth, sandbox, &[mode, host, &path, "1", &up.ip])? {
-                download[j].ms.push(ms);
+            let through_gateway = mode == "proxy";
+            let (gw0, up0) = (
+                if through_gateway {
+                    cpu_now(&gateway_container)?
+                } else {
+                    0
+                },
+                cpu_now(&up.container)?,
+            );
+            let times = client(berth, sandbox, &[mode, host, &path, "1", &up.ip])?;
+            let ms = |ns: u64| ns as f64 / 1e6;
+            if through_gateway {
+                cpu[j]
+                    .gateway
+                    .push(ms(cpu_now(&gateway_container)?.saturating_sub(gw0)));
             }
+            cpu[j]
+                .upstream
+                .push(ms(cpu_now(&up.container)?.saturating_sub(up0)));
+            cpu[j].client.extend(&times.cpu_ms);
+            cpu[j].machine.extend(times.machine_ms.iter().flatten());
+            cpu[j].wall.extend(&times.ms);
+            download[j].ms.extend(times.ms);
         }
     }
     let mut latency: Vec<Series> = contenders
@@ -250,8 +382,8 @@ pub fn egress(berth: &str, iterations: usize, requests: usize) -> anyhow::Result
             let n = (requests / 4).max(1).to_string();
             latency[j]
                 .ms
-                .extend(client(berth, sandbox, &[mode, host, "/echo", &n, &up.ip])?);
+                .extend(client(berth, sandbox, &[mode, host, "/echo", &n, &up.ip])?.ms);
         }
     }
-    Ok([create_series, download, latency])
+    Ok(([create_series, download, latency], cpu))
 }

@@ -1,5 +1,7 @@
 # berth-bench's HTTPS client inside a sandbox: the same code for every contender, timed
-# inside the sandbox (no exec overhead). Prints one JSON list of milliseconds.
+# inside the sandbox (no exec overhead). Prints one JSON object, per request, in milliseconds:
+# its wall time, this process's CPU time (user + system), and the whole machine's busy CPU
+# time (from /proc/stat, which a container shares with its host; null where unreadable).
 #   python3 egress_client.py MODE HOST PATH COUNT [IP]
 # MODE: direct (TCP to IP, TLS for HOST) or proxy (CONNECT HOST:443 through $HTTPS_PROXY).
 import json, os, socket, ssl, sys, time
@@ -9,6 +11,16 @@ ip = sys.argv[5] if len(sys.argv) > 5 else None
 ctx = ssl.create_default_context()
 ctx.load_verify_locations("/ca/ca.pem")
 buf = bytearray(1 << 20)
+tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+
+def machine_busy_ms():
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return None
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) * tick_ms  # user .. steal; guest time is inside user
 
 def once(path):
     if mode == "proxy":
@@ -38,10 +50,13 @@ def once(path):
     return total
 
 once("/echo")  # warm-up: name lookups, first connection
-out = []
+out = {"ms": [], "cpu_ms": [], "machine_ms": []}
 for _ in range(count):
-    start = time.perf_counter()
+    start, cpu, busy = time.perf_counter(), time.process_time(), machine_busy_ms()
     got = once(path)
-    out.append((time.perf_counter() - start) * 1000)
+    out["ms"].append((time.perf_counter() - start) * 1000)
+    out["cpu_ms"].append((time.process_time() - cpu) * 1000)
+    after = machine_busy_ms()
+    out["machine_ms"].append(None if busy is None or after is None else after - busy)
     assert got > 0
 print(json.dumps(out))

@@ -80,23 +80,23 @@ impl Series {
         self.ms.push(d.as_secs_f64() * 1000.0);
     }
 
-    fn sorted(&self) -> Vec<f64> {
-        let mut v = self.ms.clone();
-        v.sort_by(f64::total_cmp);
-        v
-    }
-
     fn percentile(&self, p: f64) -> f64 {
-        let v = self.sorted();
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        v[((v.len() as f64 - 1.0) * p).round() as usize]
+        percentile(&self.ms, p)
     }
 
     fn median(&self) -> f64 {
         self.percentile(0.5)
     }
+}
+
+/// The `p` percentile (0.0–1.0) of some samples, NaN for none.
+pub fn percentile(samples: &[f64], p: f64) -> f64 {
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// Runs a command to completion (output discarded) and times it.
@@ -258,7 +258,8 @@ fn main() -> anyhow::Result<()> {
         report("Download 256 MiB", &series[2..], 0, Some(256 << 20));
     }
     if want(Bench::Egress) {
-        let [create, download, latency] = egress::egress(&berth, few.max(10), n.max(100) * 2)?;
+        let ([create, download, latency], cpu) =
+            egress::egress(&runtime, &berth, few.max(10), n.max(100) * 2)?;
         report(
             "Create a sandbox and finish a first exec: with vs without a gateway",
             &create[..2],
@@ -277,6 +278,7 @@ fn main() -> anyhow::Result<()> {
             0,
             Some(egress::DOWNLOAD),
         );
+        egress::report_cpu(&cpu);
         report(
             "One HTTPS request (new connection: CONNECT + TLS + GET /echo)",
             &latency,
