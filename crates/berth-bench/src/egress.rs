@@ -173,13 +173,12 @@ pub struct CpuSeries {
     /// The whole machine's busy CPU time during the download: the three above, the kernel's
     /// network work charged to none of them, and anything else running.
     pub machine: Vec<f64>,
-    /// The download's wall time, to set the CPU against.
-    pub wall: Vec<f64>,
 }
 
 /// Prints the CPU table: median CPU milliseconds per download, and how many of the
-/// machine's cores were busy during it (on a 2-core machine, 2.0 is all there is).
-pub fn report_cpu(rows: &[CpuSeries]) {
+/// machine's cores were busy during it (on a 2-core machine, 2.0 is all there is);
+/// `downloads` are the same contenders' wall times, in the same order.
+pub fn report_cpu(rows: &[CpuSeries], downloads: &[Series]) {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("\n## CPU time per 256 MiB download (median ms; this machine has {cores} cores)\n");
     println!("| contender | client | gateway | upstream | whole machine | cores busy |");
@@ -191,14 +190,11 @@ pub fn report_cpu(rows: &[CpuSeries]) {
             format!("{:.0}", percentile(v, 0.5))
         }
     };
-    for r in rows {
+    for (r, wall) in rows.iter().zip(downloads) {
         let busy = if r.machine.is_empty() {
             "—".to_string()
         } else {
-            format!(
-                "{:.2}",
-                percentile(&r.machine, 0.5) / percentile(&r.wall, 0.5)
-            )
+            format!("{:.2}", percentile(&r.machine, 0.5) / wall.median())
         };
         println!(
             "| {} | {} | {} | {} | {} | {busy} |",
@@ -336,10 +332,9 @@ pub fn egress(
             gateway: Vec::new(),
             upstream: Vec::new(),
             machine: Vec::new(),
-            wall: Vec::new(),
         })
         .collect();
-    let gateway_container = format!("berth-gw-{}", gateway.id);
+    let gateway_container = berth_sandbox::egress::gateway_name(&gateway.id);
     let cpu_now = |container: &str| runtime.block_on(cpu_ns(&docker, container));
     let path = format!("/bytes/{DOWNLOAD}");
     for round in 0..iterations.max(3) {
@@ -367,7 +362,6 @@ pub fn egress(
                 .push(ms(cpu_now(&up.container)?.saturating_sub(up0)));
             cpu[j].client.extend(&times.cpu_ms);
             cpu[j].machine.extend(times.machine_ms.iter().flatten());
-            cpu[j].wall.extend(&times.ms);
             download[j].ms.extend(times.ms);
         }
     }

@@ -278,7 +278,7 @@ fn main() -> anyhow::Result<()> {
             0,
             Some(egress::DOWNLOAD),
         );
-        egress::report_cpu(&cpu);
+        egress::report_cpu(&cpu, &download);
         report(
             "One HTTPS request (new connection: CONNECT + TLS + GET /echo)",
             &latency,

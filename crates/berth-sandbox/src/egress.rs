@@ -131,6 +131,11 @@ fn placeholder(name: &str) -> String {
     )
 }
 
+/// The container name of sandbox `id`'s gateway (also its host name on the internal network).
+pub fn gateway_name(id: &str) -> String {
+    format!("berth-gw-{id}")
+}
+
 /// The egress half of [`crate::plan::plan_sandbox`]: the internal network, the gateway's
 /// container, the secrets' values (from the spec or the caller's environment), and what the
 /// sandbox container needs that is known before the gateway runs.
@@ -170,7 +175,7 @@ pub fn plan(
     let network = format!("berth-egress-{id}");
     let network_plan = crate::plan::internal_network(network.clone(), id, host, owned);
     let gateway = ContainerPlan {
-        name: format!("berth-gw-{id}"),
+        name: gateway_name(id),
         image: String::new(),
         entrypoint: None,
         cmd: vec!["serve".to_string()],
@@ -338,7 +343,8 @@ pub async fn configure<E: Engine>(
     let state = engine.container_inspect(container_id).await?;
     let address = state.ip_addresses.get(network).cloned().ok_or_else(|| {
         SandboxError::Input(format!(
-            "the egress gateway of sandbox {id} has no address on {network} (did it stop? `docker logs berth-gw-{id}` says why); `berth rm -f {id}` and make the sandbox again"
+            "the egress gateway of sandbox {id} has no address on {network} (did it stop? `docker logs {}` says why); `berth rm -f {id}` and make the sandbox again",
+            gateway_name(id)
         ))
     })?;
     let config = GatewayConfig {
